@@ -1,0 +1,189 @@
+"""REST API of the reference application: agents, threads, messages and streamed runs.
+
+Agent and thread CRUD are the *migrated* half of the app: they announce changes with
+`@publish_event`, which publishes only after the route committed and returned. Messages and runs
+go through `ChatService`, the not-yet-migrated half (see bridge/chat.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Annotated
+
+from fastapi import APIRouter, Depends, HTTPException, Request, status
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+
+from bridge.chat import ChatService, ThreadNotFoundError
+from bridge.db import Agent, Thread
+from bridge.schemas import (
+    AgentIn,
+    AgentOut,
+    AgentPatch,
+    MessageIn,
+    MessageOut,
+    RunAccepted,
+    RunIn,
+    ThreadIn,
+    ThreadOut,
+    ThreadPatch,
+)
+from unified import Event, EventType, current_bus, publish_event
+
+if TYPE_CHECKING:
+    from bridge.runtime import Runtime
+
+router = APIRouter(prefix="/api")
+
+
+def runtime_of(request: Request) -> Runtime:
+    return request.app.state.runtime  # type: ignore[no-any-return]
+
+
+def db_session(request: Request) -> Iterator[Session]:
+    with runtime_of(request).db.session() as session:
+        yield session
+
+
+def chat_service(request: Request) -> ChatService:
+    return runtime_of(request).chat
+
+
+DB = Annotated[Session, Depends(db_session)]
+Chat = Annotated[ChatService, Depends(chat_service)]
+
+
+def _agent(db: Session, agent_id: int) -> Agent:
+    agent = db.get(Agent, agent_id)
+    if agent is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"Agent {agent_id} not found")
+    return agent
+
+
+def _thread(db: Session, thread_id: int) -> Thread:
+    thread = db.get(Thread, thread_id)
+    if thread is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"Thread {thread_id} not found")
+    return thread
+
+
+# -- agents --------------------------------------------------------------------------------------
+
+
+@router.get("/agents")
+def list_agents(db: DB) -> list[AgentOut]:
+    return [AgentOut.of(a) for a in db.scalars(select(Agent).order_by(Agent.id))]
+
+
+@router.get("/agents/{agent_id}")
+def get_agent(agent_id: int, db: DB) -> AgentOut:
+    return AgentOut.of(_agent(db, agent_id))
+
+
+@router.post("/agents", status_code=status.HTTP_201_CREATED)
+@publish_event(EventType.AGENT_CREATED)
+def create_agent(body: AgentIn, db: DB) -> AgentOut:
+    agent = Agent(name=body.name, system_prompt=body.system_prompt, status=body.status)
+    db.add(agent)
+    db.commit()
+    return AgentOut.of(agent)
+
+
+@router.patch("/agents/{agent_id}")
+@publish_event(EventType.AGENT_UPDATED)
+def update_agent(agent_id: int, body: AgentPatch, db: DB) -> AgentOut:
+    agent = _agent(db, agent_id)
+    old_status = agent.status
+    for field, value in body.model_dump(exclude_none=True).items():
+        setattr(agent, field, value)
+    db.commit()
+    result = AgentOut.of(agent)
+    if result.status != old_status:
+        bus = current_bus.get()
+        if bus is not None:
+            bus.publish_sync(Event.create(EventType.AGENT_STATUS_CHANGED, result.model_dump()))
+    return result
+
+
+@router.delete("/agents/{agent_id}")
+@publish_event(EventType.AGENT_DELETED)
+def delete_agent(agent_id: int, db: DB) -> AgentOut:
+    agent = _agent(db, agent_id)
+    result = AgentOut.of(agent)
+    db.delete(agent)
+    db.commit()
+    return result
+
+
+# -- threads -------------------------------------------------------------------------------------
+
+
+@router.get("/threads")
+def list_threads(db: DB, agent_id: int | None = None) -> list[ThreadOut]:
+    query = select(Thread).order_by(Thread.id)
+    if agent_id is not None:
+        query = query.where(Thread.agent_id == agent_id)
+    return [ThreadOut.of(t) for t in db.scalars(query)]
+
+
+@router.get("/threads/{thread_id}")
+def get_thread(thread_id: int, db: DB) -> ThreadOut:
+    return ThreadOut.of(_thread(db, thread_id))
+
+
+@router.post("/threads", status_code=status.HTTP_201_CREATED)
+@publish_event(EventType.THREAD_CREATED)
+def create_thread(body: ThreadIn, db: DB) -> ThreadOut:
+    _agent(db, body.agent_id)
+    thread = Thread(agent_id=body.agent_id, title=body.title)
+    db.add(thread)
+    db.commit()
+    return ThreadOut.of(thread)
+
+
+@router.patch("/threads/{thread_id}")
+@publish_event(EventType.THREAD_UPDATED)
+def update_thread(thread_id: int, body: ThreadPatch, db: DB) -> ThreadOut:
+    thread = _thread(db, thread_id)
+    thread.title = body.title
+    db.commit()
+    return ThreadOut.of(thread)
+
+
+@router.delete("/threads/{thread_id}")
+@publish_event(EventType.THREAD_DELETED)
+def delete_thread(thread_id: int, db: DB) -> ThreadOut:
+    thread = _thread(db, thread_id)
+    result = ThreadOut.of(thread)
+    db.delete(thread)
+    db.commit()
+    return result
+
+
+# -- messages and runs ---------------------------------------------------------------------------
+
+
+@router.get("/threads/{thread_id}/messages")
+async def list_messages(thread_id: int, chat: Chat) -> list[MessageOut]:
+    history = await run_in_threadpool(chat.history, thread_id)
+    if history is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"Thread {thread_id} not found")
+    return history
+
+
+@router.post("/threads/{thread_id}/messages", status_code=status.HTTP_201_CREATED)
+async def post_message(thread_id: int, body: MessageIn, chat: Chat) -> MessageOut:
+    try:
+        return await chat.post_message(thread_id, body.content, body.role)
+    except ThreadNotFoundError as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
+
+
+@router.post("/threads/{thread_id}/run", status_code=status.HTTP_202_ACCEPTED)
+async def run_thread(thread_id: int, chat: Chat, body: RunIn | None = None) -> RunAccepted:
+    body = body or RunIn()
+    try:
+        return await chat.start_run(thread_id, body.chunks, body.delay_ms)
+    except ThreadNotFoundError as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None

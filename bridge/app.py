@@ -1,0 +1,87 @@
+"""The FastAPI application factory: REST API, `/api/ws` (unified), `/metrics`, `/healthz`."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, WebSocket
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from bridge import api
+from bridge.runtime import Runtime
+from bridge.settings import Settings
+from unified import EventBus, current_bus
+from unified.endpoint import SessionLimits, UnifiedSession
+
+
+class BusContext:
+    """Pure ASGI middleware making the app's bus the `current_bus` of every request."""
+
+    def __init__(self, app: ASGIApp, bus: EventBus) -> None:
+        self.app = app
+        self.bus = bus
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        token = current_bus.set(self.bus)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            current_bus.reset(token)
+
+
+def _topics_param(raw: str | None) -> list[str]:
+    return [t for t in (raw or "").split(",") if t]
+
+
+def create_app(settings: Settings | None = None, *, registry: CollectorRegistry | None = None) -> FastAPI:
+    """Build the reference server. `registry` is injectable so tests get a fresh one."""
+    runtime = Runtime(settings or Settings.from_env(), registry=registry)
+    limits = SessionLimits(
+        outbox_capacity=runtime.settings.outbox_capacity,
+        max_bad_frames=runtime.settings.max_bad_frames,
+        bad_frame_window_s=runtime.settings.bad_frame_window_s,
+    )
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await runtime.start()
+        try:
+            yield
+        finally:
+            await runtime.stop()
+
+    app = FastAPI(title="wsmigrate reference server", lifespan=lifespan)
+    app.state.runtime = runtime
+    app.add_middleware(BusContext, bus=runtime.bus)
+    app.include_router(api.router)
+
+    async def unified_socket(websocket: WebSocket) -> None:
+        session = UnifiedSession(websocket, runtime.manager, runtime.gate, limits=limits, metrics=runtime.metrics)
+        await session.run(_topics_param(websocket.query_params.get("topics")))
+
+    app.add_api_websocket_route("/api/ws", unified_socket)
+    app.add_api_websocket_route("/api/ws/v2", unified_socket)
+
+    @app.get("/healthz")
+    async def healthz() -> JSONResponse:
+        healthy = runtime.bus.running and runtime.bus.backend.healthy()
+        body = {
+            "status": "ok" if healthy else "degraded",
+            "bus": {"url": runtime.settings.bus_url.split("@")[-1], "healthy": healthy},
+            "connections": runtime.manager.connection_count,
+        }
+        return JSONResponse(body, status_code=200 if healthy else 503)
+
+    @app.get("/metrics")
+    async def metrics_endpoint() -> Response:
+        return Response(generate_latest(runtime.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """Factory used by `wsmigrate serve` (and each uvicorn worker): settings from the environment."""
+    return create_app()

@@ -1,0 +1,52 @@
+"""Server settings, read from `WSMIGRATE_*` environment variables with embedded defaults.
+
+Environment variables are the one configuration channel because several uvicorn workers must
+agree on them: `wsmigrate serve` turns its flags into these variables before starting workers.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+ENV_PREFIX = "WSMIGRATE_"
+
+
+class Settings(BaseModel):
+    """Everything the reference server can be told. Field `x` is read from `WSMIGRATE_X`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    database_url: str = "sqlite:///./wsmigrate.db"
+    bus_url: str = "memory://"
+    # delivery
+    outbox_capacity: int = Field(1000, ge=1)
+    max_topics: int = Field(100, ge=1)
+    handler_queue_size: int = Field(10_000, ge=1)
+    history_size: int = Field(300, ge=0)
+    history_ttl_s: float = Field(300.0, ge=0)
+    # reference application
+    stream_delay_ms: float = Field(15.0, ge=0)
+    stream_chunks: int = Field(24, ge=1, le=100_000)
+    # protocol limits
+    max_bad_frames: int = Field(10, ge=1)
+    bad_frame_window_s: float = Field(60.0, gt=0)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Build settings from `environ` (default: the process environment), then `overrides`."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for name in cls.model_fields:
+            raw = environ.get(ENV_PREFIX + name.upper())
+            if raw is not None:
+                values[name] = raw
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls.model_validate(values)
+
+    def to_env(self) -> dict[str, str]:
+        """The environment variables that reproduce these settings in another process."""
+        return {ENV_PREFIX + name.upper(): str(value) for name, value in self.model_dump().items()}

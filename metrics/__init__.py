@@ -1,0 +1,33 @@
+"""Base layer: every Prometheus metric of wsmigrate and the root of its exception hierarchy.
+
+`metrics` imports nothing else of the project, so `legacy`, `unified` and `bridge` can all depend on
+it without creating cycles. No other package constructs a Counter, Gauge or Histogram.
+"""
+
+from metrics.errors import WsMigrateError
+from metrics.registry import (
+    BRIDGE_OUTCOMES,
+    COMPARISON_OUTCOMES,
+    COMPLETION_OUTCOMES,
+    CONNECTION_KINDS,
+    DELIVERY_OUTCOMES,
+    ORIGINS,
+    PATHS,
+    SKIP_REASONS,
+    STAGES,
+    WsMetrics,
+)
+
+__all__ = [
+    "BRIDGE_OUTCOMES",
+    "COMPARISON_OUTCOMES",
+    "COMPLETION_OUTCOMES",
+    "CONNECTION_KINDS",
+    "DELIVERY_OUTCOMES",
+    "ORIGINS",
+    "PATHS",
+    "SKIP_REASONS",
+    "STAGES",
+    "WsMetrics",
+    "WsMigrateError",
+]

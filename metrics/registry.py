@@ -1,0 +1,198 @@
+"""Every metric wsmigrate exports, built against an injected registry.
+
+Why one class: the label sets are closed (never ids or topics), and every combination is
+initialised to zero at start-up so that dashboards and alert expressions never meet a missing
+series. Keeping the definitions together is the only way to guarantee both.
+
+The event-type label values are passed in by the composition root (`bridge`), because this base
+layer must not import the packages that define the catalogue.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from itertools import product
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+
+# `_created` series double the exposition size and no wsmigrate dashboard or alert reads them.
+disable_created_metrics()  # type: ignore[no-untyped-call]
+
+PREFIX = "wsmigrate"
+
+ORIGINS = ("legacy_call", "bus", "admin", "probe")
+BRIDGE_OUTCOMES = ("mirrored", "skipped", "error")
+PATHS = ("legacy", "unified")
+COMPLETION_OUTCOMES = ("delivered", "no_recipients", "failed", "dropped")
+DELIVERY_OUTCOMES = ("sent", "send_error", "slow_consumer_drop", "shadow")
+COMPARISON_OUTCOMES = (
+    "match",
+    "mismatch_payload",
+    "missing_legacy",
+    "missing_unified",
+    "duplicate_legacy",
+    "duplicate_unified",
+    "ignored",
+    "late",
+)
+SKIP_REASONS = ("sampled_out", "capacity")
+CONNECTION_KINDS = ("legacy_thread", "legacy_agent", "unified")
+STAGES = ("off", "shadow", "live", "complete")
+PROTOCOL_ERROR_CODES = ("invalid_topic", "not_found", "forbidden", "bad_message", "too_many_topics", "rate_limited")
+CLOSE_REASONS = ("normal", "slow_consumer", "abuse", "heartbeat_timeout", "shutdown", "auth", "limit", "error")
+HANDLER_OUTCOMES = ("ok", "error", "dropped")
+
+# Latency buckets in seconds: sub-millisecond resolution, because the unified path's p99 on
+# loopback is a few milliseconds and coarse default buckets would hide regressions.
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+def _initialise(metric: Counter | Gauge | Histogram, *label_sets: Iterable[str]) -> None:
+    """Touch every label combination so it is exported as 0 before the first event."""
+    for combination in product(*label_sets):
+        metric.labels(*combination)
+
+
+class WsMetrics:
+    """All wsmigrate metrics, registered on `registry`.
+
+    `event_types` is the closed set of `event_type` label values (the catalogue plus `unknown`
+    for legacy frames the bridge cannot translate).
+    """
+
+    def __init__(self, registry: CollectorRegistry, *, event_types: Sequence[str]) -> None:
+        self.registry = registry
+        self.event_types: tuple[str, ...] = tuple(event_types)
+        types = self.event_types
+        r = registry
+
+        self.events_published = Counter(
+            f"{PREFIX}_events_published", "Logical events entering the system, once each, by origin.",
+            ["event_type", "origin"], registry=r,
+        )
+        _initialise(self.events_published, types, ORIGINS)
+
+        self.bridge_events = Counter(
+            f"{PREFIX}_bridge_events", "Legacy broadcasts seen by the bridge, by what it did with them.",
+            ["event_type", "outcome"], registry=r,
+        )
+        _initialise(self.bridge_events, types, BRIDGE_OUTCOMES)
+
+        self.path_events_accepted = Counter(
+            f"{PREFIX}_path_events_accepted", "Events a delivery path took responsibility for.",
+            ["event_type", "path"], registry=r,
+        )
+        _initialise(self.path_events_accepted, types, PATHS)
+
+        self.path_events_completed = Counter(
+            f"{PREFIX}_path_events_completed", "Events a delivery path finished with, by outcome.",
+            ["event_type", "path", "outcome"], registry=r,
+        )
+        _initialise(self.path_events_completed, types, PATHS, COMPLETION_OUTCOMES)
+
+        self.path_events_inflight = Gauge(
+            f"{PREFIX}_path_events_inflight", "Events accepted by a path and not yet completed.",
+            ["event_type", "path"], registry=r, multiprocess_mode="livesum",
+        )
+        _initialise(self.path_events_inflight, types, PATHS)
+
+        self.recipient_deliveries = Counter(
+            f"{PREFIX}_recipient_deliveries", "Per-recipient frame deliveries, by outcome.",
+            ["event_type", "path", "outcome"], registry=r,
+        )
+        _initialise(self.recipient_deliveries, types, PATHS, DELIVERY_OUTCOMES)
+
+        self.comparisons = Counter(
+            f"{PREFIX}_comparisons", "Dual-path comparisons of (event, recipient) pairs, by outcome.",
+            ["event_type", "outcome"], registry=r,
+        )
+        _initialise(self.comparisons, types, COMPARISON_OUTCOMES)
+
+        self.comparisons_skipped = Counter(
+            f"{PREFIX}_comparisons_skipped", "Observations the comparator did not compare, and why.",
+            ["event_type", "reason"], registry=r,
+        )
+        _initialise(self.comparisons_skipped, types, SKIP_REASONS)
+
+        self.delivery_latency = Histogram(
+            f"{PREFIX}_delivery_latency_seconds", "Time from ingress to the socket write.",
+            ["path"], registry=r, buckets=LATENCY_BUCKETS,
+        )
+        _initialise(self.delivery_latency, PATHS)
+
+        self.connections = Gauge(
+            f"{PREFIX}_connections", "Open WebSocket connections.", ["kind"], registry=r,
+            multiprocess_mode="livesum",
+        )
+        _initialise(self.connections, CONNECTION_KINDS)
+
+        self.connections_opened = Counter(
+            f"{PREFIX}_connections_opened", "WebSocket connections accepted.", ["kind"], registry=r,
+        )
+        _initialise(self.connections_opened, CONNECTION_KINDS)
+
+        self.connections_closed = Counter(
+            f"{PREFIX}_connections_closed", "WebSocket connections closed, by reason.", ["kind", "reason"],
+            registry=r,
+        )
+        _initialise(self.connections_closed, CONNECTION_KINDS, CLOSE_REASONS)
+
+        self.subscriptions = Gauge(
+            f"{PREFIX}_subscriptions", "Live (connection, topic) subscriptions.", ["kind"], registry=r,
+            multiprocess_mode="livesum",
+        )
+        _initialise(self.subscriptions, CONNECTION_KINDS)
+
+        self.protocol_errors = Counter(
+            f"{PREFIX}_protocol_errors", "Error frames sent to clients, by error code.", ["path", "code"],
+            registry=r,
+        )
+        _initialise(self.protocol_errors, PATHS, PROTOCOL_ERROR_CODES)
+
+        self.bus_handler_events = Counter(
+            f"{PREFIX}_bus_handler_events", "Events handed to bus subscribers, by outcome (dropped = queue full).",
+            ["outcome"], registry=r,
+        )
+        _initialise(self.bus_handler_events, HANDLER_OUTCOMES)
+
+        self.bus_duplicates_suppressed = Counter(
+            f"{PREFIX}_bus_duplicates_suppressed", "Publishes ignored because their event_id was already seen.",
+            registry=r,
+        )
+
+        self.event_type_stage = Gauge(
+            f"{PREFIX}_event_type_stage", "1 for the stage each event type is in, 0 for the others.",
+            ["event_type", "stage"], registry=r, multiprocess_mode="all",
+        )
+        _initialise(self.event_type_stage, types, STAGES)
+
+        self.flags_revision = Gauge(
+            f"{PREFIX}_flags_revision", "Revision of the flags document this process runs.", registry=r,
+            multiprocess_mode="all",
+        )
+
+        self.probe_roundtrip = Histogram(
+            f"{PREFIX}_probe_roundtrip_seconds", "Synthetic probe publish-to-receive time at the client edge.",
+            ["path"], registry=r, buckets=LATENCY_BUCKETS,
+        )
+        _initialise(self.probe_roundtrip, PATHS)
+
+        self.probe_missing = Counter(
+            f"{PREFIX}_probe_missing", "Synthetic probes that did not arrive within their window.", ["path"],
+            registry=r,
+        )
+        _initialise(self.probe_missing, PATHS)
+
+        self.bus_listener_up = Gauge(
+            f"{PREFIX}_bus_listener_up", "1 while this worker's bus listener is connected and reading.",
+            registry=r, multiprocess_mode="all",
+        )
+        self.bus_heartbeat_age = Gauge(
+            f"{PREFIX}_bus_heartbeat_age_seconds", "Age of the newest heartbeat this worker read from the bus.",
+            registry=r, multiprocess_mode="all",
+        )
+
+    def set_stage(self, event_type: str, stage: str) -> None:
+        """Export `stage` as the one active stage of `event_type` (the others read 0)."""
+        for candidate in STAGES:
+            self.event_type_stage.labels(event_type, candidate).set(1 if candidate == stage else 0)

@@ -1,0 +1,149 @@
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from metrics import WsMetrics
+from unified import Event, EventBus, EventType, Publication
+from unified.errors import BusClosedError
+from unified.events import route_topics
+
+
+def chunk(thread_id: int, text: str) -> Event:
+    return Event.create(EventType.STREAM_CHUNK, {"thread_id": thread_id, "content": text})
+
+
+@pytest.fixture
+async def bus() -> AsyncIterator[EventBus]:
+    metrics = WsMetrics(CollectorRegistry(), event_types=[t.value for t in EventType])
+    bus = EventBus(metrics=metrics, handler_queue_size=5)
+    await bus.start()
+    yield bus
+    await bus.stop()
+
+
+async def test_handlers_see_events_of_their_type_in_publish_order(bus: EventBus) -> None:
+    seen: list[str] = []
+    done = asyncio.Event()
+
+    async def handler(event: Event) -> None:
+        seen.append(event.data["content"])
+        if len(seen) == 3:
+            done.set()
+
+    bus.subscribe(EventType.STREAM_CHUNK, handler)
+    for text in "abc":
+        await bus.publish(chunk(1, text))
+    await bus.publish(Event.create(EventType.STREAM_END, {"thread_id": 1}))
+    await asyncio.wait_for(done.wait(), 5)
+    assert seen == ["a", "b", "c"]
+
+
+async def test_a_failing_handler_is_isolated_and_logged(bus: EventBus, caplog: pytest.LogCaptureFixture) -> None:
+    got: list[str] = []
+    broke = asyncio.Event()
+    done = asyncio.Event()
+
+    async def broken(event: Event) -> None:
+        broke.set()
+        raise RuntimeError("boom")
+
+    def fine(event: Event) -> None:
+        got.append(event.event_id)
+        if len(got) == 2:
+            done.set()
+
+    bus.subscribe(None, broken)
+    bus.subscribe(EventType.STREAM_CHUNK, fine)
+    first, second = chunk(1, "x"), chunk(1, "y")
+    await bus.publish(first)
+    await asyncio.wait_for(broke.wait(), 5)  # the handler raised in the same step it set the flag
+    assert "boom" in caplog.text
+    assert bus.metrics.bus_handler_events.labels("error")._value.get() == 1
+    await bus.publish(second)
+    await asyncio.wait_for(done.wait(), 5)
+    assert got == [first.event_id, second.event_id]
+
+
+async def test_a_slow_handler_never_blocks_publish_and_overflow_is_counted(bus: EventBus) -> None:
+    release = asyncio.Event()
+    entered = asyncio.Event()
+
+    async def stuck(event: Event) -> None:
+        entered.set()
+        await release.wait()
+
+    bus.subscribe(EventType.STREAM_CHUNK, stuck)
+    await bus.publish(chunk(1, "first"))
+    await asyncio.wait_for(entered.wait(), 5)
+    async with asyncio.timeout(2):
+        for i in range(49):
+            await bus.publish(chunk(1, str(i)))
+    dropped = bus.metrics.bus_handler_events.labels("dropped")._value.get()
+    assert dropped == 49 - 5  # one is in the handler, five fit the queue
+    release.set()
+
+
+async def test_unsubscribe_stops_a_handler(bus: EventBus) -> None:
+    seen: list[Event] = []
+    bus.subscribe(EventType.STREAM_CHUNK, seen.append)
+    bus.unsubscribe(EventType.STREAM_CHUNK, seen.append)
+    other = asyncio.Event()
+    bus.subscribe(EventType.STREAM_CHUNK, lambda event: other.set())
+    assert await bus.publish(chunk(1, "x"))
+    await asyncio.wait_for(other.wait(), 5)  # a later subscriber got it, so the removed one would have too
+    assert seen == []
+
+
+async def test_sinks_get_sequenced_publications_with_gapless_per_topic_seq(bus: EventBus) -> None:
+    publications: list[Publication] = []
+    bus.attach(publications.append)
+    for i in range(5):
+        await bus.publish(chunk(1 + i % 2, str(i)))
+    await bus.publish(Event.create(EventType.THREAD_UPDATED, {"id": 1, "agent_id": 9}))
+    assert [p.seqs["thread:1"] for p in publications if "thread:1" in p.seqs] == [1, 2, 3, 4]
+    assert [p.seqs["thread:2"] for p in publications if "thread:2" in p.seqs] == [1, 2]
+    last = publications[-1]
+    assert last.topics == ("thread:1", "agent:9")
+    assert last.seqs == {"thread:1": 4, "agent:9": 1}
+    assert last.event.seq == 4
+
+
+async def test_republishing_an_event_id_is_suppressed(bus: EventBus) -> None:
+    publications: list[Publication] = []
+    bus.attach(publications.append)
+    event = chunk(1, "once")
+    assert await bus.publish(event)
+    assert not await bus.publish(event)
+    assert len(publications) == 1
+    assert bus.metrics.bus_duplicates_suppressed._value.get() == 1
+
+
+async def test_publish_threadsafe_from_a_worker_thread(bus: EventBus) -> None:
+    publications: list[Publication] = []
+    bus.attach(publications.append)
+    results: list[bool] = []
+    worker = threading.Thread(target=lambda: results.append(bus.publish_sync(chunk(3, "t"))))
+    worker.start()
+    await asyncio.to_thread(worker.join, 5)
+    assert results == [True]
+    assert [p.event.data["content"] for p in publications] == ["t"]
+
+
+async def test_publish_on_a_stopped_bus_raises() -> None:
+    with pytest.raises(BusClosedError):
+        await EventBus().publish(chunk(1, "x"))
+
+
+async def test_publications_encode_each_topic_frame_once(bus: EventBus) -> None:
+    publications: list[Publication] = []
+    bus.attach(publications.append)
+    await bus.publish(Event.create(EventType.AGENT_UPDATED, {"id": 3, "name": "n"}))
+    pub = publications[0]
+    assert pub.frame("agents") is pub.frame("agents")
+    assert '"topic":"agents"' in pub.frame("agents")
+    assert route_topics(pub.event) == ["agent:3", "agents"]

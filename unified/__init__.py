@@ -1,0 +1,27 @@
+"""The unified delivery path: one `/api/ws` socket per client, topics, and an internal event bus.
+
+`unified` never imports `legacy` or `bridge`; it may import `metrics`.
+"""
+
+from unified.backend import BusBackend, MemoryBackend
+from unified.bus import EventBus
+from unified.decorator import current_bus, publish_event
+from unified.events import Event, EventType, route_topics, topics_for
+from unified.manager import Connection, ConnectionManager
+from unified.publication import Position, Publication
+
+__all__ = [
+    "BusBackend",
+    "Connection",
+    "ConnectionManager",
+    "Event",
+    "EventBus",
+    "EventType",
+    "MemoryBackend",
+    "Position",
+    "Publication",
+    "current_bus",
+    "publish_event",
+    "route_topics",
+    "topics_for",
+]

@@ -1,0 +1,105 @@
+"""The bus backend seam and its in-memory implementation.
+
+A backend sequences events (per-topic `seq` and epoch), keeps the bounded history used for replay,
+suppresses re-published event ids inside a dedup window, and hands every sequenced event to the
+local node exactly once through `deliver`. The in-memory backend does all of that inside one
+process; the Redis backend (`bridge.redis_backend`) does it for a whole deployment.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+from unified.events import Event
+from unified.history import TopicHistory
+from unified.publication import Position, Publication
+
+Deliver = Callable[[Publication], None]
+DEFAULT_DEDUP_WINDOW = 100_000
+
+
+class BusBackend(Protocol):
+    """What the `EventBus` needs from a transport. Contract-tested against every implementation."""
+
+    async def start(self, deliver: Deliver) -> None:
+        """Begin handing sequenced publications to `deliver` (called on the event loop, in order)."""
+
+    async def append(self, event: Event, topics: Sequence[str], meta: dict[str, Any]) -> bool:
+        """Sequence and store `event` on `topics`; False when its `event_id` was already published."""
+
+    async def replay(self, topic: str, since: Position) -> list[Publication] | None:
+        """Every publication of `topic` after `since`, or None when the history no longer has them all."""
+
+    async def position(self, topic: str) -> Position:
+        """The current position of `topic`."""
+
+    async def stop(self) -> None:
+        """Release connections and tasks."""
+
+    def healthy(self) -> bool:
+        """True while events can flow through this backend."""
+
+
+class RecentIds:
+    """A bounded set of recently seen event ids (oldest forgotten first)."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._ids: OrderedDict[str, None] = OrderedDict()
+
+    def add(self, event_id: str) -> bool:
+        """Remember `event_id`; False if it was already remembered."""
+        if event_id in self._ids:
+            return False
+        self._ids[event_id] = None
+        if len(self._ids) > self.capacity:
+            self._ids.popitem(last=False)
+        return True
+
+
+class MemoryBackend:
+    """Single-process backend: sequencing, history and delivery happen inline in `append`."""
+
+    def __init__(self, history: TopicHistory | None = None, *, dedup_window: int = DEFAULT_DEDUP_WINDOW) -> None:
+        self.history = history or TopicHistory()
+        self._recent = RecentIds(dedup_window)
+        self._deliver: Deliver | None = None
+
+    async def start(self, deliver: Deliver) -> None:
+        self._deliver = deliver
+
+    async def append(self, event: Event, topics: Sequence[str], meta: dict[str, Any]) -> bool:
+        if not self._recent.add(event.event_id):
+            return False
+        publication = sequence(self.history, event, topics, meta)
+        self.history.record(publication)
+        if self._deliver is not None:
+            self._deliver(publication)
+        return True
+
+    async def replay(self, topic: str, since: Position) -> list[Publication] | None:
+        return self.history.since(topic, since)
+
+    async def position(self, topic: str) -> Position:
+        return self.history.position(topic)
+
+    async def stop(self) -> None:
+        self._deliver = None
+
+    def healthy(self) -> bool:
+        return True
+
+
+def sequence(history: TopicHistory, event: Event, topics: Sequence[str], meta: dict[str, Any]) -> Publication:
+    """Number `event` on each of its topics and build its publication (primary topic first)."""
+    seqs: dict[str, int] = {}
+    epochs: dict[str, str] = {}
+    for topic in topics:
+        position = history.next_seq(topic)
+        seqs[topic] = position.seq
+        epochs[topic] = position.epoch
+    primary = topics[0]
+    stamped = event.model_copy(update={"topic": primary, "seq": seqs[primary], "epoch": epochs[primary]})
+    return Publication(event=stamped, topics=tuple(topics), seqs=seqs, epochs=epochs, meta=dict(meta))

@@ -1,0 +1,204 @@
+"""The internal `EventBus`: one ingress for every event, ordered fan-out to in-process subscribers.
+
+Two kinds of subscriber exist, for a reason:
+
+* `subscribe(event_type, handler)` is for application code. Each subscription gets its own
+  bounded queue drained by one task, so handlers run concurrently with each other, each sees
+  events in publish order, a slow or failing handler never blocks `publish` or its peers, and an
+  overflow is counted instead of growing memory.
+* `attach(sink)` is for delivery machinery (the connection managers, the bridge). A sink is
+  called synchronously on the event loop with the sequenced `Publication`, in order; it must only
+  enqueue work. That keeps per-topic order across everything a sink does without a task per event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import inspect
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from metrics import WsMetrics
+from unified.backend import BusBackend, MemoryBackend
+from unified.errors import BusClosedError
+from unified.events import Event, EventType, route_topics
+from unified.publication import Position, Publication
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Event], Awaitable[None] | None]
+Sink = Callable[[Publication], None]
+IngressHook = Callable[[Event, str], dict[str, Any]]
+DEFAULT_HANDLER_QUEUE = 10_000
+THREADSAFE_TIMEOUT_S = 10.0
+
+
+class _HandlerWorker:
+    """A bounded queue and a single task feeding one subscription."""
+
+    def __init__(self, handler: Handler, capacity: int, metrics: WsMetrics | None) -> None:
+        self.handler = handler
+        self.capacity = capacity
+        self.metrics = metrics
+        self._queue: deque[Event] = deque()
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._dropping = False
+
+    def offer(self, event: Event) -> None:
+        if len(self._queue) >= self.capacity:
+            if self.metrics:
+                self.metrics.bus_handler_events.labels("dropped").inc()
+            if not self._dropping:  # log once per overload episode; the counter has the total
+                log.warning("bus handler %r is %d events behind; dropping events", self.handler, self.capacity)
+                self._dropping = True
+            return
+        self._dropping = False
+        self._queue.append(event)
+        self._wakeup.set()
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name=f"bus-handler-{self.handler!r}")
+
+    async def _run(self) -> None:
+        while True:
+            while not self._queue:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+            event = self._queue.popleft()
+            try:
+                result = self.handler(event)
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:
+                log.exception("bus handler %r failed on event %s", self.handler, event.event_id)
+                outcome = "error"
+            else:
+                outcome = "ok"
+            if self.metrics:
+                self.metrics.bus_handler_events.labels(outcome).inc()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+
+class EventBus:
+    """Sequenced publish/subscribe inside a node, over a pluggable `BusBackend`."""
+
+    def __init__(
+        self,
+        backend: BusBackend | None = None,
+        *,
+        metrics: WsMetrics | None = None,
+        handler_queue_size: int = DEFAULT_HANDLER_QUEUE,
+    ) -> None:
+        self.backend: BusBackend = backend or MemoryBackend()
+        self.metrics = metrics
+        self.handler_queue_size = handler_queue_size
+        self._handlers: dict[EventType | None, dict[Handler, _HandlerWorker]] = {}
+        self._sinks: list[Sink] = []
+        self._ingress_hooks: list[IngressHook] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        await self.backend.start(self._dispatch)
+
+    async def stop(self) -> None:
+        await self.backend.stop()
+        workers = [w for by_handler in self._handlers.values() for w in by_handler.values()]
+        await asyncio.gather(*(w.stop() for w in workers))
+        self._loop = None
+
+    @property
+    def running(self) -> bool:
+        return self._loop is not None
+
+    # -- subscribers -----------------------------------------------------------------------------
+
+    def subscribe(self, event_type: EventType | None, handler: Handler) -> None:
+        """Call `handler(event)` for every event of `event_type` (None: every type)."""
+        workers = self._handlers.setdefault(event_type, {})
+        if handler not in workers:
+            workers[handler] = _HandlerWorker(handler, self.handler_queue_size, self.metrics)
+
+    def unsubscribe(self, event_type: EventType | None, handler: Handler) -> None:
+        worker = self._handlers.get(event_type, {}).pop(handler, None)
+        if worker is not None and self._loop is not None:
+            self._loop.create_task(worker.stop())
+
+    def attach(self, sink: Sink) -> None:
+        """Register a synchronous delivery sink (see module docstring)."""
+        self._sinks.append(sink)
+
+    def add_ingress_hook(self, hook: IngressHook) -> None:
+        """`hook(event, origin)` returns stamps merged into the publication's `meta` at ingress."""
+        self._ingress_hooks.append(hook)
+
+    # -- publishing ------------------------------------------------------------------------------
+
+    async def publish(self, event: Event, *, origin: str = "bus") -> bool:
+        """Sequence and deliver `event`. Returns False if its `event_id` was already published."""
+        if self._loop is None:
+            raise BusClosedError("the event bus is not running")
+        meta: dict[str, Any] = {"origin": origin}
+        for hook in self._ingress_hooks:
+            meta.update(hook(event, origin))
+        accepted = await self.backend.append(event, route_topics(event), meta)
+        if not accepted:
+            if self.metrics:
+                self.metrics.bus_duplicates_suppressed.inc()
+            return False
+        if self.metrics:
+            self.metrics.events_published.labels(event.type.value, origin).inc()
+        return True
+
+    def publish_threadsafe(self, event: Event, *, origin: str = "bus") -> concurrent.futures.Future[bool]:
+        """Publish from a thread that is not the bus's event loop (sync routes, worker threads)."""
+        loop = self._loop
+        if loop is None:
+            raise BusClosedError("the event bus is not running")
+        return asyncio.run_coroutine_threadsafe(self.publish(event, origin=origin), loop)
+
+    def publish_sync(self, event: Event, *, origin: str = "bus", timeout: float = THREADSAFE_TIMEOUT_S) -> bool:
+        """Publish from synchronous code and wait until the event is sequenced.
+
+        From a worker thread this blocks that thread until the bus accepted the event; on the
+        loop's own thread (where blocking would deadlock) it schedules the publish and returns.
+        """
+        loop = self._loop
+        if loop is None:
+            raise BusClosedError("the event bus is not running")
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            loop.create_task(self.publish(event, origin=origin))
+            return True
+        return self.publish_threadsafe(event, origin=origin).result(timeout)
+
+    def _dispatch(self, publication: Publication) -> None:
+        for sink in self._sinks:
+            try:
+                sink(publication)
+            except Exception:
+                log.exception("bus sink %r failed on event %s", sink, publication.event.event_id)
+        event = publication.event
+        for key in (event.type, None):
+            for worker in self._handlers.get(key, {}).values():
+                worker.offer(event)
+
+    # -- history ---------------------------------------------------------------------------------
+
+    async def replay(self, topic: str, since: Position) -> list[Publication] | None:
+        return await self.backend.replay(topic, since)
+
+    async def position(self, topic: str) -> Position:
+        return await self.backend.position(topic)

@@ -1,0 +1,179 @@
+"""The unified WebSocket session: one socket per client, topics subscribed and unsubscribed on it.
+
+The session reads client frames, answers each on the connection's outbox (so replies and events
+stay in order), and leaves no state behind when the socket goes. A bad frame is answered with an
+`error` frame and the connection stays open; only repeated abuse (more than `max_bad_frames` bad
+frames within `bad_frame_window_s`) closes it with 1008.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Protocol
+
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from metrics import WsMetrics
+from unified.errors import InvalidTopicError
+from unified.manager import Connection, ConnectionManager
+from unified.outbox import DEFAULT_OUTBOX_CAPACITY, Outbox
+from unified.protocol import (
+    CloseCode,
+    ErrorCode,
+    PingRequest,
+    Pong,
+    PongReply,
+    ProtocolError,
+    SubscribeRequest,
+    UnsubscribedAck,
+    UnsubscribeRequest,
+    error_frame,
+    parse_client_frame,
+)
+from unified.publication import Position
+from unified.topics import Topic, parse_topic
+
+log = logging.getLogger(__name__)
+
+CLOSE_TIMEOUT_S = 2.0
+
+
+class TopicGate(Protocol):
+    """Decides whether `user_id` may subscribe to an existing `topic` (the application's rule)."""
+
+    async def check(self, topic: Topic, user_id: str | None) -> ErrorCode | None:
+        """None to allow; `not_found` or `forbidden` to refuse."""
+
+
+class OpenGate:
+    """A gate that allows every well-formed topic (for tests and apps without resources)."""
+
+    async def check(self, topic: Topic, user_id: str | None) -> ErrorCode | None:
+        return None
+
+
+@dataclass(frozen=True)
+class SessionLimits:
+    """Per-connection limits of the unified endpoint (documented in docs/protocol.md)."""
+
+    outbox_capacity: int = DEFAULT_OUTBOX_CAPACITY
+    max_bad_frames: int = 10
+    bad_frame_window_s: float = 60.0
+
+
+class UnifiedSession:
+    """Serves one accepted unified WebSocket until it closes."""
+
+    def __init__(
+        self,
+        websocket: WebSocket,
+        manager: ConnectionManager,
+        gate: TopicGate,
+        *,
+        limits: SessionLimits | None = None,
+        user_id: str | None = None,
+        metrics: WsMetrics | None = None,
+    ) -> None:
+        self.websocket = websocket
+        self.manager = manager
+        self.gate = gate
+        self.limits = limits or SessionLimits()
+        self.user_id = user_id
+        self.metrics = metrics
+        self._bad_frames: deque[float] = deque()
+        self.close_reason = "normal"
+        self.connection: Connection | None = None
+
+    def _on_overflow(self) -> None:
+        self.close_reason = "slow_consumer"
+
+    async def run(self, initial_topics: list[str] | None = None) -> None:
+        await self.websocket.accept()
+        outbox = Outbox(
+            self.websocket.send_text, self.websocket.close,
+            capacity=self.limits.outbox_capacity, on_overflow=self._on_overflow,
+        )
+        connection = self.manager.add(outbox, kind="unified", user_id=self.user_id)
+        self.connection = connection
+        outbox.start()
+        try:
+            if initial_topics:
+                await self._subscribe(connection, SubscribeRequest(type="subscribe", topics=initial_topics))
+            await self._read_loop(connection)
+        finally:
+            self.manager.remove(connection.client_id)
+            await outbox.finish(CLOSE_TIMEOUT_S)
+            if self.metrics:
+                self.metrics.connections_closed.labels("unified", self.close_reason).inc()
+
+    async def _read_loop(self, connection: Connection) -> None:
+        while not connection.outbox.closed:
+            try:
+                message = await self.websocket.receive()
+            except (WebSocketDisconnect, RuntimeError):
+                return
+            if message["type"] == "websocket.disconnect":
+                return
+            text = message.get("text")
+            try:
+                if text is None:
+                    raise ProtocolError(ErrorCode.BAD_MESSAGE, "binary frames are not supported; send JSON text")
+                await self._handle(connection, text)
+            except ProtocolError as error:
+                self._reply_error(connection, error)
+                if self._abusive():
+                    self.close_reason = "abuse"
+                    connection.outbox.close_after_flush(CloseCode.POLICY_VIOLATION, "too many bad frames")
+                    return
+
+    def _abusive(self) -> bool:
+        now = time.monotonic()
+        window = self._bad_frames
+        window.append(now)
+        while window and window[0] < now - self.limits.bad_frame_window_s:
+            window.popleft()
+        return len(window) > self.limits.max_bad_frames
+
+    def _reply_error(self, connection: Connection, error: ProtocolError, topic: str | None = None) -> None:
+        if self.metrics:
+            self.metrics.protocol_errors.labels("unified", error.code.value).inc()
+        connection.outbox.put(error_frame(error, topic=topic))
+
+    async def _handle(self, connection: Connection, text: str) -> None:
+        frame = parse_client_frame(text)
+        if isinstance(frame, SubscribeRequest):
+            await self._subscribe(connection, frame)
+        elif isinstance(frame, UnsubscribeRequest):
+            removed = self.manager.unsubscribe(connection, frame.topics)
+            ack = UnsubscribedAck(message_id=frame.message_id, topics=removed)
+            connection.outbox.put(ack.model_dump_json())
+        elif isinstance(frame, PingRequest):
+            connection.outbox.put(Pong(message_id=frame.message_id).model_dump_json())
+        elif isinstance(frame, PongReply):
+            pass  # heartbeat answer; the read itself proves liveness
+
+    async def _subscribe(self, connection: Connection, request: SubscribeRequest) -> None:
+        accepted: list[str] = []
+        for raw in dict.fromkeys(request.topics):
+            try:
+                topic = parse_topic(raw)
+            except InvalidTopicError as exc:
+                self._reply_error(connection, ProtocolError(ErrorCode.INVALID_TOPIC, str(exc),
+                                                            message_id=request.message_id), raw)
+                continue
+            refusal = await self.gate.check(topic, self.user_id)
+            if refusal is not None:
+                text = f"{raw}: not found" if refusal == ErrorCode.NOT_FOUND else f"{raw}: not allowed"
+                self._reply_error(connection, ProtocolError(refusal, text, message_id=request.message_id), raw)
+                continue
+            if raw not in connection.topics and len(connection.topics) + len(accepted) >= self.manager.max_topics:
+                self._reply_error(connection, ProtocolError(
+                    ErrorCode.TOO_MANY_TOPICS, f"at most {self.manager.max_topics} topics per connection",
+                    message_id=request.message_id), raw)
+                continue
+            accepted.append(raw)
+        since = {t: Position(p.epoch, p.seq) for t, p in request.since.items() if t in accepted}
+        await self.manager.subscribe(connection, accepted, since, message_id=request.message_id)

@@ -1,0 +1,248 @@
+"""`ConnectionManager`: who is connected, what they subscribed to, and routing events to them.
+
+State is two maps kept in step: `topic -> client ids` and, on each connection, its topics. All
+mutation happens on the event loop without awaiting in between, which is what makes subscribe,
+replay and live delivery gap-free and duplicate-free:
+
+1. a subscribing connection is first registered in *buffering* mode for the topic;
+2. the position (or the replay after `since`) is read from the bus;
+3. in one synchronous step the ack, the replayed events and the buffered live events newer than
+   the last replayed `seq` are queued, and the topic switches to live.
+
+Every event published after step 1 is either in the replay or in the buffer; the seq filter drops
+the overlap. Connections of other protocols (legacy sockets served through the unified path) join
+with a `renderer` that turns a publication into their own frame, or into nothing.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+
+from metrics import WsMetrics
+from unified.accounting import PathLedger
+from unified.backend import RecentIds
+from unified.bus import EventBus
+from unified.outbox import Outbox
+from unified.protocol import SubscribedAck, TopicPosition
+from unified.publication import Position, Publication
+
+log = logging.getLogger(__name__)
+
+Renderer = Callable[[Publication, str, "Connection"], str | None]
+DEFAULT_MAX_TOPICS = 100
+_RECENT_MULTI_TOPIC_IDS = 256
+_ids = itertools.count(1)
+_PROCESS_TAG = f"{os.getpid():x}"
+
+
+def new_client_id() -> str:
+    return f"c{_PROCESS_TAG}-{next(_ids)}"
+
+
+@dataclass(eq=False, slots=True)
+class Connection:
+    """One socket as the unified manager sees it."""
+
+    client_id: str
+    outbox: Outbox
+    kind: str = "unified"
+    user_id: str | None = None
+    renderer: Renderer | None = None
+    topics: set[str] = field(default_factory=set)
+    # topic -> live publications held back while that topic's subscribe is being answered
+    buffering: dict[str, list[Publication]] = field(default_factory=dict)
+    recent_multi: RecentIds = field(default_factory=lambda: RecentIds(_RECENT_MULTI_TOPIC_IDS))
+
+    def frame(self, publication: Publication, topic: str) -> str | None:
+        if self.renderer is None:
+            return publication.frame(topic)
+        return self.renderer(publication, topic, self)
+
+
+class ConnectionManager:
+    """Routes bus publications to the connections subscribed to their topics."""
+
+    def __init__(
+        self,
+        bus: EventBus,
+        *,
+        metrics: WsMetrics | None = None,
+        max_topics: int = DEFAULT_MAX_TOPICS,
+        path: str = "unified",
+    ) -> None:
+        self.bus = bus
+        self.metrics = metrics
+        self.max_topics = max_topics
+        self.ledger = PathLedger(metrics, path)
+        self._connections: dict[str, Connection] = {}
+        self._subscribers: dict[str, set[str]] = {}
+        bus.attach(self.on_publication)
+
+    # -- connections -----------------------------------------------------------------------------
+
+    def add(
+        self,
+        outbox: Outbox,
+        *,
+        kind: str = "unified",
+        user_id: str | None = None,
+        renderer: Renderer | None = None,
+        client_id: str | None = None,
+    ) -> Connection:
+        connection = Connection(
+            client_id=client_id or new_client_id(), outbox=outbox, kind=kind, user_id=user_id, renderer=renderer
+        )
+        self._connections[connection.client_id] = connection
+        if self.metrics and renderer is None:
+            self.metrics.connections.labels(kind).inc()
+            self.metrics.connections_opened.labels(kind).inc()
+        return connection
+
+    def remove(self, client_id: str) -> None:
+        """Forget a connection and every subscription it held (idempotent)."""
+        connection = self._connections.pop(client_id, None)
+        if connection is None:
+            return
+        self._drop_topics(connection, list(connection.topics))
+        if self.metrics and connection.renderer is None:
+            self.metrics.connections.labels(connection.kind).dec()
+
+    def get(self, client_id: str) -> Connection | None:
+        return self._connections.get(client_id)
+
+    @property
+    def connection_count(self) -> int:
+        return len(self._connections)
+
+    @property
+    def topic_count(self) -> int:
+        return len(self._subscribers)
+
+    def subscribers(self, topic: str) -> frozenset[str]:
+        return frozenset(self._subscribers.get(topic, ()))
+
+    def connections(self) -> Iterable[Connection]:
+        return self._connections.values()
+
+    # -- subscriptions ---------------------------------------------------------------------------
+
+    def room_for(self, connection: Connection, topics: Iterable[str]) -> int:
+        """How many of `topics` the connection may still add under the per-connection cap."""
+        new = {t for t in topics if t not in connection.topics}
+        return max(0, self.max_topics - len(connection.topics)) if new else 0
+
+    def _gauge_subscriptions(self, connection: Connection, delta: int) -> None:
+        if self.metrics and delta and connection.renderer is None:
+            self.metrics.subscriptions.labels(connection.kind).inc(delta)
+
+    async def subscribe(
+        self, connection: Connection, topics: list[str], since: Mapping[str, Position] | None = None,
+        *, message_id: str | None = None,
+    ) -> SubscribedAck:
+        """Subscribe and queue the ack, replays and held-back events (see module docstring).
+
+        A topic the connection already had keeps flowing live; `since` is ignored for it.
+        """
+        since = since or {}
+        wanted = list(dict.fromkeys(topics))
+        fresh = [t for t in wanted if t not in connection.topics]
+        for topic in fresh:
+            connection.topics.add(topic)
+            connection.buffering[topic] = []
+            self._subscribers.setdefault(topic, set()).add(connection.client_id)
+        self._gauge_subscriptions(connection, len(fresh))
+
+        positions: dict[str, TopicPosition] = {}
+        replays: dict[str, list[Publication]] = {}
+        for topic in wanted:
+            asked = since.get(topic) if topic in fresh else None
+            replay = await self.bus.replay(topic, asked) if asked is not None else None
+            if asked is not None and replay is not None:
+                positions[topic] = TopicPosition(epoch=asked.epoch, seq=asked.seq, recovered=True)
+                replays[topic] = replay
+            else:
+                current = await self.bus.position(topic)
+                recovered = False if asked is not None else None
+                positions[topic] = TopicPosition(epoch=current.epoch, seq=current.seq, recovered=recovered)
+        if connection.client_id not in self._connections:
+            return SubscribedAck(message_id=message_id, topics=wanted, positions=positions)
+        # From here to the end: no await, so nothing can slip between the ack and going live.
+        to_send: dict[str, list[Publication]] = {}
+        for topic in fresh:
+            held = connection.buffering.pop(topic, [])
+            if topic in replays:
+                replayed = replays[topic]
+                last = replayed[-1].seqs[topic] if replayed else positions[topic].seq
+                to_send[topic] = replayed + [p for p in held if p.seqs[topic] > last]
+            else:
+                if held:  # the client starts just before the first event held back for it
+                    start = min(held[0].seqs[topic] - 1, positions[topic].seq)
+                    positions[topic] = positions[topic].model_copy(update={"seq": start})
+                to_send[topic] = held
+        ack = SubscribedAck(message_id=message_id, topics=wanted, positions=positions)
+        connection.outbox.put(ack.model_dump_json(exclude_none=True))
+        for topic, publications in to_send.items():
+            for publication in publications:
+                self._deliver_one(connection, publication, topic)
+        return ack
+
+    def unsubscribe(self, connection: Connection, topics: Iterable[str]) -> list[str]:
+        removed = [t for t in dict.fromkeys(topics) if t in connection.topics]
+        self._drop_topics(connection, removed)
+        return removed
+
+    def _drop_topics(self, connection: Connection, topics: list[str]) -> None:
+        for topic in topics:
+            connection.topics.discard(topic)
+            connection.buffering.pop(topic, None)
+            subscribers = self._subscribers.get(topic)
+            if subscribers is not None:
+                subscribers.discard(connection.client_id)
+                if not subscribers:
+                    del self._subscribers[topic]
+        self._gauge_subscriptions(connection, -len(topics))
+
+    # -- delivery --------------------------------------------------------------------------------
+
+    def _deliver_one(self, connection: Connection, publication: Publication, topic: str) -> None:
+        """Queue one publication outside the live fan-out (replays, held-back events)."""
+        if len(publication.topics) > 1 and not connection.recent_multi.add(publication.event.event_id):
+            return
+        frame = connection.frame(publication, topic)
+        if frame is None:
+            return
+        ticket = self.ledger.open(publication.event_type, publication.ingress_ns, 1)
+        connection.outbox.put(frame, ticket)
+
+    def on_publication(self, publication: Publication) -> None:
+        """Bus sink: queue the event for every subscriber of its topics, once per connection."""
+        targets: list[tuple[Connection, str]] = []
+        multi = len(publication.topics) > 1
+        seen: set[str] = set()
+        for topic in publication.topics:
+            subscribers = self._subscribers.get(topic)
+            if not subscribers:
+                continue
+            for client_id in subscribers:
+                if multi:
+                    if client_id in seen:
+                        continue
+                    seen.add(client_id)
+                connection = self._connections[client_id]
+                held = connection.buffering.get(topic)
+                if held is not None:
+                    held.append(publication)
+                    continue
+                if multi and not connection.recent_multi.add(publication.event.event_id):
+                    continue
+                targets.append((connection, topic))
+        frames = [(c, c.frame(publication, t)) for c, t in targets]
+        ready = [(c, f) for c, f in frames if f is not None]
+        ticket = self.ledger.open(publication.event_type, publication.ingress_ns, len(ready))
+        for connection, frame in ready:
+            assert frame is not None
+            connection.outbox.put(frame, ticket)

@@ -1,0 +1,65 @@
+"""A published event as it travels inside a node: the envelope plus its per-topic positions.
+
+One logical event may go to several topics (an agent event goes to `agent:7` and `agents`); each
+topic numbers it with its own `seq`. The wire frame for each topic is encoded once and reused for
+every recipient of that topic, because per-recipient encoding dominates fan-out cost.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from unified.events import Event
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """Where a topic's stream stands: `seq` of the newest event in the history epoch `epoch`."""
+
+    epoch: str
+    seq: int
+
+    def as_wire(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "seq": self.seq}
+
+
+@dataclass(slots=True, eq=False)
+class Publication:
+    """An event after the bus sequenced it.
+
+    `meta` carries ingress stamps that must travel with the event (the stage and flag revision
+    read once at ingress, the origin); it is never sent to clients.
+    """
+
+    event: Event
+    topics: tuple[str, ...]
+    seqs: dict[str, int]
+    epochs: dict[str, str]
+    meta: dict[str, Any] = field(default_factory=dict)
+    ingress_ns: int = field(default_factory=time.perf_counter_ns)
+    _frames: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def event_type(self) -> str:
+        return self.event.type.value
+
+    @property
+    def origin(self) -> str:
+        return str(self.meta.get("origin", "bus"))
+
+    def position(self, topic: str) -> Position:
+        return Position(self.epochs[topic], self.seqs[topic])
+
+    def envelope(self, topic: str) -> Event:
+        """The envelope as a subscriber of `topic` sees it (topic, seq and epoch of that topic)."""
+        return self.event.model_copy(update={"topic": topic, "seq": self.seqs[topic], "epoch": self.epochs[topic]})
+
+    def frame(self, topic: str) -> str:
+        """The JSON text frame for `topic`, encoded once."""
+        cached = self._frames.get(topic)
+        if cached is None:
+            cached = self.envelope(topic).model_dump_json()
+            self._frames[topic] = cached
+        return cached
