@@ -10,11 +10,14 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from bridge import api
+from bridge import admin, api
+from bridge.routing import legacy_view
 from bridge.runtime import Runtime
 from bridge.settings import Settings
+from legacy.endpoint import LegacyLimits, LegacySession
 from unified import EventBus, current_bus
 from unified.endpoint import SessionLimits, UnifiedSession
+from unified.outbox import Outbox
 
 
 class BusContext:
@@ -39,6 +42,9 @@ def _topics_param(raw: str | None) -> list[str]:
 def create_app(settings: Settings | None = None, *, registry: CollectorRegistry | None = None) -> FastAPI:
     """Build the reference server. `registry` is injectable so tests get a fresh one."""
     runtime = Runtime(settings or Settings.from_env(), registry=registry)
+    legacy_limits = LegacyLimits(
+        max_bad_frames=runtime.settings.max_bad_frames, bad_frame_window_s=runtime.settings.bad_frame_window_s
+    )
     limits = SessionLimits(
         outbox_capacity=runtime.settings.outbox_capacity,
         max_bad_frames=runtime.settings.max_bad_frames,
@@ -57,12 +63,26 @@ def create_app(settings: Settings | None = None, *, registry: CollectorRegistry 
     app.state.runtime = runtime
     app.add_middleware(BusContext, bus=runtime.bus)
     app.include_router(api.router)
+    app.include_router(admin.router)
+
+    def new_outbox(websocket: WebSocket) -> Outbox:
+        return Outbox(websocket.send_text, websocket.close, capacity=runtime.settings.outbox_capacity)
 
     async def unified_socket(websocket: WebSocket) -> None:
         session = UnifiedSession(websocket, runtime.manager, runtime.gate, limits=limits, metrics=runtime.metrics)
         await session.run(_topics_param(websocket.query_params.get("topics")))
 
-    app.add_api_websocket_route("/api/ws", unified_socket)
+    async def shared_socket(websocket: WebSocket) -> None:
+        """`/api/ws`: legacy when the old query parameters are present, unified otherwise."""
+        view = legacy_view(websocket.query_params)
+        if view is None:
+            await unified_socket(websocket)
+            return
+        session = LegacySession(websocket, runtime.legacy, runtime.legacy_store, new_outbox,
+                                limits=legacy_limits, metrics=runtime.metrics)
+        await session.run(thread_id=view.thread_id, agent_id=view.agent_id)
+
+    app.add_api_websocket_route("/api/ws", shared_socket)
     app.add_api_websocket_route("/api/ws/v2", unified_socket)
 
     @app.get("/healthz")

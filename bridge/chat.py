@@ -1,9 +1,9 @@
 """Messages and streamed runs of the reference application.
 
 This is the part of the sample app that a half-migrated codebase has not moved yet: it announces
-what happened through an `Emitter`, which the app wires to the legacy call sites
-(`broadcast_to_thread`), exactly as the old code did. The bridge mirrors those broadcasts onto the
-bus so unified clients see them too.
+what happened through a `ChatAnnouncer`, which the reference app wires to the legacy call sites
+(`LegacyCallSites`: `broadcast_to_thread` with the old frames), exactly as the old code did. The
+bridge mirrors those broadcasts onto the bus so unified clients see them too.
 """
 
 from __future__ import annotations
@@ -11,23 +11,53 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from typing import Any, Protocol
+from typing import Protocol
 
 from starlette.concurrency import run_in_threadpool
 
 from bridge.db import Database, Message, Thread
 from bridge.responder import reply_tokens
 from bridge.schemas import MessageOut, RunAccepted
-from unified import EventType
+from legacy import frames
+from legacy.manager import LegacyConnectionManager
 
 log = logging.getLogger(__name__)
 
 
-class Emitter(Protocol):
-    """How the chat code announces an event (a legacy broadcast in the reference app)."""
+class ChatAnnouncer(Protocol):
+    """How the chat code announces what happened."""
 
-    async def emit(self, event_type: EventType, data: dict[str, Any]) -> None:
-        """Announce `event_type` with `data`."""
+    async def message_created(self, message: MessageOut) -> None: ...
+
+    async def stream_start(self, thread_id: int) -> None: ...
+
+    async def stream_chunk(self, thread_id: int, content: str) -> None: ...
+
+    async def stream_end(self, thread_id: int) -> None: ...
+
+    async def stream_error(self, thread_id: int, error: str) -> None: ...
+
+
+class LegacyCallSites:
+    """The old application's call sites: legacy frames broadcast to the thread's sockets."""
+
+    def __init__(self, manager: LegacyConnectionManager) -> None:
+        self.manager = manager
+
+    async def message_created(self, message: MessageOut) -> None:
+        await self.manager.broadcast_to_thread(message.thread_id, frames.thread_message(message.model_dump()))
+
+    async def stream_start(self, thread_id: int) -> None:
+        await self.manager.broadcast_to_thread(thread_id, frames.stream_start(thread_id))
+
+    async def stream_chunk(self, thread_id: int, content: str) -> None:
+        await self.manager.broadcast_to_thread(thread_id, frames.stream_chunk(thread_id, content))
+
+    async def stream_end(self, thread_id: int) -> None:
+        await self.manager.broadcast_to_thread(thread_id, frames.stream_end(thread_id))
+
+    async def stream_error(self, thread_id: int, error: str) -> None:
+        await self.manager.broadcast_to_thread(thread_id, frames.stream_error(thread_id, error))
 
 
 class ThreadNotFoundError(LookupError):
@@ -37,14 +67,15 @@ class ThreadNotFoundError(LookupError):
 class ChatService:
     """Stores messages and runs the deterministic responder, announcing each step."""
 
-    def __init__(self, db: Database, emitter: Emitter, *, chunks: int, delay_ms: float) -> None:
+    def __init__(self, db: Database, announcer: ChatAnnouncer, *, chunks: int, delay_ms: float) -> None:
         self.db = db
-        self.emitter = emitter
+        self.announcer = announcer
         self.default_chunks = chunks
         self.default_delay_ms = delay_ms
         self._runs: set[asyncio.Task[None]] = set()
 
-    def _store(self, thread_id: int, role: str, content: str) -> MessageOut:
+    def store(self, thread_id: int, role: str, content: str) -> MessageOut:
+        """Commit a message without announcing it (the caller announces)."""
         with self.db.session() as session:
             if session.get(Thread, thread_id) is None:
                 raise ThreadNotFoundError(f"Thread {thread_id} not found")
@@ -63,8 +94,8 @@ class ChatService:
 
     async def post_message(self, thread_id: int, content: str, role: str = "user") -> MessageOut:
         """Store a message (after commit) and announce `message_created`."""
-        message = await run_in_threadpool(self._store, thread_id, role, content)
-        await self.emitter.emit(EventType.MESSAGE_CREATED, message.model_dump())
+        message = await run_in_threadpool(self.store, thread_id, role, content)
+        await self.announcer.message_created(message)
         return message
 
     def _prompt(self, thread_id: int) -> str:
@@ -87,19 +118,19 @@ class ChatService:
 
     async def _run(self, thread_id: int, prompt: str, chunks: int, delay_s: float) -> None:
         try:
-            await self.emitter.emit(EventType.STREAM_START, {"thread_id": thread_id})
+            await self.announcer.stream_start(thread_id)
             tokens = reply_tokens(prompt, chunks)
             for token in tokens:
-                await self.emitter.emit(EventType.STREAM_CHUNK, {"thread_id": thread_id, "content": token})
+                await self.announcer.stream_chunk(thread_id, token)
                 # Yield to the loop between chunks so a long run never starves other requests.
                 await asyncio.sleep(delay_s)
-            await self.emitter.emit(EventType.STREAM_END, {"thread_id": thread_id})
+            await self.announcer.stream_end(thread_id)
             await self.post_message(thread_id, "".join(tokens), role="assistant")
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             log.exception("run on thread %d failed", thread_id)
-            await self.emitter.emit(EventType.STREAM_ERROR, {"thread_id": thread_id, "error": str(exc)})
+            await self.announcer.stream_error(thread_id, str(exc))
 
     async def wait_idle(self, timeout: float) -> None:
         """Wait (bounded) for running streams; cancel what is left."""

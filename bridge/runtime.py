@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from importlib import resources
+from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 from starlette.concurrency import run_in_threadpool
 
-from bridge.chat import ChatService
+from bridge.chat import ChatService, LegacyCallSites
 from bridge.db import Database
+from bridge.dual_path import Bridge
+from bridge.flags import FileFlagStore, FlagStore, MemoryFlagStore
 from bridge.gate import DatabaseGate
+from bridge.legacy_store import DatabaseLegacyStore
 from bridge.settings import Settings
+from bridge.stages import FlagsDocument, parse_document, resolve
+from legacy.manager import LegacyConnectionManager
 from metrics import WsMetrics
-from unified import ConnectionManager, Event, EventBus, EventType, MemoryBackend
+from unified import ConnectionManager, EventBus, EventType, MemoryBackend
 from unified.backend import BusBackend
 from unified.history import TopicHistory
 from unified.protocol import CloseCode
@@ -24,21 +30,19 @@ EVENT_TYPE_LABELS = (*(t.value for t in EventType), "unknown")
 SHUTDOWN_GRACE_S = 5.0
 
 
-class BusEmitter:
-    """Announces chat events straight on the bus."""
-
-    def __init__(self, bus: EventBus) -> None:
-        self.bus = bus
-
-    async def emit(self, event_type: EventType, data: dict[str, Any]) -> None:
-        await self.bus.publish(Event.create(event_type, data))
-
-
 def make_backend(settings: Settings) -> BusBackend:
     if settings.bus_url.startswith("memory"):
         history = TopicHistory(size=settings.history_size, ttl_s=settings.history_ttl_s)
         return MemoryBackend(history)
     raise ValueError(f"unsupported WSMIGRATE_BUS_URL {settings.bus_url!r}: use memory:// or redis://")
+
+
+def make_flag_store(settings: Settings) -> FlagStore:
+    audit = Path(settings.audit_log) if settings.audit_log else None
+    if settings.flags_file:
+        return FileFlagStore(Path(settings.flags_file), audit_file=audit)
+    default = resources.files("bridge").joinpath("flags.default.toml").read_text(encoding="utf-8")
+    return MemoryFlagStore(parse_document(default, fmt="toml"), audit_file=audit)
 
 
 class Runtime:
@@ -53,16 +57,31 @@ class Runtime:
                             handler_queue_size=settings.handler_queue_size)
         self.manager = ConnectionManager(self.bus, metrics=self.metrics, max_topics=settings.max_topics)
         self.gate = DatabaseGate(self.db)
-        self.chat = ChatService(self.db, BusEmitter(self.bus), chunks=settings.stream_chunks,
+        self.legacy = LegacyConnectionManager(metrics=self.metrics)
+        self.chat = ChatService(self.db, LegacyCallSites(self.legacy), chunks=settings.stream_chunks,
                                 delay_ms=settings.stream_delay_ms)
+        self.legacy_store = DatabaseLegacyStore(self.db, self.chat)
+        self.flags = make_flag_store(settings)
+        self.flags.add_listener(self._export_flags)
+        self.bridge = Bridge(self.bus, self.manager, self.legacy, self.flags, metrics=self.metrics)
+        self.bridge.install()
+
+    def _export_flags(self, document: FlagsDocument) -> None:
+        for event_type in EventType:
+            self.metrics.set_stage(event_type.value, resolve(document, event_type).stage.value)
+        self.metrics.flags_revision.set(document.revision)
 
     async def start(self) -> None:
         await run_in_threadpool(self.db.create_all)
         await self.bus.start()
+        await self.flags.start()
 
     async def stop(self) -> None:
         await self.chat.wait_idle(SHUTDOWN_GRACE_S)
         for connection in list(self.manager.connections()):
             connection.outbox.shutdown(CloseCode.SERVICE_RESTART, "server restarting")
+        for legacy_connection in list(self.legacy.connections()):
+            legacy_connection.outbox.shutdown(CloseCode.SERVICE_RESTART, "server restarting")
+        await self.flags.stop()
         await self.bus.stop()
         self.db.dispose()

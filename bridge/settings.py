@@ -31,6 +31,10 @@ class Settings(BaseModel):
     # reference application
     stream_delay_ms: float = Field(15.0, ge=0)
     stream_chunks: int = Field(24, ge=1, le=100_000)
+    # flags and operations
+    flags_file: str = ""
+    audit_log: str = ""
+    admin_token: str = ""
     # protocol limits
     max_bad_frames: int = Field(10, ge=1)
     bad_frame_window_s: float = Field(60.0, gt=0)

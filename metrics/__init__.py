@@ -5,6 +5,7 @@ it without creating cycles. No other package constructs a Counter, Gauge or Hist
 """
 
 from metrics.errors import WsMigrateError
+from metrics.ledger import DeliveryTicket, PathLedger
 from metrics.registry import (
     BRIDGE_OUTCOMES,
     COMPARISON_OUTCOMES,
@@ -28,6 +29,8 @@ __all__ = [
     "PATHS",
     "SKIP_REASONS",
     "STAGES",
+    "DeliveryTicket",
+    "PathLedger",
     "WsMetrics",
     "WsMigrateError",
 ]

@@ -124,11 +124,22 @@ class Client:
         await self.ws.close()
 
 
-async def rest(server: RunningServer, method: str, path: str, json_body: Any = None) -> Any:
+ADMIN_TOKEN = "test-admin-token"
+
+
+async def rest(server: RunningServer, method: str, path: str, json_body: Any = None, *,
+               token: str | None = None) -> Any:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     async with httpx.AsyncClient(base_url=server.http, timeout=10) as client:
-        response = await client.request(method, path, json=json_body)
+        response = await client.request(method, path, json=json_body, headers=headers)
         response.raise_for_status()
         return response.json()
+
+
+async def set_stage(server: RunningServer, event_type: str, stage: str, *, force: bool = True) -> Any:
+    """Move `event_type` to `stage` through the admin API (the server needs ADMIN_TOKEN)."""
+    return await rest(server, "PUT", f"/api/admin/flags/{event_type}", {"stage": stage, "force": force},
+                      token=ADMIN_TOKEN)
 
 
 class StalledClient:

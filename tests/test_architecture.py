@@ -43,14 +43,44 @@ def test_the_top_level_is_exactly_the_design_card() -> None:
     assert not (ROOT / "src").exists()
 
 
+METRIC_CLASSES = {"Counter", "Gauge", "Histogram", "Summary", "Info", "Enum"}
+
+
+def prometheus_constructions(path: Path) -> list[int]:
+    """Lines calling a metric class imported from prometheus_client (directly or as a module)."""
+    tree = ast.parse(path.read_text())
+    local_names: set[str] = set()
+    module_aliases: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("prometheus_client"):
+            local_names.update(a.asname or a.name for a in node.names if a.name in METRIC_CLASSES)
+        elif isinstance(node, ast.Import):
+            module_aliases.update(a.asname or a.name for a in node.names if a.name.startswith("prometheus_client"))
+    lines = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        direct = isinstance(func, ast.Name) and func.id in local_names
+        through_module = (isinstance(func, ast.Attribute) and func.attr in METRIC_CLASSES
+                          and isinstance(func.value, ast.Name) and func.value.id in module_aliases)
+        if direct or through_module:
+            lines.append(node.lineno)
+    return lines
+
+
 def test_only_metrics_constructs_prometheus_metrics() -> None:
-    offenders = []
-    for package in OURS - {"metrics"}:
-        for path in (ROOT / package).rglob("*.py"):
-            tree = ast.parse(path.read_text())
-            for node in ast.walk(tree):
-                if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", "")) in {
-                    "Counter", "Gauge", "Histogram", "Summary", "Info", "Enum",
-                }:
-                    offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    offenders = [
+        f"{path.relative_to(ROOT)}:{line}"
+        for package in sorted(OURS - {"metrics"})
+        for path in (ROOT / package).rglob("*.py")
+        for line in prometheus_constructions(path)
+    ]
     assert offenders == []
+
+
+def test_the_metric_check_would_catch_a_construction(tmp_path: Path) -> None:
+    sample = tmp_path / "sample.py"
+    sample.write_text("from prometheus_client import Counter\nfrom collections import Counter as C\n"
+                      "import prometheus_client as pc\nx = Counter('a', 'b')\ny = C()\nz = pc.Gauge('c', 'd')\n")
+    assert prometheus_constructions(sample) == [4, 6]

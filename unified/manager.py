@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from metrics import WsMetrics
-from unified.accounting import PathLedger
+from metrics.ledger import PathLedger
 from unified.backend import RecentIds
 from unified.bus import EventBus
 from unified.outbox import Outbox
@@ -189,6 +189,15 @@ class ConnectionManager:
             for publication in publications:
                 self._deliver_one(connection, publication, topic)
         return ack
+
+    def attach(self, connection: Connection, topics: Iterable[str]) -> None:
+        """Subscribe live, with no ack, position or replay: for connections of another protocol
+        (legacy sockets served through the unified path), whose clients never asked for topics."""
+        fresh = [t for t in dict.fromkeys(topics) if t not in connection.topics]
+        for topic in fresh:
+            connection.topics.add(topic)
+            self._subscribers.setdefault(topic, set()).add(connection.client_id)
+        self._gauge_subscriptions(connection, len(fresh))
 
     def unsubscribe(self, connection: Connection, topics: Iterable[str]) -> list[str]:
         removed = [t for t in dict.fromkeys(topics) if t in connection.topics]

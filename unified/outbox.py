@@ -13,7 +13,7 @@ import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
 
-from unified.accounting import DeliveryTicket
+from metrics.ledger import DeliveryTicket
 from unified.protocol import CloseCode
 
 log = logging.getLogger(__name__)

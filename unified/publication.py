@@ -8,6 +8,7 @@ every recipient of that topic, because per-recipient encoding dominates fan-out 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,6 +56,14 @@ class Publication:
     def envelope(self, topic: str) -> Event:
         """The envelope as a subscriber of `topic` sees it (topic, seq and epoch of that topic)."""
         return self.event.model_copy(update={"topic": topic, "seq": self.seqs[topic], "epoch": self.epochs[topic]})
+
+    def memo(self, key: str, build: Callable[[], str]) -> str:
+        """A frame of another protocol (say, the legacy one), built once per publication."""
+        cached = self._frames.get(key)
+        if cached is None:
+            cached = build()
+            self._frames[key] = cached
+        return cached
 
     def frame(self, topic: str) -> str:
         """The JSON text frame for `topic`, encoded once."""

@@ -1,5 +1,8 @@
 """Per-path delivery accounting: the conservation law accepted = completed + inflight.
 
+It lives in the base layer because both delivery paths (`legacy` and `unified`) account their
+deliveries the same way and may not import each other.
+
 Each path that takes an event opens a `DeliveryTicket` for it; each recipient write reports its
 outcome to the ticket, and the last one completes the event with one outcome. Update order is
 chosen so a scrape racing an update can only see `accepted - completed - inflight <= 0`, never a
@@ -12,7 +15,7 @@ from __future__ import annotations
 import time
 from typing import Any, Literal
 
-from metrics import WsMetrics
+from metrics.registry import WsMetrics
 
 RecipientOutcome = Literal["sent", "send_error", "slow_consumer_drop"]
 

@@ -1,0 +1,122 @@
+"""Admin HTTP API under `/api/admin`: flags, kill switch, audit log.
+
+Protected by a bearer token from `WSMIGRATE_ADMIN_TOKEN`; when it is unset the whole admin API is
+disabled (403), so a server never runs with an open or default admin door.
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import TYPE_CHECKING, Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Request, status
+from pydantic import BaseModel, ConfigDict, Field
+
+from bridge.errors import FlagsError
+from bridge.flags import FlagChange
+from bridge.stages import FlagsDocument, Stage, resolve
+from unified import EventType
+
+if TYPE_CHECKING:
+    from bridge.runtime import Runtime
+
+router = APIRouter(prefix="/api/admin")
+
+
+def _runtime(request: Request) -> Runtime:
+    return request.app.state.runtime  # type: ignore[no-any-return]
+
+
+def require_admin(request: Request) -> str:
+    """Check the bearer token; returns who is acting (for the audit log)."""
+    expected = _runtime(request).settings.admin_token
+    if not expected:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "admin API disabled: set WSMIGRATE_ADMIN_TOKEN")
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(token.encode(), expected.encode()):
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "bad or missing admin token",
+                            headers={"WWW-Authenticate": "Bearer"})
+    actor = request.headers.get("x-wsmigrate-actor", "admin")[:100]
+    client = request.client.host if request.client else "?"
+    return f"{actor}@{client}"
+
+
+Admin = Annotated[str, Depends(require_admin)]
+
+
+class StageChange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    stage: Stage | None = None
+    force: bool = False
+    live_percent: int | None = Field(None, ge=0, le=100)
+    pin: Stage | None = None
+    unpin: bool = False
+
+
+def flags_view(document: FlagsDocument, last_error: str | None) -> dict[str, Any]:
+    types: dict[str, Any] = {}
+    for event_type in EventType:
+        resolution = resolve(document, event_type)
+        configured = document.flags_for(event_type)
+        types[event_type.value] = {
+            "stage": resolution.stage.value,
+            "source": resolution.source,
+            "live_percent": resolution.live_percent,
+            "configured": configured.model_dump(mode="json"),
+        }
+    return {
+        "revision": document.revision,
+        "kill_switch": document.kill_switch,
+        "default_stage": document.default_stage.value,
+        "types": types,
+        "last_error": last_error,
+    }
+
+
+async def _apply(request: Request, change: FlagChange, who: str) -> dict[str, Any]:
+    store = _runtime(request).flags
+    try:
+        document = await store.apply(change, who)
+    except FlagsError as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
+    return flags_view(document, store.last_error)
+
+
+@router.get("/flags")
+async def get_flags(request: Request, _: Admin) -> dict[str, Any]:
+    store = _runtime(request).flags
+    return flags_view(store.current(), store.last_error)
+
+
+@router.get("/flags/audit")
+async def get_audit(request: Request, _: Admin) -> list[dict[str, Any]]:
+    return _runtime(request).flags.audit()
+
+
+@router.post("/flags/kill")
+async def kill(request: Request, who: Admin) -> dict[str, Any]:
+    return await _apply(request, FlagChange(kind="kill"), who)
+
+
+@router.delete("/flags/kill")
+async def unkill(request: Request, who: Admin) -> dict[str, Any]:
+    return await _apply(request, FlagChange(kind="unkill"), who)
+
+
+@router.put("/flags/{event_type}")
+async def put_flag(event_type: EventType, body: StageChange, request: Request, who: Admin) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    if body.unpin:
+        result = await _apply(request, FlagChange(kind="unpin", event_type=event_type), who)
+    elif body.pin is not None:
+        result = await _apply(request, FlagChange(kind="pin", event_type=event_type, stage=body.pin), who)
+    if body.stage is not None:
+        result = await _apply(request, FlagChange(kind="stage", event_type=event_type, stage=body.stage,
+                                                  force=body.force), who)
+    if body.live_percent is not None:
+        result = await _apply(request, FlagChange(kind="percent", event_type=event_type,
+                                                  live_percent=body.live_percent, force=body.force), who)
+    if not result:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "nothing to change: give stage, pin or live_percent")
+    return result

@@ -1,0 +1,184 @@
+"""The bridge: every event reaches every subscribed client exactly once, whichever path serves it.
+
+How an event flows once the bridge is installed:
+
+1. **Ingress.** A legacy broadcast (`broadcast_to_thread`, …) is intercepted, translated into the
+   canonical `Event` and published on the bus once (`origin="legacy_call"`); a legacy frame the
+   table does not know is delivered the old way and counted. A bus publish enters directly. Either
+   way the bus ingress hook stamps the event with its stage, cohort percentage and flag revision,
+   read once.
+2. **Legacy path** (bus sink `on_publication`): renders the legacy frame, finds the legacy sockets
+   the old code would have reached, and for each decides from the stamp which path serves it.
+   It sends where the legacy path serves and only computes where it is compared.
+3. **Unified path**: the unified `ConnectionManager` serves unified clients as always, and legacy
+   sockets through a compat connection (same socket, same ordered outbox) whose renderer applies
+   the same decision the other way round.
+
+Both paths decide with `serving_path(stamp, cohort)` from the same stamp, so for any event and
+socket exactly one of them writes, whatever the flags do meanwhile; and both enqueue on the
+socket's single outbox inside the same synchronous bus dispatch, so per-topic order holds.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Protocol
+
+from bridge import translation
+from bridge.errors import BridgeError, TranslationError
+from bridge.flags import FlagStore
+from bridge.stages import Stage, cohort_bucket, in_live_cohort, is_compared, resolve, serving_path
+from legacy.frames import encode
+from legacy.manager import Broadcast, LegacyConnection, LegacyConnectionManager, Scope
+from metrics import WsMetrics
+from unified import Connection, ConnectionManager, Event, EventBus, EventType, Publication
+from unified.errors import RoutingError
+from unified.outbox import Outbox
+
+log = logging.getLogger(__name__)
+
+LEGACY_FRAME_KEY = "legacy"
+
+
+class DeliveryObserver(Protocol):
+    """Receives what each path sent or would have sent to each legacy recipient (the comparator)."""
+
+    def observe(self, publication: Publication, path: str, recipient: str, payload: str, sent: bool) -> None: ...
+
+
+class _Stamp:
+    """The ingress stamp of a publication, read back from its `meta`."""
+
+    __slots__ = ("live_percent", "stage")
+
+    def __init__(self, meta: dict[str, Any]) -> None:
+        self.stage = Stage(meta.get("stage", Stage.OFF))
+        self.live_percent = int(meta.get("live_percent", 0))
+
+
+class Bridge:
+    """Composes the legacy and unified managers around the bus (see module docstring)."""
+
+    def __init__(
+        self,
+        bus: EventBus,
+        unified: ConnectionManager,
+        legacy: LegacyConnectionManager,
+        flags: FlagStore,
+        *,
+        metrics: WsMetrics | None = None,
+        observer: DeliveryObserver | None = None,
+    ) -> None:
+        self.bus = bus
+        self.unified = unified
+        self.legacy = legacy
+        self.flags = flags
+        self.metrics = metrics
+        self.observer = observer
+        self._buckets: dict[str, int] = {}
+
+    def install(self) -> None:
+        self.bus.add_ingress_hook(self.stamp)
+        self.bus.attach(self.on_publication)
+        self.legacy.set_listener(self)
+
+    # -- ingress ---------------------------------------------------------------------------------
+
+    def stamp(self, event: Event, origin: str) -> dict[str, Any]:
+        resolution = resolve(self.flags.current(), event.type)
+        return {"stage": resolution.stage.value, "live_percent": resolution.live_percent,
+                "flags_revision": resolution.revision}
+
+    async def intercept(self, broadcast: Broadcast) -> bool:
+        """Mirror a legacy broadcast onto the bus; False sends it the old way (never dropped)."""
+        try:
+            translated = translation.to_event(broadcast.message)
+        except TranslationError:
+            translated = None
+        if translated is None:
+            self._count("unknown", "skipped")
+            log.info("legacy frame type %r has no event type; delivered the old way", broadcast.message.get("type"))
+            return False
+        event_type, data = translated
+        try:
+            await self.bus.publish(Event.create(event_type, data), origin="legacy_call")
+        except (RoutingError, BridgeError, OSError) as exc:
+            self._count(event_type.value, "error")
+            log.error("mirroring %s failed (%s); delivered the old way", event_type.value, exc)
+            return False
+        self._count(event_type.value, "mirrored")
+        return True
+
+    def _count(self, event_type: str, outcome: str) -> None:
+        if self.metrics:
+            self.metrics.bridge_events.labels(event_type, outcome).inc()
+
+    # -- legacy connections seen by the unified manager -----------------------------------------
+
+    def connected(self, connection: LegacyConnection) -> None:
+        outbox = connection.outbox
+        if not isinstance(outbox, Outbox):
+            raise BridgeError("legacy sockets must use unified.outbox.Outbox so both paths share one queue")
+        self._buckets[connection.client_id] = cohort_bucket(connection.user_id or connection.client_id)
+        compat = self.unified.add(outbox, kind=connection.kind, user_id=connection.user_id,
+                                  renderer=self.render_compat, client_id=connection.client_id)
+        self.unified.attach(compat, ["system"])
+
+    def subscribed(self, connection: LegacyConnection, scope: Scope, target_id: int) -> None:
+        compat = self.unified.get(connection.client_id)
+        if compat is not None:
+            self.unified.attach(compat, [translation.LegacyRoute(scope, target_id).topic])
+
+    def disconnected(self, connection: LegacyConnection) -> None:
+        self.unified.remove(connection.client_id)
+        self._buckets.pop(connection.client_id, None)
+
+    # -- rendering and decisions -----------------------------------------------------------------
+
+    def _legacy_frame(self, publication: Publication) -> tuple[translation.LegacyRoute, str] | None:
+        try:
+            route, frame = translation.to_legacy(EventType(publication.event_type), publication.event.data)
+        except (TranslationError, KeyError) as exc:
+            log.debug("event %s has no legacy form: %s", publication.event.event_id, exc)
+            return None
+        return route, publication.memo(LEGACY_FRAME_KEY, lambda: encode(frame))
+
+    def _live(self, client_id: str, stamp: _Stamp) -> bool:
+        return stamp.live_percent > 0 and in_live_cohort(self._buckets.get(client_id, 100), stamp.live_percent)
+
+    def render_compat(self, publication: Publication, topic: str, connection: Connection) -> str | None:
+        """The unified path's frame for a legacy socket: legacy-shaped, and only where it serves."""
+        rendered = self._legacy_frame(publication)
+        if rendered is None or rendered[0].topic not in connection.topics:
+            return None
+        text = rendered[1]
+        stamp = _Stamp(publication.meta)
+        live = self._live(connection.client_id, stamp)
+        serves = serving_path(stamp.stage, live) == "unified"
+        if is_compared(stamp.stage, live):
+            self._observe(publication, "unified", connection.client_id, text, sent=serves)
+        return text if serves else None
+
+    def on_publication(self, publication: Publication) -> None:
+        """Bus sink: the legacy path's share of an event's delivery."""
+        rendered = self._legacy_frame(publication)
+        if rendered is None:
+            return
+        route, text = rendered
+        stamp = _Stamp(publication.meta)
+        served: list[LegacyConnection] = []
+        for connection in self.legacy.recipients(route.scope, route.target_id):
+            live = self._live(connection.client_id, stamp)
+            serves = serving_path(stamp.stage, live) == "legacy"
+            if serves:
+                served.append(connection)
+            if is_compared(stamp.stage, live):
+                self._observe(publication, "legacy", connection.client_id, text, sent=serves)
+        if served or stamp.stage in (Stage.OFF, Stage.SHADOW):
+            self.legacy.send_frames(served, text, publication.event_type, publication.ingress_ns)
+
+    def _observe(self, publication: Publication, path: str, recipient: str, text: str, *, sent: bool) -> None:
+        if not sent and self.metrics:
+            self.metrics.recipient_deliveries.labels(publication.event_type, path, "shadow").inc()
+        if self.observer is not None:
+            self.observer.observe(publication, path, recipient, text, sent)

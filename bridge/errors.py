@@ -1,0 +1,15 @@
+"""Errors of the bridge and the reference server, rooted in `WsMigrateError`."""
+
+from metrics.errors import WsMigrateError
+
+
+class BridgeError(WsMigrateError):
+    """Base class of the bridge's errors."""
+
+
+class FlagsError(BridgeError):
+    """A flags document or a flag change was rejected; the last good flags stay in force."""
+
+
+class TranslationError(BridgeError):
+    """A legacy frame or an event could not be translated between the two shapes."""
