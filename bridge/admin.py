@@ -15,7 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from bridge.errors import FlagsError
 from bridge.flags import FlagChange
 from bridge.stages import FlagsDocument, Stage, resolve
-from unified import EventType
+from unified import Event, EventType
+from unified.errors import InvalidTopicError
+from unified.topics import parse_topic
 
 if TYPE_CHECKING:
     from bridge.runtime import Runtime
@@ -120,3 +122,34 @@ async def put_flag(event_type: EventType, body: StageChange, request: Request, w
     if not result:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "nothing to change: give stage, pin or live_percent")
     return result
+
+
+@router.get("/mismatches")
+async def mismatches(request: Request, _: Admin) -> dict[str, Any]:
+    """The last comparison samples that were not a match (capped ring), newest last."""
+    comparator = _runtime(request).comparator
+    return {"open_pairs": comparator.open_pairs, "samples": list(comparator.samples)}
+
+
+class SyntheticEvents(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: EventType
+    topic: str = Field(max_length=64)
+    count: int = Field(1, ge=1, le=100_000)
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+@router.post("/events", status_code=status.HTTP_202_ACCEPTED)
+async def publish_events(body: SyntheticEvents, request: Request, _: Admin) -> dict[str, Any]:
+    """Publish a batch of synthetic events through the normal ingress (`origin="admin"`)."""
+    try:
+        parse_topic(body.topic)
+    except InvalidTopicError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
+    bus = _runtime(request).bus
+    ids = []
+    for index in range(body.count):
+        event = Event(type=body.type, topic=body.topic, data={**body.data, "synthetic": index})
+        await bus.publish(event, origin="admin")
+        ids.append(event.event_id)
+    return {"published": len(ids), "first_event_id": ids[0], "last_event_id": ids[-1]}

@@ -10,11 +10,14 @@ import os
 import sys
 from collections.abc import Sequence
 
+import httpx
 import uvicorn
 
 from bridge.admin_client import AdminClient, AdminError, render_flags
+from bridge.report import Thresholds, TypeReport, build_report
+from bridge.report import render as render_report
 from bridge.settings import Settings
-from bridge.stages import Stage
+from bridge.stages import STAGE_ORDER, Stage
 
 log = logging.getLogger("wsmigrate")
 
@@ -74,6 +77,55 @@ def _flags(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fetch_report(url: str) -> dict[str, TypeReport]:
+    response = httpx.get(url.rstrip("/") + "/metrics", timeout=10)
+    response.raise_for_status()
+    return build_report(response.text)
+
+
+def _report(args: argparse.Namespace) -> int:
+    thresholds = Thresholds(args.min_compared, args.min_consistency)
+    reports = _fetch_report(args.url)
+    if args.json:
+        print(json.dumps({t: {"stage": r.stage, "published": r.published, "delivered": r.delivered,
+                              "matches": r.matches, "missing": r.missing, "mismatches": r.mismatches,
+                              "compared": r.compared, "consistency": r.consistency,
+                              "verdict": r.verdict(thresholds)[1]} for t, r in reports.items()}, indent=2))
+    else:
+        print(render_report(reports, thresholds))
+    return 0
+
+
+def _promote(args: argparse.Namespace) -> int:
+    thresholds = Thresholds(args.min_compared, args.min_consistency)
+    report = _fetch_report(args.url).get(args.event_type)
+    if report is None:
+        print(f"wsmigrate: unknown event type {args.event_type!r}", file=sys.stderr)
+        return 2
+    current = Stage(report.stage)
+    if current is Stage.COMPLETE:
+        print(f"{args.event_type} is already complete")
+        return 1
+    target = STAGE_ORDER[STAGE_ORDER.index(current) + 1]
+    safe, reason = report.verdict(thresholds)
+    if not safe and not args.force:
+        print(f"wsmigrate: refusing to promote {args.event_type} {current.value} -> {target.value}: {reason}",
+              file=sys.stderr)
+        return 1
+    try:
+        _admin(args).set_stage(args.event_type, target.value, force=args.force)
+    except AdminError as exc:
+        print(f"wsmigrate: {exc}", file=sys.stderr)
+        return 1
+    print(f"{args.event_type}: {current.value} -> {target.value} ({reason})")
+    return 0
+
+
+def _add_thresholds(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--min-compared", type=int, default=Thresholds.min_compared)
+    parser.add_argument("--min-consistency", type=float, default=Thresholds.min_consistency, help="percent")
+
+
 def _add_admin_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--url", default="http://127.0.0.1:8000", help="server base URL")
     parser.add_argument("--token", default=None, help="admin token (default: $WSMIGRATE_ADMIN_TOKEN)")
@@ -113,6 +165,19 @@ def build_parser() -> argparse.ArgumentParser:
     set_parser.add_argument("--force", action="store_true", help="allow skipping stages forward")
     _add_admin_options(set_parser)
     flags.set_defaults(handler=_flags)
+
+    report = commands.add_parser("report", help="per-event-type parity table and promotion verdicts")
+    report.add_argument("--url", default="http://127.0.0.1:8000")
+    report.add_argument("--json", action="store_true")
+    _add_thresholds(report)
+    report.set_defaults(handler=_report)
+
+    promote = commands.add_parser("promote", help="move a type to its next stage if the numbers allow it")
+    promote.add_argument("event_type")
+    promote.add_argument("--force", action="store_true", help="promote whatever the numbers say")
+    _add_thresholds(promote)
+    _add_admin_options(promote)
+    promote.set_defaults(handler=_promote)
     return parser
 
 

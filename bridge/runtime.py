@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from importlib import resources
 from pathlib import Path
@@ -10,6 +11,7 @@ from prometheus_client import CollectorRegistry
 from starlette.concurrency import run_in_threadpool
 
 from bridge.chat import ChatService, LegacyCallSites
+from bridge.comparator import Comparator
 from bridge.db import Database
 from bridge.dual_path import Bridge
 from bridge.flags import FileFlagStore, FlagStore, MemoryFlagStore
@@ -63,7 +65,11 @@ class Runtime:
         self.legacy_store = DatabaseLegacyStore(self.db, self.chat)
         self.flags = make_flag_store(settings)
         self.flags.add_listener(self._export_flags)
-        self.bridge = Bridge(self.bus, self.manager, self.legacy, self.flags, metrics=self.metrics)
+        self.comparator = Comparator(metrics=self.metrics, window_s=settings.compare_window_s,
+                                     capacity=settings.compare_capacity, sample_rate=settings.compare_sample_rate)
+        self.bridge = Bridge(self.bus, self.manager, self.legacy, self.flags, metrics=self.metrics,
+                             observer=self.comparator)
+        self._expiry: asyncio.Task[None] | None = None
         self.bridge.install()
 
     def _export_flags(self, document: FlagsDocument) -> None:
@@ -75,6 +81,14 @@ class Runtime:
         await run_in_threadpool(self.db.create_all)
         await self.bus.start()
         await self.flags.start()
+        self._expiry = asyncio.get_running_loop().create_task(self._expire_comparisons())
+
+    async def _expire_comparisons(self) -> None:
+        """Close comparison windows as they end (twice per window, at least every second)."""
+        period = min(1.0, self.comparator.window_s / 2)
+        while True:
+            await asyncio.sleep(period)
+            self.comparator.expire()
 
     async def stop(self) -> None:
         await self.chat.wait_idle(SHUTDOWN_GRACE_S)
@@ -82,6 +96,10 @@ class Runtime:
             connection.outbox.shutdown(CloseCode.SERVICE_RESTART, "server restarting")
         for legacy_connection in list(self.legacy.connections()):
             legacy_connection.outbox.shutdown(CloseCode.SERVICE_RESTART, "server restarting")
+        if self._expiry is not None:
+            self._expiry.cancel()
+            await asyncio.gather(self._expiry, return_exceptions=True)
+        self.comparator.flush()
         await self.flags.stop()
         await self.bus.stop()
         self.db.dispose()

@@ -35,6 +35,9 @@ class Settings(BaseModel):
     flags_file: str = ""
     audit_log: str = ""
     admin_token: str = ""
+    compare_window_s: float = Field(5.0, gt=0)
+    compare_capacity: int = Field(200_000, ge=1)
+    compare_sample_rate: float = Field(1.0, ge=0, le=1)
     # protocol limits
     max_bad_frames: int = Field(10, ge=1)
     bad_frame_window_s: float = Field(60.0, gt=0)
