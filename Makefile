@@ -24,7 +24,8 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 
 run: $(VENV)/.installed
 	mkdir -p var
-	$(BIN)/wsmigrate serve --host $(HOST) --port $(PORT) --database-url sqlite:///./var/wsmigrate.db
+	WSMIGRATE_PROBES=$${WSMIGRATE_PROBES:-true} \
+	  $(BIN)/wsmigrate serve --host $(HOST) --port $(PORT) --database-url sqlite:///./var/wsmigrate.db
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .
@@ -34,6 +35,29 @@ typecheck: $(VENV)/.installed-test
 
 pytest: $(VENV)/.installed-test
 	$(BIN)/python -m pytest
+
+# promtool + prometheus for tests/ops: Debian's `prometheus` package, installed only where missing
+# (apt-get update runs only then). The tests start their own Prometheus on a free loopback port.
+.PHONY: prometheus-tools
+prometheus-tools:
+	@command -v promtool >/dev/null 2>&1 || { \
+	  SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
+	  $$SUDO apt-get update && \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus; }
+
+pytest: prometheus-tools
+
+# Chromium for tests/browser: Debian's `chromium` package (Playwright drives it through
+# executable_path; `playwright install` is never used). Installed only where /usr/bin/chromium is
+# missing, and apt-get update runs only then.
+.PHONY: chromium
+chromium:
+	@[ -x /usr/bin/chromium ] || { \
+	  SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
+	  $$SUDO apt-get update && \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; }
+
+pytest: chromium
 
 test: lint typecheck pytest
 

@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, WebSocket
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bridge import admin, api
@@ -15,6 +15,8 @@ from bridge.routing import legacy_view
 from bridge.runtime import Runtime
 from bridge.settings import Settings
 from legacy.endpoint import LegacyLimits, LegacySession
+from metrics.exposition import CONTENT_TYPE_LATEST
+from metrics.exposition import render as render_metrics
 from unified import EventBus, current_bus
 from unified.endpoint import SessionLimits, UnifiedSession
 from unified.outbox import Outbox
@@ -87,17 +89,23 @@ def create_app(settings: Settings | None = None, *, registry: CollectorRegistry 
 
     @app.get("/healthz")
     async def healthz() -> JSONResponse:
-        healthy = runtime.bus.running and runtime.bus.backend.healthy()
-        body = {
+        bus_healthy = runtime.bus.running and runtime.bus.backend.healthy()
+        probes = runtime.probes
+        healthy = bus_healthy and (probes is None or probes.healthy)
+        body: dict[str, object] = {
             "status": "ok" if healthy else "degraded",
-            "bus": {"url": runtime.settings.bus_url.split("@")[-1], "healthy": healthy},
-            "connections": runtime.manager.connection_count,
+            "bus": {"url": runtime.settings.bus_url.split("@")[-1], "healthy": bus_healthy},
+            "connections": {"unified": runtime.manager.connection_count - runtime.legacy.connection_count,
+                            "legacy": runtime.legacy.connection_count},
+            "flags_revision": runtime.flags.current().revision,
         }
+        if probes is not None:
+            body["probes"] = probes.status.as_dict()
         return JSONResponse(body, status_code=200 if healthy else 503)
 
     @app.get("/metrics")
     async def metrics_endpoint() -> Response:
-        return Response(generate_latest(runtime.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(render_metrics(runtime.registry), media_type=CONTENT_TYPE_LATEST)
 
     return app
 

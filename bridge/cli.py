@@ -9,6 +9,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import httpx
 import uvicorn
@@ -18,6 +19,7 @@ from bridge.report import Thresholds, TypeReport, build_report
 from bridge.report import render as render_report
 from bridge.settings import Settings
 from bridge.stages import STAGE_ORDER, Stage
+from metrics.exposition import MULTIPROCESS_ENV, prepare_multiprocess_dir
 
 log = logging.getLogger("wsmigrate")
 
@@ -25,9 +27,15 @@ WS_MAX_SIZE = 1024 * 1024  # protocol-level cap; the application rejects frames 
 
 
 def _serve(args: argparse.Namespace) -> int:
-    overrides = {"database_url": args.database_url, "bus_url": args.bus}
+    host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
+    overrides = {"database_url": args.database_url, "bus_url": args.bus,
+                 "self_url": os.environ.get("WSMIGRATE_SELF_URL") or f"http://{host}:{args.port}"}
     settings = Settings.from_env(**overrides)
     os.environ.update(settings.to_env())
+    if args.workers > 1 or os.environ.get(MULTIPROCESS_ENV):
+        directory = Path(os.environ.get(MULTIPROCESS_ENV) or "var/prometheus-multiproc").resolve()
+        prepare_multiprocess_dir(directory)
+        os.environ[MULTIPROCESS_ENV] = str(directory)
     print(f"wsmigrate: serving on http://{args.host}:{args.port} (bus {settings.bus_url.split('@')[-1]}, "
           f"database {settings.database_url.split('@')[-1]})", flush=True)
     uvicorn.run(

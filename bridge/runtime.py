@@ -17,6 +17,7 @@ from bridge.dual_path import Bridge
 from bridge.flags import FileFlagStore, FlagStore, MemoryFlagStore
 from bridge.gate import DatabaseGate
 from bridge.legacy_store import DatabaseLegacyStore
+from bridge.probes import ProbeRunner
 from bridge.settings import Settings
 from bridge.stages import FlagsDocument, parse_document, resolve
 from legacy.manager import LegacyConnectionManager
@@ -70,6 +71,12 @@ class Runtime:
         self.bridge = Bridge(self.bus, self.manager, self.legacy, self.flags, metrics=self.metrics,
                              observer=self.comparator)
         self._expiry: asyncio.Task[None] | None = None
+        self.probes: ProbeRunner | None = None
+        if settings.probes:
+            if not settings.self_url:
+                raise ValueError("WSMIGRATE_PROBES needs WSMIGRATE_SELF_URL (where this server is reachable)")
+            self.probes = ProbeRunner(self.bus, self.db, self.metrics, base_url=settings.self_url,
+                                      interval_s=settings.probe_interval_s, window_s=settings.probe_window_s)
         self.bridge.install()
 
     def _export_flags(self, document: FlagsDocument) -> None:
@@ -82,6 +89,8 @@ class Runtime:
         await self.bus.start()
         await self.flags.start()
         self._expiry = asyncio.get_running_loop().create_task(self._expire_comparisons())
+        if self.probes is not None:
+            await self.probes.start()
 
     async def _expire_comparisons(self) -> None:
         """Close comparison windows as they end (twice per window, at least every second)."""
@@ -91,6 +100,8 @@ class Runtime:
             self.comparator.expire()
 
     async def stop(self) -> None:
+        if self.probes is not None:
+            await self.probes.stop()
         await self.chat.wait_idle(SHUTDOWN_GRACE_S)
         for connection in list(self.manager.connections()):
             connection.outbox.shutdown(CloseCode.SERVICE_RESTART, "server restarting")

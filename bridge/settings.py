@@ -38,6 +38,11 @@ class Settings(BaseModel):
     compare_window_s: float = Field(5.0, gt=0)
     compare_capacity: int = Field(200_000, ge=1)
     compare_sample_rate: float = Field(1.0, ge=0, le=1)
+    # synthetic probes (loopback clients of this server at `self_url`)
+    probes: bool = False
+    probe_interval_s: float = Field(5.0, gt=0)
+    probe_window_s: float = Field(5.0, gt=0)
+    self_url: str = ""
     # protocol limits
     max_bad_frames: int = Field(10, ge=1)
     bad_frame_window_s: float = Field(60.0, gt=0)

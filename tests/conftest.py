@@ -9,7 +9,7 @@ from prometheus_client import CollectorRegistry
 
 from bridge.app import create_app
 from bridge.settings import Settings
-from tests.support import RunningServer
+from tests.support import RunningServer, bind_free_port
 
 ServerFactory = Callable[..., RunningServer]
 
@@ -22,8 +22,10 @@ def server_factory(tmp_path: Path) -> Iterator[ServerFactory]:
     def start(**overrides: Any) -> RunningServer:
         overrides.setdefault("database_url", f"sqlite:///{tmp_path}/app-{len(started)}.db")
         overrides.setdefault("stream_delay_ms", 0)
+        sock = bind_free_port()
+        overrides.setdefault("self_url", f"http://127.0.0.1:{sock.getsockname()[1]}")
         settings = Settings.from_env({}, **overrides)
-        server = RunningServer(create_app(settings, registry=CollectorRegistry())).start()
+        server = RunningServer(create_app(settings, registry=CollectorRegistry()), sock).start()
         started.append(server)
         return server
 
@@ -35,3 +37,49 @@ def server_factory(tmp_path: Path) -> Iterator[ServerFactory]:
 @pytest.fixture
 def server(server_factory: ServerFactory) -> RunningServer:
     return server_factory()
+
+
+# -- Redis (tests/redis_server.py) -----------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """A Redis shared by the session: 127.0.0.1:6379 when it answers, else our own on a free port."""
+    from tests.redis_server import reachable_redis
+
+    with reachable_redis() as url:
+        yield url
+
+
+@pytest.fixture
+def redis_prefix(redis_url: str) -> Iterator[str]:
+    """A key prefix of this test alone on the shared Redis; its keys are deleted afterwards."""
+    from tests.redis_server import delete_prefix, unique_prefix
+
+    prefix = unique_prefix()
+    yield prefix
+    delete_prefix(redis_url, prefix)
+
+
+@pytest.fixture
+def private_redis() -> Iterator[Any]:
+    """A `RedisServer` of this test alone, for tests that pause, kill or restart Redis."""
+    from tests.redis_server import RedisServer
+
+    server = RedisServer().start()
+    yield server
+    server.close()
+
+
+# -- Prometheus (tests/ops/prometheus_server.py) ---------------------------------------------------
+
+
+@pytest.fixture
+def prometheus(tmp_path: Path) -> Iterator[Any]:
+    """`start(*targets, rule_files=(ops/alerts.yml,), wait_up=True) -> PrometheusServer`: a real
+    Prometheus on a free loopback port scraping each target (a RunningServer, URL or host:port) as
+    job `wsmigrate` every 1 s, evaluating the rules every 1 s; stopped after the test."""
+    from tests.ops.prometheus_server import prometheus_servers
+
+    with prometheus_servers(tmp_path / "prometheus") as start:
+        yield start

@@ -23,8 +23,10 @@ class _Server(uvicorn.Server):
     def __init__(self, config: uvicorn.Config) -> None:
         super().__init__(config)
         self.ready = threading.Event()
+        self.loop: asyncio.AbstractEventLoop | None = None
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        self.loop = asyncio.get_running_loop()
         await super().startup(sockets)
         self.ready.set()
 
@@ -32,14 +34,20 @@ class _Server(uvicorn.Server):
         pass
 
 
+def bind_free_port() -> socket.socket:
+    """A socket bound to a free loopback port (the server listens on it: no race for the port)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
 class RunningServer:
     """A uvicorn server in a background thread, bound to 127.0.0.1 on a free port."""
 
-    def __init__(self, app: FastAPI) -> None:
+    def __init__(self, app: FastAPI, sock: socket.socket | None = None) -> None:
         self.app = app
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
+        self.sock = sock or bind_free_port()
         self.port: int = self.sock.getsockname()[1]
         config = uvicorn.Config(app, log_level="warning", ws_max_size=1024 * 1024, lifespan="on")
         self.server = _Server(config)
@@ -76,10 +84,13 @@ class RunningServer:
 
         return asyncio.run_coroutine_threadsafe(run(), loop).result(timeout)
 
+    def run(self, coroutine: Coroutine[Any, Any, Any], timeout: float = 20.0) -> Any:
+        """Run `coroutine` on the server's event loop (publish, broadcast, wait on server state)."""
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop()).result(timeout)
+
     def _loop(self) -> asyncio.AbstractEventLoop:
-        runtime = self.runtime
-        loop = runtime.bus._loop
-        assert loop is not None
+        loop = self.server.loop
+        assert loop is not None, "server not started"
         return loop
 
 
