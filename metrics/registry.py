@@ -84,17 +84,20 @@ class WsMetrics:
         )
         _initialise(self.path_events_accepted, types, PATHS)
 
-        self.path_events_completed = Counter(
-            f"{PREFIX}_path_events_completed", "Events a delivery path finished with, by outcome.",
-            ["event_type", "path", "outcome"], registry=r,
-        )
-        _initialise(self.path_events_completed, types, PATHS, COMPLETION_OUTCOMES)
-
+        # Registered before `completed` on purpose: a scrape reads metrics in registration order,
+        # and reading accepted -> inflight -> completed while events complete can only make the
+        # gap accepted - completed - inflight negative, never a false loss (also across workers).
         self.path_events_inflight = Gauge(
             f"{PREFIX}_path_events_inflight", "Events accepted by a path and not yet completed.",
             ["event_type", "path"], registry=r, multiprocess_mode="livesum",
         )
         _initialise(self.path_events_inflight, types, PATHS)
+
+        self.path_events_completed = Counter(
+            f"{PREFIX}_path_events_completed", "Events a delivery path finished with, by outcome.",
+            ["event_type", "path", "outcome"], registry=r,
+        )
+        _initialise(self.path_events_completed, types, PATHS, COMPLETION_OUTCOMES)
 
         self.recipient_deliveries = Counter(
             f"{PREFIX}_recipient_deliveries", "Per-recipient frame deliveries, by outcome.",
@@ -162,13 +165,13 @@ class WsMetrics:
 
         self.event_type_stage = Gauge(
             f"{PREFIX}_event_type_stage", "1 for the stage each event type is in, 0 for the others.",
-            ["event_type", "stage"], registry=r, multiprocess_mode="all",
+            ["event_type", "stage"], registry=r, multiprocess_mode="liveall",
         )
         _initialise(self.event_type_stage, types, STAGES)
 
         self.flags_revision = Gauge(
             f"{PREFIX}_flags_revision", "Revision of the flags document this process runs.", registry=r,
-            multiprocess_mode="all",
+            multiprocess_mode="liveall",
         )
 
         self.probe_roundtrip = Histogram(
@@ -185,11 +188,11 @@ class WsMetrics:
 
         self.bus_listener_up = Gauge(
             f"{PREFIX}_bus_listener_up", "1 while this worker's bus listener is connected and reading.",
-            registry=r, multiprocess_mode="all",
+            registry=r, multiprocess_mode="liveall",
         )
         self.bus_heartbeat_age = Gauge(
             f"{PREFIX}_bus_heartbeat_age_seconds", "Age of the newest heartbeat this worker read from the bus.",
-            registry=r, multiprocess_mode="all",
+            registry=r, multiprocess_mode="liveall",
         )
 
     def set_stage(self, event_type: str, stage: str) -> None:
