@@ -22,9 +22,17 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@ $(VENV)/.installed
 
+# Development defaults: a demo user whose token is kept in var/demo-token (printed at start and
+# handed to the demo pages), probes on, the admin API on with a token kept in var/admin-token.
 run: $(VENV)/.installed
 	mkdir -p var
+	@[ -s var/demo-token ] || $(BIN)/python -c "import secrets; print(secrets.token_urlsafe(24))" > var/demo-token
+	@[ -s var/admin-token ] || $(BIN)/python -c "import secrets; print(secrets.token_urlsafe(24))" > var/admin-token
 	WSMIGRATE_PROBES=$${WSMIGRATE_PROBES:-true} \
+	WSMIGRATE_DEV_MODE=$${WSMIGRATE_DEV_MODE:-true} \
+	WSMIGRATE_DEMO_TOKEN=$${WSMIGRATE_DEMO_TOKEN:-$$(cat var/demo-token)} \
+	WSMIGRATE_ADMIN_TOKEN=$${WSMIGRATE_ADMIN_TOKEN:-$$(cat var/admin-token)} \
+	WSMIGRATE_FLAGS_FILE=$${WSMIGRATE_FLAGS_FILE:-var/flags.toml} \
 	  $(BIN)/wsmigrate serve --host $(HOST) --port $(PORT) --database-url sqlite:///./var/wsmigrate.db
 
 lint: $(VENV)/.installed-test
@@ -58,6 +66,18 @@ chromium:
 	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; }
 
 pytest: chromium
+
+# redis-server for the bus tests: Debian's `redis-server` package, installed only where missing
+# (apt-get update runs only then). Tests use 127.0.0.1:6379 when it answers, otherwise they start
+# their own redis-server on a free loopback port and stop it afterwards.
+.PHONY: redis-server
+redis-server:
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
+	  $$SUDO apt-get update && \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends redis-server; }
+
+pytest: redis-server
 
 test: lint typecheck pytest
 

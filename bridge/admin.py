@@ -7,14 +7,18 @@ disabled (403), so a server never runs with an open or default admin door.
 from __future__ import annotations
 
 import hmac
+import time
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request, status
+from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 
 from bridge.errors import FlagsError
 from bridge.flags import FlagChange
+from bridge.report import Thresholds, build_report, parse_samples
 from bridge.stages import FlagsDocument, Stage, resolve
+from metrics.exposition import render as render_metrics
 from unified import Event, EventType
 from unified.errors import InvalidTopicError
 from unified.topics import parse_topic
@@ -93,7 +97,7 @@ async def get_flags(request: Request, _: Admin) -> dict[str, Any]:
 
 @router.get("/flags/audit")
 async def get_audit(request: Request, _: Admin) -> list[dict[str, Any]]:
-    return _runtime(request).flags.audit()
+    return await _runtime(request).flags.audit_log()
 
 
 @router.post("/flags/kill")
@@ -129,6 +133,72 @@ async def mismatches(request: Request, _: Admin) -> dict[str, Any]:
     """The last comparison samples that were not a match (capped ring), newest last."""
     comparator = _runtime(request).comparator
     return {"open_pairs": comparator.open_pairs, "samples": list(comparator.samples)}
+
+
+@router.get("/report")
+async def report(request: Request, _: Admin) -> dict[str, Any]:
+    """The numbers of the migration console (`/ops`), read from the same exposition as `/metrics`.
+
+    Per event type: `stage` in force (resolved: kill switch > pin > cohort > type > default), its
+    `source` and `live_percent`, `configured_stage` (what promote/rollback move and what the
+    transition rule checks), `metrics_stage` (the stage gauge's vote), cumulative `published`,
+    `delivered` per path, `matches`, `missing`, `mismatches`, `compared`, `consistency` (percent,
+    null before any comparison), and `safe` + `verdict` for moving `configured_stage` on (default
+    thresholds).
+    Also `connections` per kind, `revision`, `kill_switch`, `default_stage` and `last_error` of the
+    flags store. Counters are cumulative: clients derive delivery rates from two successive reports,
+    dividing the counter difference by the `generated_at` difference (server clock, seconds).
+    Rendering and parsing the exposition takes tens of milliseconds: it runs off the event loop.
+    """
+    return await run_in_threadpool(_ops_report, _runtime(request))
+
+
+def _ops_report(runtime: Runtime) -> dict[str, Any]:
+    generated_at = time.time()  # when the counters were read
+    text = render_metrics(runtime.registry).decode()
+    reports = build_report(text)
+    gauge = "\n".join(line for line in text.splitlines() if line.startswith("wsmigrate_connections{"))
+    connections: dict[str, int] = {}
+    for labels, value in parse_samples(gauge + "\n").get("wsmigrate_connections", []):
+        kind = labels.get("kind", "?")
+        connections[kind] = connections.get(kind, 0) + int(value)
+    document = runtime.flags.current()
+    thresholds = Thresholds()
+    types: dict[str, Any] = {}
+    for event_type in EventType:
+        parity = reports[event_type.value]
+        resolution = resolve(document, event_type)
+        configured = (document.flags_for(event_type).stage or document.default_stage).value
+        metrics_stage = parity.stage
+        parity.stage = configured  # the verdict judges the move promote would make: from the configured stage
+        safe, verdict = parity.verdict(thresholds)
+        consistency = parity.consistency
+        types[event_type.value] = {
+            "stage": resolution.stage.value,
+            "source": resolution.source,
+            "live_percent": resolution.live_percent,
+            "configured_stage": configured,
+            "metrics_stage": metrics_stage,
+            "published": int(parity.published),
+            "delivered": {path: int(count) for path, count in parity.delivered.items()},
+            "matches": int(parity.matches),
+            "missing": int(parity.missing),
+            "mismatches": int(parity.mismatches),
+            "compared": int(parity.compared),
+            "consistency": None if consistency is None else round(consistency, 3),
+            "safe": safe,
+            "verdict": verdict,
+        }
+    return {
+        "generated_at": generated_at,
+        "revision": document.revision,
+        "kill_switch": document.kill_switch,
+        "default_stage": document.default_stage.value,
+        "last_error": runtime.flags.last_error,
+        "thresholds": {"min_compared": thresholds.min_compared, "min_consistency": thresholds.min_consistency},
+        "connections": connections,
+        "types": types,
+    }
 
 
 class SyntheticEvents(BaseModel):

@@ -15,6 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
+from bridge.auth import Principal, access
 from bridge.chat import ChatService, ThreadNotFoundError
 from bridge.db import Agent, Thread
 from bridge.schemas import (
@@ -50,41 +51,70 @@ def chat_service(request: Request) -> ChatService:
     return runtime_of(request).chat
 
 
+async def current_user(request: Request) -> Principal | None:
+    """The authenticated user; None when auth is off. REST takes a bearer token or the cookie."""
+    authenticator = runtime_of(request).auth
+    if not authenticator.enabled:
+        return None
+    principal = await authenticator.authenticate(request, allow_query=False)
+    if principal is None:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "authentication required",
+                            headers={"WWW-Authenticate": "Bearer"})
+    return principal
+
+
 DB = Annotated[Session, Depends(db_session)]
 Chat = Annotated[ChatService, Depends(chat_service)]
+User = Annotated[Principal | None, Depends(current_user)]
 
 
-def _agent(db: Session, agent_id: int) -> Agent:
+def _owned(owner_id: int | None, user: Principal | None) -> bool:
+    return user is None or owner_id is None or str(owner_id) == user.user_id
+
+
+def _agent(db: Session, agent_id: int, user: Principal | None) -> Agent:
+    """The agent, or 404 when it does not exist or belongs to someone else (no existence leak)."""
     agent = db.get(Agent, agent_id)
-    if agent is None:
+    if agent is None or not _owned(agent.owner_id, user):
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"Agent {agent_id} not found")
     return agent
 
 
-def _thread(db: Session, thread_id: int) -> Thread:
+def _thread(db: Session, thread_id: int, user: Principal | None) -> Thread:
     thread = db.get(Thread, thread_id)
-    if thread is None:
+    if thread is None or not _owned(thread.agent.owner_id, user):
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"Thread {thread_id} not found")
     return thread
+
+
+async def _check_thread(request: Request, thread_id: int, user: Principal | None) -> None:
+    verdict = await run_in_threadpool(access, runtime_of(request).db, "thread", thread_id,
+                                      None if user is None else user.user_id)
+    if verdict != "ok":
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"Thread {thread_id} not found")
 
 
 # -- agents --------------------------------------------------------------------------------------
 
 
 @router.get("/agents")
-def list_agents(db: DB) -> list[AgentOut]:
-    return [AgentOut.of(a) for a in db.scalars(select(Agent).order_by(Agent.id))]
+def list_agents(db: DB, user: User) -> list[AgentOut]:
+    query = select(Agent).order_by(Agent.id)
+    if user is not None:
+        query = query.where(Agent.owner_id == int(user.user_id))
+    return [AgentOut.of(a) for a in db.scalars(query)]
 
 
 @router.get("/agents/{agent_id}")
-def get_agent(agent_id: int, db: DB) -> AgentOut:
-    return AgentOut.of(_agent(db, agent_id))
+def get_agent(agent_id: int, db: DB, user: User) -> AgentOut:
+    return AgentOut.of(_agent(db, agent_id, user))
 
 
 @router.post("/agents", status_code=status.HTTP_201_CREATED)
 @publish_event(EventType.AGENT_CREATED)
-def create_agent(body: AgentIn, db: DB) -> AgentOut:
-    agent = Agent(name=body.name, system_prompt=body.system_prompt, status=body.status)
+def create_agent(body: AgentIn, db: DB, user: User) -> AgentOut:
+    agent = Agent(name=body.name, system_prompt=body.system_prompt, status=body.status,
+                  owner_id=None if user is None else int(user.user_id))
     db.add(agent)
     db.commit()
     return AgentOut.of(agent)
@@ -92,8 +122,8 @@ def create_agent(body: AgentIn, db: DB) -> AgentOut:
 
 @router.patch("/agents/{agent_id}")
 @publish_event(EventType.AGENT_UPDATED)
-def update_agent(agent_id: int, body: AgentPatch, db: DB) -> AgentOut:
-    agent = _agent(db, agent_id)
+def update_agent(agent_id: int, body: AgentPatch, db: DB, user: User) -> AgentOut:
+    agent = _agent(db, agent_id, user)
     old_status = agent.status
     for field, value in body.model_dump(exclude_none=True).items():
         setattr(agent, field, value)
@@ -108,8 +138,8 @@ def update_agent(agent_id: int, body: AgentPatch, db: DB) -> AgentOut:
 
 @router.delete("/agents/{agent_id}")
 @publish_event(EventType.AGENT_DELETED)
-def delete_agent(agent_id: int, db: DB) -> AgentOut:
-    agent = _agent(db, agent_id)
+def delete_agent(agent_id: int, db: DB, user: User) -> AgentOut:
+    agent = _agent(db, agent_id, user)
     result = AgentOut.of(agent)
     db.delete(agent)
     db.commit()
@@ -120,22 +150,24 @@ def delete_agent(agent_id: int, db: DB) -> AgentOut:
 
 
 @router.get("/threads")
-def list_threads(db: DB, agent_id: int | None = None) -> list[ThreadOut]:
+def list_threads(db: DB, user: User, agent_id: int | None = None) -> list[ThreadOut]:
     query = select(Thread).order_by(Thread.id)
+    if user is not None:
+        query = query.join(Agent).where(Agent.owner_id == int(user.user_id))
     if agent_id is not None:
         query = query.where(Thread.agent_id == agent_id)
     return [ThreadOut.of(t) for t in db.scalars(query)]
 
 
 @router.get("/threads/{thread_id}")
-def get_thread(thread_id: int, db: DB) -> ThreadOut:
-    return ThreadOut.of(_thread(db, thread_id))
+def get_thread(thread_id: int, db: DB, user: User) -> ThreadOut:
+    return ThreadOut.of(_thread(db, thread_id, user))
 
 
 @router.post("/threads", status_code=status.HTTP_201_CREATED)
 @publish_event(EventType.THREAD_CREATED)
-def create_thread(body: ThreadIn, db: DB) -> ThreadOut:
-    _agent(db, body.agent_id)
+def create_thread(body: ThreadIn, db: DB, user: User) -> ThreadOut:
+    _agent(db, body.agent_id, user)
     thread = Thread(agent_id=body.agent_id, title=body.title)
     db.add(thread)
     db.commit()
@@ -144,8 +176,8 @@ def create_thread(body: ThreadIn, db: DB) -> ThreadOut:
 
 @router.patch("/threads/{thread_id}")
 @publish_event(EventType.THREAD_UPDATED)
-def update_thread(thread_id: int, body: ThreadPatch, db: DB) -> ThreadOut:
-    thread = _thread(db, thread_id)
+def update_thread(thread_id: int, body: ThreadPatch, db: DB, user: User) -> ThreadOut:
+    thread = _thread(db, thread_id, user)
     thread.title = body.title
     db.commit()
     return ThreadOut.of(thread)
@@ -153,8 +185,8 @@ def update_thread(thread_id: int, body: ThreadPatch, db: DB) -> ThreadOut:
 
 @router.delete("/threads/{thread_id}")
 @publish_event(EventType.THREAD_DELETED)
-def delete_thread(thread_id: int, db: DB) -> ThreadOut:
-    thread = _thread(db, thread_id)
+def delete_thread(thread_id: int, db: DB, user: User) -> ThreadOut:
+    thread = _thread(db, thread_id, user)
     result = ThreadOut.of(thread)
     db.delete(thread)
     db.commit()
@@ -165,7 +197,8 @@ def delete_thread(thread_id: int, db: DB) -> ThreadOut:
 
 
 @router.get("/threads/{thread_id}/messages")
-async def list_messages(thread_id: int, chat: Chat) -> list[MessageOut]:
+async def list_messages(thread_id: int, chat: Chat, request: Request, user: User) -> list[MessageOut]:
+    await _check_thread(request, thread_id, user)
     history = await run_in_threadpool(chat.history, thread_id)
     if history is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"Thread {thread_id} not found")
@@ -173,7 +206,8 @@ async def list_messages(thread_id: int, chat: Chat) -> list[MessageOut]:
 
 
 @router.post("/threads/{thread_id}/messages", status_code=status.HTTP_201_CREATED)
-async def post_message(thread_id: int, body: MessageIn, chat: Chat) -> MessageOut:
+async def post_message(thread_id: int, body: MessageIn, chat: Chat, request: Request, user: User) -> MessageOut:
+    await _check_thread(request, thread_id, user)
     try:
         return await chat.post_message(thread_id, body.content, body.role)
     except ThreadNotFoundError as exc:
@@ -181,7 +215,9 @@ async def post_message(thread_id: int, body: MessageIn, chat: Chat) -> MessageOu
 
 
 @router.post("/threads/{thread_id}/run", status_code=status.HTTP_202_ACCEPTED)
-async def run_thread(thread_id: int, chat: Chat, body: RunIn | None = None) -> RunAccepted:
+async def run_thread(thread_id: int, chat: Chat, request: Request, user: User,
+                     body: RunIn | None = None) -> RunAccepted:
+    await _check_thread(request, thread_id, user)
     body = body or RunIn()
     try:
         return await chat.start_run(thread_id, body.chunks, body.delay_ms)

@@ -11,15 +11,19 @@ from prometheus_client import CollectorRegistry
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bridge import admin, api
+from bridge.pages import install_pages
 from bridge.routing import legacy_view
 from bridge.runtime import Runtime
 from bridge.settings import Settings
+from bridge.shutdown import install_sigterm_drain
 from legacy.endpoint import LegacyLimits, LegacySession
 from metrics.exposition import CONTENT_TYPE_LATEST
 from metrics.exposition import render as render_metrics
 from unified import EventBus, current_bus
 from unified.endpoint import SessionLimits, UnifiedSession
 from unified.outbox import Outbox
+from unified.protocol import CloseCode
+from unified.ratelimit import TokenBucket
 
 
 class BusContext:
@@ -51,11 +55,14 @@ def create_app(settings: Settings | None = None, *, registry: CollectorRegistry 
         outbox_capacity=runtime.settings.outbox_capacity,
         max_bad_frames=runtime.settings.max_bad_frames,
         bad_frame_window_s=runtime.settings.bad_frame_window_s,
+        subscribe_rate_per_s=runtime.settings.subscribe_rate_per_s,
+        subscribe_burst=runtime.settings.subscribe_burst,
     )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await runtime.start()
+        install_sigterm_drain(runtime)
         try:
             yield
         finally:
@@ -70,9 +77,42 @@ def create_app(settings: Settings | None = None, *, registry: CollectorRegistry 
     def new_outbox(websocket: WebSocket) -> Outbox:
         return Outbox(websocket.send_text, websocket.close, capacity=runtime.settings.outbox_capacity)
 
+    async def admit(websocket: WebSocket, kind: str) -> tuple[bool, str | None]:
+        """Origin, draining and authentication checks before the handshake completes, then the
+        per-user quota. A refusal before `accept` is an HTTP 403 to the client."""
+        refusal: tuple[int, str] | None = None
+        principal = None
+        if not runtime.origins.allows(websocket.headers.get("origin")):
+            refusal = (CloseCode.FORBIDDEN, "origin not allowed")
+        elif not runtime.accepting:
+            refusal = (CloseCode.SERVICE_RESTART, "server restarting")
+        elif runtime.auth.enabled:
+            principal = await runtime.auth.authenticate(websocket, allow_query=True)
+            if principal is None:
+                refusal = (CloseCode.UNAUTHORIZED, "authentication required")
+        if refusal is not None:
+            runtime.metrics.connections_closed.labels(kind, "auth").inc()
+            await websocket.close(*refusal)
+            return False, None
+        user_id = None if principal is None else principal.user_id
+        if not runtime.quota.acquire(user_id):
+            runtime.metrics.connections_closed.labels(kind, "limit").inc()
+            await websocket.accept()
+            await websocket.close(CloseCode.TOO_MANY_CONNECTIONS,
+                                  f"at most {runtime.quota.limit} connections per user")
+            return False, None
+        return True, user_id
+
     async def unified_socket(websocket: WebSocket) -> None:
-        session = UnifiedSession(websocket, runtime.manager, runtime.gate, limits=limits, metrics=runtime.metrics)
-        await session.run(_topics_param(websocket.query_params.get("topics")))
+        admitted, user_id = await admit(websocket, "unified")
+        if not admitted:
+            return
+        try:
+            session = UnifiedSession(websocket, runtime.manager, runtime.gate, limits=limits, user_id=user_id,
+                                     metrics=runtime.metrics)
+            await session.run(_topics_param(websocket.query_params.get("topics")))
+        finally:
+            runtime.quota.release(user_id)
 
     async def shared_socket(websocket: WebSocket) -> None:
         """`/api/ws`: legacy when the old query parameters are present, unified otherwise."""
@@ -80,9 +120,17 @@ def create_app(settings: Settings | None = None, *, registry: CollectorRegistry 
         if view is None:
             await unified_socket(websocket)
             return
-        session = LegacySession(websocket, runtime.legacy, runtime.legacy_store, new_outbox,
-                                limits=legacy_limits, metrics=runtime.metrics)
-        await session.run(thread_id=view.thread_id, agent_id=view.agent_id)
+        kind = "legacy_thread" if view.thread_id is not None else "legacy_agent"
+        admitted, user_id = await admit(websocket, kind)
+        if not admitted:
+            return
+        bucket = TokenBucket(runtime.settings.subscribe_rate_per_s, runtime.settings.subscribe_burst)
+        try:
+            session = LegacySession(websocket, runtime.legacy, runtime.legacy_store, new_outbox, user_id=user_id,
+                                    limits=legacy_limits, metrics=runtime.metrics, allow_subscribe=bucket.take)
+            await session.run(thread_id=view.thread_id, agent_id=view.agent_id)
+        finally:
+            runtime.quota.release(user_id)
 
     app.add_api_websocket_route("/api/ws", shared_socket)
     app.add_api_websocket_route("/api/ws/v2", unified_socket)
@@ -103,10 +151,19 @@ def create_app(settings: Settings | None = None, *, registry: CollectorRegistry 
             body["probes"] = probes.status.as_dict()
         return JSONResponse(body, status_code=200 if healthy else 503)
 
+    @app.get("/api/dev/session")
+    async def dev_session() -> JSONResponse:
+        """Development only: the demo user's token, so the demo pages can sign in by themselves."""
+        settings = runtime.settings
+        if not (settings.dev_mode and settings.demo_token):
+            return JSONResponse({"detail": "not available: development mode is off"}, status_code=404)
+        return JSONResponse({"user": "demo", "token": settings.demo_token, "auth": settings.auth})
+
     @app.get("/metrics")
     async def metrics_endpoint() -> Response:
         return Response(render_metrics(runtime.registry), media_type=CONTENT_TYPE_LATEST)
 
+    install_pages(app)
     return app
 
 

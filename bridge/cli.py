@@ -38,6 +38,15 @@ def _serve(args: argparse.Namespace) -> int:
         os.environ[MULTIPROCESS_ENV] = str(directory)
     print(f"wsmigrate: serving on http://{args.host}:{args.port} (bus {settings.bus_url.split('@')[-1]}, "
           f"database {settings.database_url.split('@')[-1]})", flush=True)
+    if settings.auth:
+        print("wsmigrate: auth ON: clients need a token (Authorization: Bearer, wsmigrate_token cookie, "
+              "or ?token= on WebSockets)", flush=True)
+        if settings.demo_token:
+            print(f"wsmigrate: demo user 'demo', token {settings.demo_token}", flush=True)
+    else:
+        print("wsmigrate: auth OFF (WSMIGRATE_AUTH=off): development and tests only", flush=True)
+    print(f"wsmigrate: admin API {'enabled' if settings.admin_token else 'disabled (set WSMIGRATE_ADMIN_TOKEN)'}",
+          flush=True)
     uvicorn.run(
         "bridge.app:app_from_env",
         factory=True,
@@ -85,15 +94,19 @@ def _flags(args: argparse.Namespace) -> int:
     return 0
 
 
-def _fetch_report(url: str) -> dict[str, TypeReport]:
-    response = httpx.get(url.rstrip("/") + "/metrics", timeout=10)
-    response.raise_for_status()
-    return build_report(response.text)
+def _fetch_report(urls: str | list[str]) -> dict[str, TypeReport]:
+    """The report over every host's `/metrics` (one URL per host; each covers its workers)."""
+    texts = []
+    for url in [urls] if isinstance(urls, str) else urls:
+        response = httpx.get(url.rstrip("/") + "/metrics", timeout=10)
+        response.raise_for_status()
+        texts.append(response.text)
+    return build_report("\n".join(texts))
 
 
 def _report(args: argparse.Namespace) -> int:
     thresholds = Thresholds(args.min_compared, args.min_consistency)
-    reports = _fetch_report(args.url)
+    reports = _fetch_report(args.url or ["http://127.0.0.1:8000"])
     if args.json:
         print(json.dumps({t: {"stage": r.stage, "published": r.published, "delivered": r.delivered,
                               "matches": r.matches, "missing": r.missing, "mismatches": r.mismatches,
@@ -175,7 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
     flags.set_defaults(handler=_flags)
 
     report = commands.add_parser("report", help="per-event-type parity table and promotion verdicts")
-    report.add_argument("--url", default="http://127.0.0.1:8000")
+    report.add_argument("--url", action="append", help="a host's base URL; repeat for every host of a "
+                        "deployment (default http://127.0.0.1:8000)")
     report.add_argument("--json", action="store_true")
     _add_thresholds(report)
     report.set_defaults(handler=_report)

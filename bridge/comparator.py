@@ -96,8 +96,10 @@ class Comparator:
 
     def record(self, event_id: str, event_type: str, path: str, recipient: str, payload: str) -> None:
         """One path's frame for one recipient (the observer entry point, also usable directly)."""
+        # No expiry here: both paths observe an event inside one synchronous bus dispatch, and a
+        # stall in the middle of it (a GC pause, a busy machine) must never close a pair between
+        # its two halves. Windows close only between dispatches (`expire`, run by a task).
         now = self.clock()
-        self.expire(now)
         if self.sample_rate < 1.0 and (zlib.crc32(event_id.encode()) % 10_000) >= self.sample_rate * 10_000:
             self._skip(event_type, "sampled_out")
             return

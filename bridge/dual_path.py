@@ -28,11 +28,12 @@ from bridge import translation
 from bridge.errors import BridgeError, TranslationError
 from bridge.flags import FlagStore
 from bridge.stages import Stage, cohort_bucket, in_live_cohort, is_compared, resolve, serving_path
-from legacy.frames import encode
+from legacy.frames import Frame, encode
 from legacy.manager import Broadcast, LegacyConnection, LegacyConnectionManager, Scope
 from metrics import WsMetrics
 from unified import Connection, ConnectionManager, Event, EventBus, EventType, Publication
 from unified.errors import RoutingError
+from unified.events import AGENT_EVENTS
 from unified.outbox import Outbox
 
 log = logging.getLogger(__name__)
@@ -86,8 +87,12 @@ class Bridge:
 
     def stamp(self, event: Event, origin: str) -> dict[str, Any]:
         resolution = resolve(self.flags.current(), event.type)
-        return {"stage": resolution.stage.value, "live_percent": resolution.live_percent,
-                "flags_revision": resolution.revision}
+        stamp: dict[str, Any] = {"stage": resolution.stage.value, "live_percent": resolution.live_percent,
+                                 "flags_revision": resolution.revision}
+        owner = event.data.get("owner_id") if event.type in AGENT_EVENTS else None
+        if owner is not None:  # agent events on the shared `agents` topic reach their owner only
+            stamp["owner"] = str(owner)
+        return stamp
 
     async def intercept(self, broadcast: Broadcast) -> bool:
         """Mirror a legacy broadcast onto the bus; False sends it the old way (never dropped)."""
@@ -135,12 +140,18 @@ class Bridge:
 
     # -- rendering and decisions -----------------------------------------------------------------
 
-    def _legacy_frame(self, publication: Publication) -> tuple[translation.LegacyRoute, str] | None:
+    def _legacy_route(self, publication: Publication) -> tuple[translation.LegacyRoute, Frame] | None:
         try:
-            route, frame = translation.to_legacy(EventType(publication.event_type), publication.event.data)
+            return translation.to_legacy(EventType(publication.event_type), publication.event.data)
         except (TranslationError, KeyError) as exc:
             log.debug("event %s has no legacy form: %s", publication.event.event_id, exc)
             return None
+
+    def _legacy_frame(self, publication: Publication) -> tuple[translation.LegacyRoute, str] | None:
+        routed = self._legacy_route(publication)
+        if routed is None:
+            return None
+        route, frame = routed
         return route, publication.memo(LEGACY_FRAME_KEY, lambda: encode(frame))
 
     def _live(self, client_id: str, stamp: _Stamp) -> bool:
@@ -161,13 +172,16 @@ class Bridge:
 
     def on_publication(self, publication: Publication) -> None:
         """Bus sink: the legacy path's share of an event's delivery."""
-        rendered = self._legacy_frame(publication)
-        if rendered is None:
+        routed = self._legacy_route(publication)
+        if routed is None:
             return
-        route, text = rendered
+        route, frame = routed
+        recipients = self.legacy.recipients(route.scope, route.target_id)
+        # encoded once per event, and only when a legacy socket follows its scope
+        text = publication.memo(LEGACY_FRAME_KEY, lambda: encode(frame)) if recipients else ""
         stamp = _Stamp(publication.meta)
         served: list[LegacyConnection] = []
-        for connection in self.legacy.recipients(route.scope, route.target_id):
+        for connection in recipients:
             live = self._live(connection.client_id, stamp)
             serves = serving_path(stamp.stage, live) == "legacy"
             if serves:

@@ -88,6 +88,9 @@ class FlagStore(Protocol):
 
     def audit(self) -> list[dict[str, Any]]: ...
 
+    async def audit_log(self) -> list[dict[str, Any]]:
+        """Every change this deployment recorded (this process's, or the shared log)."""
+
     def add_listener(self, listener: Listener) -> None: ...
 
     async def start(self) -> None: ...
@@ -156,6 +159,9 @@ class MemoryFlagStore:
 
     def audit(self) -> list[dict[str, Any]]:
         return list(self._audit)
+
+    async def audit_log(self) -> list[dict[str, Any]]:
+        return self.audit()
 
     async def start(self) -> None:
         return None

@@ -59,6 +59,7 @@ class ProbeRunner:
         self.headers = headers or dict
         self.status = ProbeStatus()
         self.thread_id: int | None = None
+        self.owner_id: int | None = None
         self._pending: dict[str, tuple[float, set[str]]] = {}
         self._ready: dict[str, asyncio.Event] = {p: asyncio.Event() for p in PATHS}
         self._tasks: list[asyncio.Task[None]] = []
@@ -68,7 +69,7 @@ class ProbeRunner:
         with self.db.session() as session:
             agent = session.scalars(select(Agent).where(Agent.name == PROBE_AGENT)).first()
             if agent is None:
-                agent = Agent(name=PROBE_AGENT, system_prompt="synthetic probes", status="idle")
+                agent = Agent(name=PROBE_AGENT, system_prompt="synthetic probes", status="idle", owner_id=self.owner_id)
                 session.add(agent)
                 session.flush()
                 session.add(Thread(agent_id=agent.id, title="probe"))
@@ -97,7 +98,9 @@ class ProbeRunner:
 
     async def _client(self, path: str, url: str, hello: dict[str, Any] | None) -> None:
         """Keep one probe socket open (reconnecting), and report every probe it receives."""
+        attempts = 0
         while True:
+            attempts += 1
             try:
                 async with connect(url, open_timeout=10, additional_headers=self.headers()) as ws:
                     if hello is not None:
@@ -105,7 +108,9 @@ class ProbeRunner:
                     async for raw in ws:
                         self._on_frame(path, json.loads(raw))
             except (WebSocketException, OSError, TimeoutError) as exc:
-                log.warning("probe %s client disconnected: %r; reconnecting", path, exc)
+                # The first attempt runs while the server is still starting: expected to fail.
+                level = logging.DEBUG if attempts == 1 else logging.WARNING
+                log.log(level, "probe %s client disconnected: %r; reconnecting", path, exc)
             self._ready[path].clear()
             await asyncio.sleep(RECONNECT_S)
 

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 from starlette.concurrency import run_in_threadpool
 
+from bridge.auth import Authenticator, ConnectionQuota, OriginPolicy
 from bridge.chat import ChatService, LegacyCallSites
 from bridge.comparator import Comparator
 from bridge.db import Database
 from bridge.dual_path import Bridge
 from bridge.flags import FileFlagStore, FlagStore, MemoryFlagStore
+from bridge.flags_redis import RedisFlagStore
 from bridge.gate import DatabaseGate
 from bridge.legacy_store import DatabaseLegacyStore
 from bridge.probes import ProbeRunner
@@ -24,8 +27,10 @@ from legacy.manager import LegacyConnectionManager
 from metrics import WsMetrics
 from unified import ConnectionManager, EventBus, EventType, MemoryBackend
 from unified.backend import BusBackend
+from unified.events import now_ms
 from unified.history import TopicHistory
-from unified.protocol import CloseCode
+from unified.protocol import CloseCode, ServerPing
+from unified.redis_backend import RedisBackend, split_bus_url
 
 log = logging.getLogger(__name__)
 
@@ -33,15 +38,26 @@ EVENT_TYPE_LABELS = (*(t.value for t in EventType), "unknown")
 SHUTDOWN_GRACE_S = 5.0
 
 
-def make_backend(settings: Settings) -> BusBackend:
+def make_backend(settings: Settings, metrics: WsMetrics | None = None,
+                 on_discontinuity: Callable[[str], None] | None = None) -> BusBackend:
     if settings.bus_url.startswith("memory"):
         history = TopicHistory(size=settings.history_size, ttl_s=settings.history_ttl_s)
         return MemoryBackend(history)
+    if settings.bus_url.startswith(("redis://", "rediss://")):
+        return RedisBackend(settings.bus_url, history_size=settings.history_size,
+                            history_ttl_s=settings.history_ttl_s, metrics=metrics, on_discontinuity=on_discontinuity)
     raise ValueError(f"unsupported WSMIGRATE_BUS_URL {settings.bus_url!r}: use memory:// or redis://")
 
 
 def make_flag_store(settings: Settings) -> FlagStore:
+    """Redis when the bus is Redis (one document for every worker), else a file, else memory."""
     audit = Path(settings.audit_log) if settings.audit_log else None
+    if settings.bus_url.startswith(("redis://", "rediss://")):
+        url, prefix = split_bus_url(settings.bus_url)
+        seed = parse_document(Path(settings.flags_file).read_text(encoding="utf-8"),
+                              fmt="json" if settings.flags_file.endswith(".json") else "toml") \
+            if settings.flags_file else None
+        return RedisFlagStore(url, prefix=prefix or "wsmigrate", seed=seed)
     if settings.flags_file:
         return FileFlagStore(Path(settings.flags_file), audit_file=audit)
     default = resources.files("bridge").joinpath("flags.default.toml").read_text(encoding="utf-8")
@@ -56,28 +72,39 @@ class Runtime:
         self.registry = registry if registry is not None else CollectorRegistry()
         self.metrics = WsMetrics(self.registry, event_types=EVENT_TYPE_LABELS)
         self.db = Database(settings.database_url)
-        self.bus = EventBus(make_backend(settings), metrics=self.metrics,
+        hot = self.metrics if settings.metrics_enabled else None  # per-event/per-delivery instrumentation
+        self.bus = EventBus(make_backend(settings, self.metrics, self._on_bus_discontinuity), metrics=hot,
                             handler_queue_size=settings.handler_queue_size)
-        self.manager = ConnectionManager(self.bus, metrics=self.metrics, max_topics=settings.max_topics)
+        self.manager = ConnectionManager(self.bus, metrics=hot, max_topics=settings.max_topics)
         self.gate = DatabaseGate(self.db)
-        self.legacy = LegacyConnectionManager(metrics=self.metrics)
+        self.legacy = LegacyConnectionManager(metrics=hot)
         self.chat = ChatService(self.db, LegacyCallSites(self.legacy), chunks=settings.stream_chunks,
                                 delay_ms=settings.stream_delay_ms)
         self.legacy_store = DatabaseLegacyStore(self.db, self.chat)
         self.flags = make_flag_store(settings)
         self.flags.add_listener(self._export_flags)
-        self.comparator = Comparator(metrics=self.metrics, window_s=settings.compare_window_s,
+        self.comparator = Comparator(metrics=hot, window_s=settings.compare_window_s,
                                      capacity=settings.compare_capacity, sample_rate=settings.compare_sample_rate)
-        self.bridge = Bridge(self.bus, self.manager, self.legacy, self.flags, metrics=self.metrics,
+        self.bridge = Bridge(self.bus, self.manager, self.legacy, self.flags, metrics=hot,
                              observer=self.comparator)
+        self.bridge.install()
         self._expiry: asyncio.Task[None] | None = None
+        self.auth = Authenticator(self.db, enabled=settings.auth)
+        self.quota = ConnectionQuota(settings.max_connections_per_user)
+        self.origins = OriginPolicy.for_server(settings.allowed_origins, settings.self_url)
+        self.accepting = True
+        self._heartbeat: asyncio.Task[None] | None = None
+        self._probe_token = ""
         self.probes: ProbeRunner | None = None
         if settings.probes:
             if not settings.self_url:
                 raise ValueError("WSMIGRATE_PROBES needs WSMIGRATE_SELF_URL (where this server is reachable)")
             self.probes = ProbeRunner(self.bus, self.db, self.metrics, base_url=settings.self_url,
-                                      interval_s=settings.probe_interval_s, window_s=settings.probe_window_s)
-        self.bridge.install()
+                                      interval_s=settings.probe_interval_s, window_s=settings.probe_window_s,
+                                      headers=self._probe_headers)
+
+    def _probe_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self._probe_token}"} if self._probe_token else {}
 
     def _export_flags(self, document: FlagsDocument) -> None:
         for event_type in EventType:
@@ -88,9 +115,54 @@ class Runtime:
         await run_in_threadpool(self.db.create_all)
         await self.bus.start()
         await self.flags.start()
-        self._expiry = asyncio.get_running_loop().create_task(self._expire_comparisons())
+        loop = asyncio.get_running_loop()
+        self._expiry = loop.create_task(self._expire_comparisons())
+        self._heartbeat = loop.create_task(self._sweep_heartbeats())
+        if not self.settings.auth:
+            log.warning("WSMIGRATE_AUTH=off: every client is trusted and nothing is owned; "
+                        "for local development and tests only")
+        if self.settings.demo_token:
+            await run_in_threadpool(self.auth.ensure_user, "demo", self.settings.demo_token)
         if self.probes is not None:
+            if self.settings.auth:
+                principal, self._probe_token = await run_in_threadpool(self.auth.ensure_user, "wsmigrate-probe")
+                self.probes.owner_id = int(principal.user_id)
             await self.probes.start()
+
+    async def _sweep_heartbeats(self) -> None:
+        """Ping quiet unified clients and close the ones that stopped answering (4408)."""
+        interval, timeout = self.settings.heartbeat_interval_s, self.settings.heartbeat_timeout_s
+        period = min(interval, timeout) / 4
+        while True:
+            await asyncio.sleep(period)
+            self.manager.sweep_heartbeats(interval, timeout, ServerPing(ts=now_ms()).model_dump_json())
+
+    def _on_bus_discontinuity(self, reason: str) -> None:
+        """The shared stream lost events (Redis restarted empty, trimmed past us, a seq gap).
+
+        Live subscriptions would continue as if nothing happened, so every socket is told to
+        reconnect (1012): unified clients resubscribe with `since` and learn `recovered: false`
+        wherever the history is gone (and refetch), legacy clients reopen their view afresh.
+        """
+        log.error("bus discontinuity (%s): asking every client to reconnect", reason)
+        for connection in list(self.manager.connections()):
+            if connection.renderer is None:
+                connection.outbox.shutdown(CloseCode.SERVICE_RESTART, f"event stream discontinuity ({reason})")
+        for legacy_connection in list(self.legacy.connections()):
+            legacy_connection.outbox.shutdown(CloseCode.SERVICE_RESTART, f"event stream discontinuity ({reason})")
+
+    async def drain(self) -> None:
+        """Stop accepting sockets and close the open ones with 1012, batch by batch."""
+        self.accepting = False
+        closers = [c.outbox.shutdown for c in self.manager.connections() if c.renderer is None]
+        closers += [c.outbox.shutdown for c in self.legacy.connections()]
+        size, pause = self.settings.shutdown_batch_size, self.settings.shutdown_batch_pause_s
+        for start in range(0, len(closers), size):
+            batch = closers[start:start + size]
+            for close in batch:
+                close(CloseCode.SERVICE_RESTART, "server restarting: reconnect")
+            log.info("closed batch %d of %d connections with 1012", start // size + 1, len(batch))
+            await asyncio.sleep(pause)
 
     async def _expire_comparisons(self) -> None:
         """Close comparison windows as they end (twice per window, at least every second)."""
@@ -107,9 +179,10 @@ class Runtime:
             connection.outbox.shutdown(CloseCode.SERVICE_RESTART, "server restarting")
         for legacy_connection in list(self.legacy.connections()):
             legacy_connection.outbox.shutdown(CloseCode.SERVICE_RESTART, "server restarting")
-        if self._expiry is not None:
-            self._expiry.cancel()
-            await asyncio.gather(self._expiry, return_exceptions=True)
+        for task in (self._expiry, self._heartbeat):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         self.comparator.flush()
         await self.flags.stop()
         await self.bus.stop()

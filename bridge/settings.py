@@ -28,6 +28,9 @@ class Settings(BaseModel):
     handler_queue_size: int = Field(10_000, ge=1)
     history_size: int = Field(300, ge=0)
     history_ttl_s: float = Field(300.0, ge=0)
+    # per-event and per-delivery Prometheus instrumentation (the path ledger, bus, bridge and
+    # comparator counters); connection-level counters and gauges stay. Off only to measure its cost.
+    metrics_enabled: bool = True
     # reference application
     stream_delay_ms: float = Field(15.0, ge=0)
     stream_chunks: int = Field(24, ge=1, le=100_000)
@@ -43,7 +46,21 @@ class Settings(BaseModel):
     probe_interval_s: float = Field(5.0, gt=0)
     probe_window_s: float = Field(5.0, gt=0)
     self_url: str = ""
+    # authentication and guards
+    auth: bool = True
+    allowed_origins: str = ""
+    max_connections_per_user: int = Field(20, ge=1)
+    demo_token: str = ""
+    dev_mode: bool = False
+    # liveness and shutdown
+    heartbeat_interval_s: float = Field(25.0, gt=0)
+    heartbeat_timeout_s: float = Field(10.0, gt=0)
+    shutdown_batch_size: int = Field(500, ge=1)
+    shutdown_batch_pause_s: float = Field(0.05, ge=0)
+    shutdown_timeout_s: float = Field(10.0, gt=0)
     # protocol limits
+    subscribe_rate_per_s: float = Field(10.0, gt=0)
+    subscribe_burst: int = Field(20, ge=1)
     max_bad_frames: int = Field(10, ge=1)
     bad_frame_window_s: float = Field(60.0, gt=0)
 

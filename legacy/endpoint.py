@@ -13,6 +13,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
@@ -25,6 +26,7 @@ from metrics.registry import WsMetrics
 log = logging.getLogger(__name__)
 
 POLICY_VIOLATION = 1008
+FORBIDDEN = 4403
 CLOSE_TIMEOUT_S = 2.0
 OutboxFactory = Callable[[WebSocket], LegacyOutbox]
 
@@ -48,6 +50,7 @@ class LegacySession:
         user_id: str | None = None,
         limits: LegacyLimits | None = None,
         metrics: WsMetrics | None = None,
+        allow_subscribe: Callable[[], bool] | None = None,
     ) -> None:
         self.websocket = websocket
         self.manager = manager
@@ -57,6 +60,7 @@ class LegacySession:
         self.limits = limits or LegacyLimits()
         self.metrics = metrics
         self._bad_frames: deque[float] = deque()
+        self._allow_subscribe = allow_subscribe or (lambda: True)
 
     async def run(self, *, thread_id: int | None, agent_id: int | None) -> None:
         await self.websocket.accept()
@@ -73,27 +77,38 @@ class LegacySession:
             await outbox.finish(CLOSE_TIMEOUT_S)
 
     async def _open_view(self, outbox: LegacyOutbox, thread_id: int | None, agent_id: int | None) -> str | None:
-        """Register the socket for its view, or refuse it (error frame, close 1008, no state)."""
+        """Register the socket for its view, or refuse it (error frame, close, no state left)."""
+        scope: Literal["thread", "agent"] = "thread" if thread_id is not None else "agent"
+        target = thread_id if thread_id is not None else agent_id
+        assert target is not None
+        refusal = await self._refusal(scope, target)
+        if refusal is not None:
+            outbox.put(frames.encode(frames.error(refusal[1])))
+            outbox.close_after_flush(refusal[0], refusal[1])
+            return None
         if thread_id is not None:
-            history = await self.store.thread_history(thread_id, self.user_id)
-            if history is None:
-                self._refuse(outbox, f"Thread {thread_id} not found")
+            history = await self.store.thread_history(thread_id)
+            if history is None:  # deleted in between
+                outbox.put(frames.encode(frames.error(f"Thread {thread_id} not found")))
+                outbox.close_after_flush(POLICY_VIOLATION, "not found")
                 return None
             client_id = self.manager.connect(outbox, kind=LEGACY_THREAD, user_id=self.user_id)
             self.manager.subscribe_to_thread(client_id, thread_id)
             self.manager.reply(client_id, frames.thread_history(thread_id, history))
             return client_id
-        assert agent_id is not None
-        if not await self.store.agent_exists(agent_id, self.user_id):
-            self._refuse(outbox, f"Agent {agent_id} not found")
-            return None
         client_id = self.manager.connect(outbox, kind=LEGACY_AGENT, user_id=self.user_id)
-        self.manager.subscribe_to_agent(client_id, agent_id)
+        self.manager.subscribe_to_agent(client_id, target)
         return client_id
 
-    def _refuse(self, outbox: LegacyOutbox, text: str) -> None:
-        outbox.put(frames.encode(frames.error(text)))
-        outbox.close_after_flush(POLICY_VIOLATION, text)
+    async def _refusal(self, scope: Literal["thread", "agent"], target: int) -> tuple[int, str] | None:
+        """(close code, error text) when this user may not follow the thread or agent."""
+        verdict = await self.store.access(scope, target, self.user_id)
+        name = f"{scope.capitalize()} {target}"
+        if verdict == "not_found":
+            return POLICY_VIOLATION, f"{name} not found"
+        if verdict == "forbidden":
+            return FORBIDDEN, f"{name}: forbidden"
+        return None
 
     async def _read_loop(self, client_id: str, outbox: LegacyOutbox) -> None:
         while not outbox.closed:
@@ -127,13 +142,19 @@ class LegacySession:
         if isinstance(frame, frames.Ping):
             self.manager.reply(client_id, frames.pong(frame.timestamp))
         elif isinstance(frame, frames.SubscribeThread):
-            history = await self.store.thread_history(frame.thread_id, self.user_id)
+            if not self._allow_subscribe():
+                raise LegacyProtocolError("Too many subscribe requests; slow down", message_id=frame.message_id)
+            refusal = await self._refusal("thread", frame.thread_id)
+            history = await self.store.thread_history(frame.thread_id) if refusal is None else None
             if history is None:
-                raise LegacyProtocolError(f"Thread {frame.thread_id} not found", message_id=frame.message_id)
+                text = refusal[1] if refusal else f"Thread {frame.thread_id} not found"
+                raise LegacyProtocolError(text, message_id=frame.message_id)
             self.manager.subscribe_to_thread(client_id, frame.thread_id)
             self.manager.reply(client_id, frames.thread_history(frame.thread_id, history))
         else:
-            message = await self.store.add_message(frame.thread_id, frame.content, self.user_id)
+            refusal = await self._refusal("thread", frame.thread_id)
+            message = await self.store.add_message(frame.thread_id, frame.content) if refusal is None else None
             if message is None:
-                raise LegacyProtocolError(f"Thread {frame.thread_id} not found", message_id=frame.message_id)
+                text = refusal[1] if refusal else f"Thread {frame.thread_id} not found"
+                raise LegacyProtocolError(text, message_id=frame.message_id)
             await self.manager.broadcast_to_thread(frame.thread_id, frames.thread_message(message))

@@ -7,15 +7,17 @@ provides those three operations, so the legacy package stays free of any databas
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
+
+Access = Literal["ok", "not_found", "forbidden"]
 
 
 class LegacyStore(Protocol):
-    async def thread_history(self, thread_id: int, user_id: str | None) -> list[Mapping[str, Any]] | None:
-        """The thread's messages in order, or None when it does not exist (or is not the user's)."""
+    async def access(self, scope: Literal["thread", "agent"], target_id: int, user_id: str | None) -> Access:
+        """May `user_id` (None when auth is off) follow this thread or agent?"""
 
-    async def agent_exists(self, agent_id: int, user_id: str | None) -> bool:
-        """True when the agent exists (and belongs to the user)."""
+    async def thread_history(self, thread_id: int) -> list[Mapping[str, Any]] | None:
+        """The thread's messages in order, or None when it does not exist."""
 
-    async def add_message(self, thread_id: int, content: str, user_id: str | None) -> Mapping[str, Any] | None:
+    async def add_message(self, thread_id: int, content: str) -> Mapping[str, Any] | None:
         """Store a user message; its legacy representation, or None if the thread does not exist."""

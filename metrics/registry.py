@@ -38,7 +38,9 @@ COMPARISON_OUTCOMES = (
 SKIP_REASONS = ("sampled_out", "capacity")
 CONNECTION_KINDS = ("legacy_thread", "legacy_agent", "unified")
 STAGES = ("off", "shadow", "live", "complete")
-PROTOCOL_ERROR_CODES = ("invalid_topic", "not_found", "forbidden", "bad_message", "too_many_topics", "rate_limited")
+PROTOCOL_ERROR_CODES = (
+    "invalid_topic", "not_found", "forbidden", "bad_message", "too_many_topics", "rate_limited", "unavailable",
+)
 CLOSE_REASONS = ("normal", "slow_consumer", "abuse", "heartbeat_timeout", "shutdown", "auth", "limit", "error")
 HANDLER_OUTCOMES = ("ok", "error", "dropped")
 

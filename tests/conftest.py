@@ -22,6 +22,8 @@ def server_factory(tmp_path: Path) -> Iterator[ServerFactory]:
     def start(**overrides: Any) -> RunningServer:
         overrides.setdefault("database_url", f"sqlite:///{tmp_path}/app-{len(started)}.db")
         overrides.setdefault("stream_delay_ms", 0)
+        overrides.setdefault("auth", False)  # tests of auth switch it on explicitly
+        overrides.setdefault("heartbeat_interval_s", 3600)  # test clients do not answer pings unless asked
         sock = bind_free_port()
         overrides.setdefault("self_url", f"http://127.0.0.1:{sock.getsockname()[1]}")
         settings = Settings.from_env({}, **overrides)

@@ -3,7 +3,7 @@
 A backend sequences events (per-topic `seq` and epoch), keeps the bounded history used for replay,
 suppresses re-published event ids inside a dedup window, and hands every sequenced event to the
 local node exactly once through `deliver`. The in-memory backend does all of that inside one
-process; the Redis backend (`bridge.redis_backend`) does it for a whole deployment.
+process; the Redis backend (`unified.redis_backend`) does it for a whole deployment.
 """
 
 from __future__ import annotations

@@ -103,6 +103,7 @@ class EventBus:
         self._sinks: list[Sink] = []
         self._ingress_hooks: list[IngressHook] = []
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._published: dict[tuple[str, str], Any] = {}  # (event type, origin) -> counter child, cached
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -156,7 +157,11 @@ class EventBus:
                 self.metrics.bus_duplicates_suppressed.inc()
             return False
         if self.metrics:
-            self.metrics.events_published.labels(event.type.value, origin).inc()
+            key = (event.type.value, origin)
+            child = self._published.get(key)
+            if child is None:  # `labels()` takes a lock and builds a key on every call: look it up once
+                child = self._published[key] = self.metrics.events_published.labels(*key)
+            child.inc()
         return True
 
     def publish_threadsafe(self, event: Event, *, origin: str = "bus") -> concurrent.futures.Future[bool]:

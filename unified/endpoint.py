@@ -17,7 +17,7 @@ from typing import Protocol
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from metrics import WsMetrics
-from unified.errors import InvalidTopicError
+from unified.errors import BusUnavailableError, InvalidTopicError
 from unified.manager import Connection, ConnectionManager
 from unified.outbox import DEFAULT_OUTBOX_CAPACITY, Outbox
 from unified.protocol import (
@@ -34,6 +34,7 @@ from unified.protocol import (
     parse_client_frame,
 )
 from unified.publication import Position
+from unified.ratelimit import TokenBucket
 from unified.topics import Topic, parse_topic
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,8 @@ class SessionLimits:
     outbox_capacity: int = DEFAULT_OUTBOX_CAPACITY
     max_bad_frames: int = 10
     bad_frame_window_s: float = 60.0
+    subscribe_rate_per_s: float = 10.0
+    subscribe_burst: int = 20
 
 
 class UnifiedSession:
@@ -83,7 +86,8 @@ class UnifiedSession:
         self.limits = limits or SessionLimits()
         self.user_id = user_id
         self.metrics = metrics
-        self._bad_frames: deque[float] = deque()
+        self._bad_frames: deque[float] | None = None  # created at the first bad frame (a deque is ~0.8 KiB)
+        self._subscribes = TokenBucket(self.limits.subscribe_rate_per_s, self.limits.subscribe_burst)
         self.close_reason = "normal"
         self.connection: Connection | None = None
 
@@ -106,6 +110,7 @@ class UnifiedSession:
         finally:
             self.manager.remove(connection.client_id)
             await outbox.finish(CLOSE_TIMEOUT_S)
+            self.close_reason = connection.close_reason or self.close_reason
             if self.metrics:
                 self.metrics.connections_closed.labels("unified", self.close_reason).inc()
 
@@ -117,6 +122,7 @@ class UnifiedSession:
                 return
             if message["type"] == "websocket.disconnect":
                 return
+            connection.seen()
             text = message.get("text")
             try:
                 if text is None:
@@ -132,6 +138,8 @@ class UnifiedSession:
     def _abusive(self) -> bool:
         now = time.monotonic()
         window = self._bad_frames
+        if window is None:
+            window = self._bad_frames = deque()
         window.append(now)
         while window and window[0] < now - self.limits.bad_frame_window_s:
             window.popleft()
@@ -156,6 +164,10 @@ class UnifiedSession:
             pass  # heartbeat answer; the read itself proves liveness
 
     async def _subscribe(self, connection: Connection, request: SubscribeRequest) -> None:
+        if not self._subscribes.take():
+            raise ProtocolError(ErrorCode.RATE_LIMITED, f"at most {self.limits.subscribe_rate_per_s:g} subscribe "
+                                f"requests per second (burst {self.limits.subscribe_burst})",
+                                message_id=request.message_id)
         accepted: list[str] = []
         for raw in dict.fromkeys(request.topics):
             try:
@@ -176,4 +188,10 @@ class UnifiedSession:
                 continue
             accepted.append(raw)
         since = {t: Position(p.epoch, p.seq) for t, p in request.since.items() if t in accepted}
-        await self.manager.subscribe(connection, accepted, since, message_id=request.message_id)
+        try:
+            await self.manager.subscribe(connection, accepted, since, message_id=request.message_id)
+        except BusUnavailableError as exc:
+            # Not subscribed: a position this worker cannot honour would mean a silent gap.
+            self.manager.unsubscribe(connection, accepted)
+            raise ProtocolError(ErrorCode.UNAVAILABLE, f"event bus unavailable, retry the subscribe: {exc}",
+                                message_id=request.message_id) from None

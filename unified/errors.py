@@ -17,3 +17,7 @@ class BusClosedError(UnifiedError):
 
 class RoutingError(UnifiedError):
     """An event's data lacks the fields its topic rule needs."""
+
+
+class BusUnavailableError(UnifiedError):
+    """The bus cannot be reached, or this worker's reader is too far behind to answer consistently."""

@@ -19,6 +19,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -27,7 +28,7 @@ from metrics.ledger import PathLedger
 from unified.backend import RecentIds
 from unified.bus import EventBus
 from unified.outbox import Outbox
-from unified.protocol import SubscribedAck, TopicPosition
+from unified.protocol import CloseCode, SubscribedAck, TopicPosition
 from unified.publication import Position, Publication
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,19 @@ class Connection:
     # topic -> live publications held back while that topic's subscribe is being answered
     buffering: dict[str, list[Publication]] = field(default_factory=dict)
     recent_multi: RecentIds = field(default_factory=lambda: RecentIds(_RECENT_MULTI_TOPIC_IDS))
+    last_seen: float = field(default_factory=time.monotonic)
+    ping_sent_at: float | None = None
+    close_reason: str | None = None
+
+    def seen(self) -> None:
+        """Any frame from the client proves it alive (and answers an outstanding ping)."""
+        self.last_seen = time.monotonic()
+        self.ping_sent_at = None
+
+    def may_see(self, publication: Publication) -> bool:
+        """Owner-scoped events (an agent's, on the shared `agents` topic) only reach their owner."""
+        owner = publication.meta.get("owner")
+        return owner is None or self.user_id is None or self.user_id == owner
 
     def frame(self, publication: Publication, topic: str) -> str | None:
         if self.renderer is None:
@@ -215,10 +229,36 @@ class ConnectionManager:
                     del self._subscribers[topic]
         self._gauge_subscriptions(connection, -len(topics))
 
+    # -- liveness --------------------------------------------------------------------------------
+
+    def sweep_heartbeats(self, interval_s: float, timeout_s: float, ping_frame: str) -> int:
+        """Ping quiet unified clients; close with 4408 those that did not answer in time.
+
+        One sweep over all connections replaces a timer per connection. Returns how many were
+        closed. Connections of other protocols (legacy sockets) keep their own liveness rules.
+        """
+        now = time.monotonic()
+        closed = 0
+        for connection in list(self._connections.values()):
+            if connection.renderer is not None or connection.outbox.closed:
+                continue
+            if connection.ping_sent_at is not None:
+                if now - connection.ping_sent_at >= timeout_s:
+                    connection.close_reason = "heartbeat_timeout"
+                    connection.outbox.shutdown(CloseCode.HEARTBEAT_TIMEOUT, "heartbeat timeout")
+                    self.remove(connection.client_id)
+                    closed += 1
+            elif now - connection.last_seen >= interval_s:
+                connection.ping_sent_at = now
+                connection.outbox.put(ping_frame)
+        return closed
+
     # -- delivery --------------------------------------------------------------------------------
 
     def _deliver_one(self, connection: Connection, publication: Publication, topic: str) -> None:
         """Queue one publication outside the live fan-out (replays, held-back events)."""
+        if not connection.may_see(publication):
+            return
         if len(publication.topics) > 1 and not connection.recent_multi.add(publication.event.event_id):
             return
         frame = connection.frame(publication, topic)
@@ -231,6 +271,7 @@ class ConnectionManager:
         """Bus sink: queue the event for every subscriber of its topics, once per connection."""
         targets: list[tuple[Connection, str]] = []
         multi = len(publication.topics) > 1
+        scoped = publication.meta.get("owner") is not None
         seen: set[str] = set()
         for topic in publication.topics:
             subscribers = self._subscribers.get(topic)
@@ -242,6 +283,8 @@ class ConnectionManager:
                         continue
                     seen.add(client_id)
                 connection = self._connections[client_id]
+                if scoped and not connection.may_see(publication):
+                    continue
                 held = connection.buffering.get(topic)
                 if held is not None:
                     held.append(publication)

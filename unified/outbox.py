@@ -4,14 +4,23 @@ Every frame for a socket (replies, events from either delivery path) goes throug
 so frames leave in the order they were enqueued whichever path produced them. A client that cannot
 keep up fills its outbox; the next frame closes it with 1013 and is counted, while every other
 client keeps receiving: one slow consumer never delays the rest.
+
+Fast path: when nothing is queued or being written, `put` writes the frame at once, driving the
+send coroutine synchronously; with the transport's buffer below its high-water mark the whole
+ASGI send chain completes without suspending, so a fan-out costs no task wake-up per recipient.
+Only if the send has to wait (the transport paused writing) does the writer task take over the
+rest of that send, and the frames after it queue as before. The writer task (and its wake-up
+event) is created the first time a frame has to wait, so an idle socket costs no task.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import types
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Generator
+from typing import Any
 
 from metrics.ledger import DeliveryTicket
 from unified.protocol import CloseCode
@@ -22,6 +31,32 @@ SendText = Callable[[str], Awaitable[None]]
 CloseSocket = Callable[[int, str], Awaitable[None]]
 DEFAULT_OUTBOX_CAPACITY = 1000
 SLOW_CONSUMER_REASON = "slow consumer: send queue full"
+_Step = Generator[Any, Any, None]
+
+
+@types.coroutine
+def _finish(step: _Step, pending: Any) -> _Step:
+    """Await the rest of a send that suspended on `pending` outside the writer task.
+
+    Like `await` on the original coroutine: what the task sends or throws in (its wake-up,
+    a cancellation) is forwarded, and the send's own exceptions propagate.
+    """
+    while True:
+        try:
+            value = yield pending
+        except GeneratorExit:
+            step.close()
+            raise
+        except BaseException as exc:  # noqa: BLE001 - forwarded exactly where the await would have taken it
+            try:
+                pending = step.throw(exc)
+            except StopIteration:
+                return
+        else:
+            try:
+                pending = step.send(value)
+            except StopIteration:
+                return
 
 
 class Outbox:
@@ -42,16 +77,40 @@ class Outbox:
         self._queue: deque[tuple[str | None, DeliveryTicket | None]] = deque()
         self._close_after: tuple[int, str] | None = None
         self._closing: asyncio.Task[None] | None = None
-        self._wakeup = asyncio.Event()
-        self._idle = asyncio.Event()
-        self._idle.set()
+        self._wakeup: asyncio.Event | None = None  # created with the writer task
+        self._idle: asyncio.Event | None = None  # created by the first drain() that has to wait
+        self._started = False
         self._task: asyncio.Task[None] | None = None
+        self._busy = False  # a frame is being written by the writer task
+        self._stalled: tuple[_Step, Any, DeliveryTicket | None] | None = None  # a started send that had to wait
         self.closed = False
         self.close_code: int | None = None
 
     def start(self) -> None:
+        """Start writing (frames put before are written now, in order)."""
+        if not self._started:
+            self._started = True
+            if self._queue:
+                self._wake_writer()
+
+    def _wake_writer(self) -> None:
+        """Something is queued or stalled: make sure the writer task exists and runs."""
+        self._not_idle()
+        if not self._started:
+            return
         if self._task is None:
+            self._wakeup = asyncio.Event()
             self._task = asyncio.get_running_loop().create_task(self._run())
+        assert self._wakeup is not None
+        self._wakeup.set()
+
+    def _not_idle(self) -> None:
+        if self._idle is not None:
+            self._idle.clear()
+
+    def _set_idle(self) -> None:
+        if self._idle is not None:
+            self._idle.set()
 
     def __len__(self) -> int:
         return len(self._queue)
@@ -67,10 +126,34 @@ class Outbox:
                 ticket.done("slow_consumer_drop")
             self._overflow()
             return False
+        if not self._queue and not self._busy and self._stalled is None and self._started:
+            self._write_now(text, ticket)
+            return True
         self._queue.append((text, ticket))
-        self._idle.clear()
-        self._wakeup.set()
+        self._wake_writer()
         return True
+
+    def _write_now(self, text: str, ticket: DeliveryTicket | None) -> None:
+        """The fast path (module docstring): write now, or leave the rest of the send to the writer."""
+        step = self._send(text).__await__()
+        try:
+            pending = step.send(None)
+        except StopIteration:
+            if ticket is not None:
+                ticket.done("sent")
+            return
+        except Exception as exc:  # noqa: BLE001 - the socket is gone, whatever the server stack raised
+            self._send_failed(exc, ticket)
+            return
+        self._stalled = (step, pending, ticket)
+        self._wake_writer()
+
+    def _send_failed(self, exc: Exception, ticket: DeliveryTicket | None) -> None:
+        log.debug("send failed, discarding the outbox: %r", exc)
+        if ticket is not None:
+            ticket.done("send_error")
+        self.closed = True
+        self._fail_queued("send_error")
 
     def _overflow(self) -> None:
         log.warning("closing a slow consumer: %d frames queued", len(self._queue))
@@ -95,17 +178,18 @@ class Outbox:
             return
         self._close_after = (code, reason)
         self._queue.append((None, None))
-        self._idle.clear()
-        self._wakeup.set()
+        self._wake_writer()
 
     async def _close_quietly(self, code: int, reason: str) -> None:
         try:
             await self._close(code, reason)
-        except (RuntimeError, OSError, asyncio.CancelledError) as exc:
+        except asyncio.CancelledError:
+            log.debug("close(%d) cancelled", code)
+        except Exception as exc:  # noqa: BLE001 - the peer is gone, whatever the server stack raises for it
             log.debug("close(%d) on a finished socket: %r", code, exc)
 
     def _fail_queued(self, outcome: str) -> None:
-        self._idle.set()
+        self._set_idle()
         while self._queue:
             _, ticket = self._queue.popleft()
             if ticket is not None:
@@ -113,34 +197,43 @@ class Outbox:
 
     async def _run(self) -> None:
         queue = self._queue
+        wakeup = self._wakeup
+        assert wakeup is not None
         while True:
-            while not queue:
-                self._wakeup.clear()
-                await self._wakeup.wait()
-            text, ticket = queue.popleft()
-            if text is None:
-                assert self._close_after is not None
-                self.shutdown(*self._close_after)
-                return
+            while not queue and self._stalled is None:
+                wakeup.clear()
+                await wakeup.wait()
+            sending: Awaitable[None]
+            if self._stalled is not None:  # first finish the send the fast path started
+                step, pending, ticket = self._stalled
+                self._stalled = None
+                sending = _finish(step, pending)
+            else:
+                text, ticket = queue.popleft()
+                if text is None:
+                    assert self._close_after is not None
+                    self.shutdown(*self._close_after)
+                    return
+                sending = self._send(text)
+            self._busy = True
             try:
-                await self._send(text)
+                await sending
             except Exception as exc:  # noqa: BLE001 - the socket is gone, whatever the server stack raised
-                log.debug("send failed, discarding the outbox: %r", exc)
-                if ticket is not None:
-                    ticket.done("send_error")
-                self.closed = True
-                self._fail_queued("send_error")
-                self._idle.set()
+                self._send_failed(exc, ticket)
                 return
+            finally:
+                self._busy = False
             if ticket is not None:
                 ticket.done("sent")
             if not queue:
-                self._idle.set()
+                self._set_idle()
 
     async def drain(self, timeout: float) -> None:
         """Wait (bounded) until everything queued has been written."""
-        if self.closed:
+        if self.closed or (not self._queue and not self._busy and self._stalled is None):
             return
+        if self._idle is None:
+            self._idle = asyncio.Event()
         try:
             await asyncio.wait_for(self._idle.wait(), timeout)
         except TimeoutError:

@@ -42,6 +42,7 @@ class ErrorCode(StrEnum):
     BAD_MESSAGE = "bad_message"
     TOO_MANY_TOPICS = "too_many_topics"
     RATE_LIMITED = "rate_limited"
+    UNAVAILABLE = "unavailable"
 
 
 class ProtocolError(UnifiedError):

@@ -33,6 +33,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from tests.process.server_process import terminate
+
 ROOT = Path(__file__).resolve().parents[2]
 OPS = ROOT / "ops"
 ALERTS_FILE = OPS / "alerts.yml"
@@ -189,13 +191,8 @@ class PrometheusServer:
 
     def _terminate(self) -> None:
         process, self.process = self.process, None
-        if process is not None and process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(STOP_TIMEOUT_S)
+        if process is not None:
+            terminate(process, STOP_TIMEOUT_S)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

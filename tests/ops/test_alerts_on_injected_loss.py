@@ -49,9 +49,11 @@ async def test_events_missing_pages_for_the_faulty_server_only(server_factory: A
                                                                    "outcome": "missing_unified"}, timeout=60)
     assert alert["labels"]["instance"] == f"127.0.0.1:{faulty.port}"
     assert alert["labels"]["severity"] == "page"
-    # The clean server's comparisons have all been evaluated by now: every pair matched.
-    clean_matches = prom.query(f'wsmigrate_comparisons_total{{instance="127.0.0.1:{clean.port}",'
-                               f'event_type="agent_updated",outcome="match"}}')
-    assert float(clean_matches[0]["value"][1]) == 5
+    # The clean server's comparisons, as Prometheus sees them: every pair matched...
+    matched = f'wsmigrate_comparisons_total{{instance="127.0.0.1:{clean.port}",event_type="agent_updated",' \
+              f'outcome="match"}} == 5'
+    prom.wait_until("the clean server's 5 matches", lambda: prom.query(matched) or None, timeout=30)
+    prom.wait_for_rule_evaluation()
+    # ...and no alert is pending or firing for it.
     active = [a for a in prom.alerts() if a["labels"].get("instance") == f"127.0.0.1:{clean.port}"]
     assert active == []

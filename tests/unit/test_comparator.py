@@ -74,6 +74,16 @@ def test_mismatch_missing_and_duplicates(clock: Clock) -> None:
     assert (sample["legacy"], sample["unified"]) == ('{"a":1}', '{"a":2}')
 
 
+def test_a_stall_between_the_two_halves_of_a_pair_never_reads_as_missing(clock: Clock) -> None:
+    c = comparator(clock)
+    c.record("e1", T, "unified", "r1", "x")
+    clock.now += 60  # the process stalls mid-dispatch (GC pause, descheduled)
+    c.record("e1", T, "legacy", "r1", "x")  # the other half still finds its pair open
+    c.expire()
+    assert count(c, "match") == 1
+    assert count(c, "missing_legacy") + count(c, "missing_unified") == 0
+
+
 def test_late_arrivals_are_counted_once_each_and_never_change_the_outcome(clock: Clock) -> None:
     c = comparator(clock)
     c.record("e1", T, "legacy", "r1", "x")

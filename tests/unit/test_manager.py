@@ -21,6 +21,7 @@ class Sink:
     def __init__(self) -> None:
         self.frames: list[dict] = []
         self.closed: tuple[int, str] | None = None
+        self.closed_event = asyncio.Event()
         self.gate = asyncio.Event()
         self.gate.set()
         self.arrived = asyncio.Condition()
@@ -33,6 +34,7 @@ class Sink:
 
     async def close(self, code: int, reason: str) -> None:
         self.closed = (code, reason)
+        self.closed_event.set()
 
     async def wait_for(self, count: int) -> list[dict]:
         async with asyncio.timeout(5), self.arrived:
@@ -112,6 +114,7 @@ async def test_a_slow_consumer_is_closed_with_1013_and_others_keep_receiving(bus
     for i in range(20):
         await bus.publish(chunk(1, str(i)))
         await fast_sink.wait_for(2 + i)  # the fast one keeps up
+    await asyncio.wait_for(slow_sink.closed_event.wait(), 5)  # the close runs as its own task
     assert slow_sink.closed is not None
     assert slow_sink.closed[0] == 1013
     assert "slow consumer" in slow_sink.closed[1]

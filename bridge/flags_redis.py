@@ -1,0 +1,120 @@
+"""Flags in Redis: one flags document for every worker and host of a deployment.
+
+The document is one JSON value under `{prefix}:flags`; a change is a compare-and-set (WATCH /
+MULTI) that bumps the revision, appends to the audit list `{prefix}:flags:audit` (capped) and
+announces the new revision on the channel `{prefix}:flags:changed`. Each worker listens on that
+channel and also re-reads the key every `poll_s` (a pub/sub message lost across a reconnect must
+not leave a worker behind), so a change is in force on every worker within a second. Each worker
+exports the revision it runs (`wsmigrate_flags_revision`), so skew is visible.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError, WatchError
+
+from bridge.flags import FlagChange, MemoryFlagStore, apply_change
+from bridge.stages import FlagsDocument
+
+log = logging.getLogger(__name__)
+
+AUDIT_KEEP = 1000
+POLL_S = 0.5
+RECONNECT_S = 0.5
+
+
+class RedisFlagStore(MemoryFlagStore):
+    """A `FlagStore` whose document lives in Redis (see module docstring)."""
+
+    def __init__(self, url: str, *, prefix: str = "wsmigrate", seed: FlagsDocument | None = None,
+                 poll_s: float = POLL_S) -> None:
+        super().__init__(seed or FlagsDocument())
+        self._seed = seed or FlagsDocument()
+        self._redis: Redis = Redis.from_url(url, decode_responses=True, socket_timeout=5)
+        self.key = f"{prefix}:flags"
+        self.audit_key = f"{prefix}:flags:audit"
+        self.channel = f"{prefix}:flags:changed"
+        self.poll_s = poll_s
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        await self._redis.set(self.key, self._seed.to_json(), nx=True)  # the first worker seeds it
+        await self.refresh()
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._listen()), loop.create_task(self._poll())]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._redis.aclose()
+
+    async def refresh(self) -> bool:
+        """Adopt the document in Redis if it is newer than ours; True when it changed."""
+        raw = await self._redis.get(self.key)
+        if raw is None:
+            return False
+        try:
+            document = FlagsDocument.model_validate_json(raw)
+        except ValueError as exc:
+            self.last_error = f"flags document in Redis rejected: {exc}"
+            log.error("%s; keeping revision %d", self.last_error, self.current().revision)
+            return False
+        self.last_error = None
+        current = self.current()
+        if document == current or document.revision < current.revision:
+            return False
+        self._install(document)
+        return True
+
+    async def _listen(self) -> None:
+        while True:
+            try:
+                async with self._redis.pubsub() as pubsub:
+                    await pubsub.subscribe(self.channel)
+                    await self.refresh()  # anything announced while we were not listening
+                    async for message in pubsub.listen():
+                        if message.get("type") == "message":
+                            await self.refresh()
+            except (RedisError, OSError) as exc:
+                log.warning("flags listener lost Redis (%r); retrying", exc)
+            await asyncio.sleep(RECONNECT_S)
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(self.poll_s)
+            with contextlib.suppress(RedisError, OSError):
+                await self.refresh()
+
+    async def apply(self, change: FlagChange, who: str) -> FlagsDocument:
+        async with self._lock:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                while True:
+                    try:
+                        await pipe.watch(self.key)
+                        raw = await pipe.get(self.key)
+                        before = FlagsDocument.model_validate_json(raw) if raw else self._seed
+                        after = apply_change(before, change)
+                        pipe.multi()  # type: ignore[no-untyped-call]
+                        pipe.set(self.key, after.to_json())
+                        await pipe.execute()
+                        break
+                    except WatchError:
+                        continue  # another worker changed the flags meanwhile: re-apply on top
+            self._install(after)
+            self._record(who, change, before, after)
+            entry: dict[str, Any] = self.audit()[-1]
+            await self._redis.lpush(self.audit_key, json.dumps(entry))
+            await self._redis.ltrim(self.audit_key, 0, AUDIT_KEEP - 1)
+            await self._redis.publish(self.channel, str(after.revision))
+            return after
+
+    async def audit_log(self) -> list[dict[str, Any]]:
+        """The deployment-wide audit log, oldest first."""
+        return [json.loads(e) for e in reversed(await self._redis.lrange(self.audit_key, 0, AUDIT_KEEP - 1))]

@@ -1,0 +1,60 @@
+"""A real headless Chromium (Debian's package, driven by Playwright) for the browser tests.
+
+One browser for the session, one fresh context and page per test. Every test and fixture here runs
+on the session's event loop (`loop_scope="session"`), which the browser belongs to.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+TIMEOUT_MS = 10_000
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+
+
+# Console noise that is not a bug of the page: the browser's own network logging (a favicon, a
+# connection refused on purpose by a test).
+NETWORK_NOISE = ("Failed to load resource", "WebSocket connection to")
+
+
+def reportable(message: ConsoleMessage) -> bool:
+    return message.type == "error" and not message.text.startswith(NETWORK_NOISE)
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Path:
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: `make test` installs it (apt-get install chromium)")
+    return CHROMIUM
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def browser(chromium: Path) -> AsyncIterator[Browser]:
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        yield browser
+        await browser.close()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def page(browser: Browser) -> AsyncIterator[Page]:
+    """A page in a fresh context; uncaught JavaScript errors and console errors fail the test."""
+    context = await browser.new_context(viewport={"width": 1280, "height": 720})
+    context.set_default_timeout(TIMEOUT_MS)
+    page = await context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.on("console", lambda message: errors.append(message.text) if reportable(message) else None)
+    yield page
+    await context.close()
+    assert errors == [], f"JavaScript errors on the page: {errors}"

@@ -1,0 +1,69 @@
+"""Screenshots of the pages for the README, written under docs/screenshots/ by the test run."""
+
+from __future__ import annotations
+
+import pytest
+from playwright.async_api import Page, expect
+
+from bridge.responder import reply_text
+from tests.browser.conftest import SCREENSHOTS
+from tests.browser.support import Rest, legacy_thread_socket_served, rest_client
+from tests.browser.test_unified_app import chat_ready, dashboard_ready
+from tests.conftest import ServerFactory
+from tests.support import RunningServer
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+PROMPT = "Summarise the migration plan in one paragraph."
+
+
+async def seed(rest: Rest) -> dict[str, int]:
+    ids: dict[str, int] = {}
+    for name, status in [("Ada", "running"), ("Grace", "idle"), ("Linus", "error"), ("Barbara", "offline")]:
+        ids[name] = (await rest("POST", "/api/agents", {"name": name, "status": status}))["id"]
+    for agent, title in [("Ada", "Release notes"), ("Ada", "Incident review"), ("Grace", "Onboarding")]:
+        ids[title] = (await rest("POST", "/api/threads", {"agent_id": ids[agent], "title": title}))["id"]
+    for title in ("Release notes", "Incident review"):
+        await rest("POST", f"/api/threads/{ids[title]}/messages", {"content": PROMPT})
+    await rest("POST", f"/api/threads/{ids['Incident review']}/messages",
+               {"role": "assistant", "content": reply_text(PROMPT, 18)})
+    return ids
+
+
+async def test_screenshots_of_each_page(server_factory: ServerFactory, page: Page) -> None:
+    server = server_factory()
+    async with rest_client(server) as rest:
+        await take_screenshots(server, rest, page)
+
+
+async def take_screenshots(server: RunningServer, rest: Rest, page: Page) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    ids = await seed(rest)
+
+    await page.goto(f"{server.http}/")
+    await dashboard_ready(page)
+    await expect(page.locator("#agent-list li.agent")).to_have_count(4)
+    await expect(page.locator("#conn")).to_have_attribute("data-state", "open")
+    await page.screenshot(path=SCREENSHOTS / "dashboard.png")
+
+    thread_id = ids["Release notes"]
+    await page.locator(f"a.thread-link[data-thread-id='{thread_id}']").click()
+    await chat_ready(page, thread_id)
+    await page.locator("#run-chunks").fill("40")
+    await page.locator("#run-delay").fill("0")
+    await page.locator("#run").click()
+    reply = page.locator("#messages li.msg[data-stream]")
+    await expect(reply).to_have_attribute("data-state", "final")
+    await expect(reply.locator(".body")).to_have_text(reply_text(PROMPT, 40))
+    await page.screenshot(path=SCREENSHOTS / "chat.png")
+
+    legacy = await page.context.new_page()
+    await legacy.goto(f"{server.http}/legacy")
+    await dashboard_ready(legacy)
+    if await legacy_thread_socket_served(server, ids["Incident review"]):
+        await legacy.locator(f"a.thread-link[data-thread-id='{ids['Incident review']}']").click()
+        await chat_ready(legacy, ids["Incident review"])
+        await expect(legacy.locator("#messages li.msg")).to_have_count(2)
+    await legacy.screenshot(path=SCREENSHOTS / "legacy.png")
+    for name in ("dashboard.png", "chat.png", "legacy.png"):
+        assert (SCREENSHOTS / name).stat().st_size > 10_000

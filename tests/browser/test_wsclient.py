@@ -1,0 +1,145 @@
+"""The contract of bridge/static/wsclient.js, exercised in Chromium against the real server.
+
+The page is a bare same-origin document (`/healthz`) that imports the module, so every socket the
+page creates is one the client under test created.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from playwright.async_api import Page
+
+from tests.browser.support import SocketLog, kill_unified_connections, push_to_unified_clients
+from tests.conftest import ServerFactory
+from tests.support import RunningServer, rest
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+IMPORT = "window.wsc = await import('/static/wsclient.js');"
+
+
+async def open_blank(page: Page, server: RunningServer) -> SocketLog:
+    sockets = SocketLog.attach(page)
+    await page.goto(f"{server.http}/healthz")
+    return sockets
+
+
+async def test_refcounted_topics_offline_subscriptions_queue_token_and_heartbeat(
+    server_factory: ServerFactory, page: Page
+) -> None:
+    server = server_factory()
+    sockets = await open_blank(page, server)
+    queued = await page.evaluate(f"""async () => {{
+        {IMPORT}
+        const client = window.client = wsc.createWsClient({{ autoStart: false, token: "t0ken", maxQueue: 3 }});
+        window.got = [];
+        window.offA = client.subscribe("agents", (e) => got.push(["a", e.data.name]));
+        window.offB = client.subscribe("agents", (e) => got.push(["b", e.data.name]));
+        const queued = [1, 2, 3, 4, 5].map((n) => client.send({{ type: "ping", message_id: `q${{n}}` }}));
+        client.start();
+        return queued;
+    }}""")
+    assert queued == [True, True, True, False, False]  # bounded while not connected
+    await page.wait_for_function("() => client.isLive('agents')")
+    assert sockets.urls == [server.ws_url("/api/ws?token=t0ken")]
+    # made offline, sent on connect: one subscribe for the two handlers, then the queued frames
+    assert sockets.sent[0][:4] == [
+        {"type": "subscribe", "topics": ["agents"], "message_id": sockets.sent[0][0]["message_id"]},
+        {"type": "ping", "message_id": "q1"},
+        {"type": "ping", "message_id": "q2"},
+        {"type": "ping", "message_id": "q3"},
+    ]
+
+    await rest(server, "POST", "/api/agents", {"name": "Ada"})
+    await page.wait_for_function("() => got.length === 2")
+    assert sorted(map(tuple, await page.evaluate("() => got"))) == [("a", "Ada"), ("b", "Ada")]
+
+    # the first handler leaving sends nothing; the last one sends `unsubscribe`
+    await page.evaluate("async () => { offA(); await client.ping(); }")
+    assert [f["type"] for f in sockets.sent[0]].count("unsubscribe") == 0
+    await page.evaluate("async () => { offB(); offB(); await client.ping(); }")
+    assert [f["topics"] for f in sockets.sent[0] if f["type"] == "unsubscribe"] == [["agents"]]
+
+    # the server's heartbeat ping is answered with a pong
+    async with sockets.sockets[0].expect_event("framesent", lambda p: json.loads(p) == {"type": "pong"}, timeout=5000):
+        await asyncio.to_thread(push_to_unified_clients, server, {"type": "ping", "ts": 1})
+    assert len(sockets.sockets) == 1
+
+
+async def test_reconnect_backoff_is_exponential_capped_jittered_and_never_tight(
+    server_factory: ServerFactory, page: Page
+) -> None:
+    server = server_factory()
+    sockets = await open_blank(page, server)
+    # Every connection is refused at once: a socket stand-in (the `WebSocket` option) that closes
+    # with 1006 right after it is created, so only the client's own timers pace the attempts.
+    delays = await page.evaluate(f"""async () => {{
+        {IMPORT}
+        class Refused {{
+            constructor(url) {{ queueMicrotask(() => this.onclose?.({{ code: 1006, reason: "", wasClean: false }})); }}
+            send() {{}}
+            close() {{}}
+        }}
+        const run = (random, n) => new Promise((resolve) => {{
+            const seen = [];
+            const client = wsc.createWsClient({{ WebSocket: Refused, random,
+                backoffInitialMs: 4, backoffMaxMs: 32, backoffMinMs: 2 }});
+            client.addEventListener("close", (e) => {{
+                if (!e.detail.willReconnect) return;
+                seen.push(e.detail.delayMs);
+                if (seen.length === n) {{ client.close(); resolve([seen, client.stats.attempts]); }}
+            }});
+        }});
+        return [await run(() => 0.999, 7), await run(() => 0, 4), await run(() => 0.5, 7)];
+    }}""")
+    assert sockets.sockets == []
+    assert [attempts for _, attempts in delays] == [7, 4, 7]  # one attempt per delay, no extra
+    top, floor, half = (seen for seen, _ in delays)
+    assert top == [3, 7, 15, 31, 31, 31, 31]  # ceilings 4, 8, 16, 32 (capped) under full jitter
+    assert floor == [2, 2, 2, 2]  # jitter never goes under the floor: no tight loop
+    assert half == [2, 4, 8, 16, 16, 16, 16]
+
+
+async def test_close_is_final_no_reconnect(server_factory: ServerFactory, page: Page) -> None:
+    server = server_factory()
+    await page.clock.install()
+    sockets = await open_blank(page, server)
+    await page.evaluate(f"async () => {{ {IMPORT} window.client = wsc.createWsClient(); }}")
+    await page.wait_for_function("() => client.state === 'open'")
+    async with sockets.sockets[0].expect_event("close", timeout=5000):
+        await page.evaluate("() => client.close()")
+    await page.clock.run_for(60_000)  # any reconnect timer would have fired by now
+    assert await page.evaluate("() => [client.state, client.stats.attempts]") == ["closed", 1]
+    assert len(sockets.sockets) == 1
+
+
+async def test_an_event_replayed_after_a_reconnect_is_dispatched_once(
+    server_factory: ServerFactory, page: Page
+) -> None:
+    server = server_factory()
+    agent = await rest(server, "POST", "/api/agents", {"name": "Ada"})
+    sockets = await open_blank(page, server)
+    await page.evaluate(f"""async (id) => {{
+        {IMPORT}
+        const client = window.client = wsc.createWsClient();
+        window.got = {{ all: [], one: [] }};
+        client.subscribe("agents", (e) => got.all.push(e.event_id));
+        client.subscribe(`agent:${{id}}`, (e) => got.one.push(e.event_id));
+    }}""", agent["id"])
+    await page.wait_for_function("id => client.isLive('agents') && client.isLive(`agent:${id}`)", arg=agent["id"])
+    await rest(server, "PATCH", f"/api/agents/{agent['id']}", {"name": "Ada Lovelace"})
+    await page.wait_for_function("() => got.all.length === 1 && got.one.length === 1")
+    [event_id] = await page.evaluate("() => got.one")
+
+    # The event came once, on agent:<id> (first in rule order), so the `agents` position did not move:
+    # the resubscribe after the reconnect replays it on `agents`, and the client must drop it.
+    assert await asyncio.to_thread(kill_unified_connections, server) == 1
+    await page.wait_for_function("id => client.stats.connects === 2 && client.isLive('agents')", arg=agent["id"])
+    await page.evaluate("() => client.ping()")  # frames are ordered: the replay is in before the pong
+    replayed = [f for f in sockets.received[1] if f.get("event_id") == event_id]
+    assert [f["topic"] for f in replayed] == ["agents"]
+    assert await page.evaluate("() => [got.all.length, got.one.length, client.stats.duplicatesDropped]") == [1, 1, 1]
+

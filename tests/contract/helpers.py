@@ -1,0 +1,72 @@
+"""Shared helpers of the bus backend tests: a delivery recorder, an outbox sink, event makers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from unified import Event, EventType, Publication
+
+
+class Delivered:
+    """The `deliver` callback of a backend under test: records publications, lets tests wait for them."""
+
+    def __init__(self) -> None:
+        self.publications: list[Publication] = []
+        self._grew = asyncio.Event()
+
+    def __call__(self, publication: Publication) -> None:
+        self.publications.append(publication)
+        self._grew.set()
+
+    async def wait_for(self, count: int, timeout: float = 10.0) -> list[Publication]:
+        async with asyncio.timeout(timeout):
+            while len(self.publications) < count:
+                self._grew.clear()
+                await self._grew.wait()
+        return self.publications
+
+    @property
+    def ids(self) -> list[str]:
+        return [p.event.event_id for p in self.publications]
+
+    def seqs(self, topic: str) -> list[int]:
+        return [p.seqs[topic] for p in self.publications if topic in p.seqs]
+
+
+class Sink:
+    """What an outbox writes, decoded; tests wait until enough frames arrived."""
+
+    def __init__(self) -> None:
+        self.frames: list[dict[str, Any]] = []
+        self._grew = asyncio.Event()
+
+    async def send(self, text: str) -> None:
+        self.frames.append(json.loads(text))
+        self._grew.set()
+
+    async def close(self, code: int, reason: str) -> None:
+        pass
+
+    async def wait_for(self, count: int, timeout: float = 10.0) -> list[dict[str, Any]]:
+        async with asyncio.timeout(timeout):
+            while len(self.frames) < count:
+                self._grew.clear()
+                await self._grew.wait()
+        return self.frames
+
+    def events(self) -> list[dict[str, Any]]:
+        return [f for f in self.frames if "seq" in f]
+
+
+def chunk(thread_id: int, content: str) -> Event:
+    return Event.create(EventType.STREAM_CHUNK, {"thread_id": thread_id, "content": content})
+
+
+def thread_updated(thread_id: int, agent_id: int) -> Event:
+    return Event.create(EventType.THREAD_UPDATED, {"id": thread_id, "agent_id": agent_id, "title": "t"})
+
+
+def agent_updated(agent_id: int) -> Event:
+    return Event.create(EventType.AGENT_UPDATED, {"id": agent_id, "name": "a", "status": "idle"})

@@ -1,0 +1,218 @@
+"""The `BusBackend` contract, run against every implementation (in-memory and Redis).
+
+Whatever the transport, the `EventBus` and `ConnectionManager` rely on the same promises: gapless
+per-topic numbering, one delivery per event id, delivery in sequencing order, a position that never
+runs ahead of what was delivered, and all-or-nothing replay within the history bounds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+
+from tests.contract.helpers import Delivered, Sink, agent_updated, chunk, thread_updated
+from unified import Connection, ConnectionManager, Event, EventBus, Position
+from unified.backend import BusBackend, MemoryBackend
+from unified.events import route_topics
+from unified.history import TopicHistory
+from unified.outbox import Outbox
+from unified.redis_backend import RedisBackend
+
+MakeBackend = Callable[..., Awaitable[tuple[BusBackend, Delivered]]]
+META = {"origin": "bus"}
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def make_backend(request: pytest.FixtureRequest) -> AsyncIterator[MakeBackend]:
+    """Build backends of the parametrised kind with given history bounds; started unless asked not to."""
+    started: list[BusBackend] = []
+    if request.param == "redis":  # set up before (so torn down after) the backends using them
+        url, prefix = request.getfixturevalue("redis_url"), request.getfixturevalue("redis_prefix")
+
+    async def make(
+        *, history_size: int = 300, history_ttl_s: float = 300.0, start: bool = True
+    ) -> tuple[BusBackend, Delivered]:
+        backend: BusBackend
+        if request.param == "memory":
+            backend = MemoryBackend(TopicHistory(size=history_size, ttl_s=history_ttl_s))
+        else:
+            backend = RedisBackend(url, prefix=prefix, history_size=history_size, history_ttl_s=history_ttl_s)
+        delivered = Delivered()
+        if start:
+            await backend.start(delivered)
+            started.append(backend)
+        return backend, delivered
+
+    yield make
+    for backend in started:
+        await backend.stop()
+
+
+async def append(backend: BusBackend, event: Event) -> bool:
+    return await backend.append(event, route_topics(event), META)
+
+
+async def test_each_topic_is_numbered_without_gaps_and_multi_topic_events_on_each(make_backend: MakeBackend) -> None:
+    backend, delivered = await make_backend()
+    events = [chunk(1, "a"), chunk(2, "b"), thread_updated(1, 9), chunk(1, "c"), agent_updated(9)]
+    for event in events:
+        assert await append(backend, event)
+    publications = await delivered.wait_for(len(events))
+
+    assert delivered.ids == [e.event_id for e in events]
+    assert delivered.seqs("thread:1") == [1, 2, 3]
+    assert delivered.seqs("thread:2") == [1]
+    assert delivered.seqs("agent:9") == [1, 2]
+    assert delivered.seqs("agents") == [1]
+    multi = publications[2]
+    assert multi.topics == ("thread:1", "agent:9")
+    assert (multi.event.topic, multi.event.seq, multi.event.epoch) == ("thread:1", 2, multi.epochs["thread:1"])
+    assert multi.meta == META
+    for topic in ("thread:1", "agent:9"):
+        epochs = {p.epochs[topic] for p in publications if topic in p.epochs}
+        assert epochs == {(await backend.position(topic)).epoch}
+    assert await backend.position("thread:1") == Position(multi.epochs["thread:1"], 3)
+
+
+async def test_a_republished_event_id_is_accepted_and_delivered_once(make_backend: MakeBackend) -> None:
+    backend, delivered = await make_backend()
+    event, later = chunk(1, "once"), chunk(1, "later")
+    assert await append(backend, event)
+    assert not await append(backend, event)
+    assert await append(backend, later)
+    await delivered.wait_for(2)
+    assert delivered.ids == [event.event_id, later.event_id]
+    assert (await backend.position("thread:1")).seq == 2
+
+
+async def test_concurrent_publishers_are_delivered_once_each_in_seq_order(make_backend: MakeBackend) -> None:
+    backend, delivered = await make_backend()
+
+    async def publisher(n: int) -> list[str]:
+        events = [chunk(1 + (n + i) % 3, f"{n}-{i}") for i in range(25)]
+        for event in events:
+            assert await append(backend, event)
+            await asyncio.sleep(0)  # let the other publishers interleave
+        return [e.event_id for e in events]
+
+    published = await asyncio.gather(*(publisher(n) for n in range(4)))
+    await delivered.wait_for(100)
+    assert sorted(delivered.ids) == sorted(i for ids in published for i in ids)
+    for ids in published:  # each publisher's events arrive in the order it published them
+        assert [i for i in delivered.ids if i in set(ids)] == ids
+    for topic in ("thread:1", "thread:2", "thread:3"):
+        seqs = delivered.seqs(topic)
+        assert seqs == list(range(1, len(seqs) + 1))
+
+
+async def test_position_never_runs_ahead_of_delivery(make_backend: MakeBackend) -> None:
+    backend, delivered = await make_backend()
+    untouched = await backend.position("thread:5")
+    assert untouched.seq == 0
+    assert await backend.position("thread:5") == untouched  # the epoch is stable once handed out
+
+    async def publisher(n: int) -> None:
+        for i in range(100):
+            assert await append(backend, chunk(1, f"{n}-{i}"))
+
+    publishing = asyncio.gather(*(publisher(n) for n in range(3)))
+    try:
+        while not publishing.done():
+            position = await backend.position("thread:1")
+            # No await between the answer and this check: everything up to the position is delivered.
+            assert (delivered.seqs("thread:1") or [0])[-1] >= position.seq
+            await asyncio.sleep(0)  # the in-memory backend never yields by itself
+        await publishing
+    finally:
+        publishing.cancel()
+        await asyncio.gather(publishing, return_exceptions=True)
+    assert (await backend.position("thread:1")).seq == 300
+    assert delivered.seqs("thread:1")[-1] == 300
+
+
+async def test_replay_is_all_or_nothing_within_the_size_bound(make_backend: MakeBackend) -> None:
+    backend, delivered = await make_backend(history_size=5)
+    for i in range(8):
+        assert await append(backend, chunk(1, str(i)))
+    await delivered.wait_for(8)
+    epoch = (await backend.position("thread:1")).epoch
+
+    replayed = await backend.replay("thread:1", Position(epoch, 3))
+    assert replayed is not None
+    assert [p.seqs["thread:1"] for p in replayed] == [4, 5, 6, 7, 8]
+    assert [p.event.event_id for p in replayed] == delivered.ids[3:]
+    assert [p.event.seq for p in replayed] == [4, 5, 6, 7, 8]
+    assert await backend.replay("thread:1", Position(epoch, 2)) is None  # 3 fell out: never partial
+    assert await backend.replay("thread:1", Position(epoch, 8)) == []
+    assert await backend.replay("thread:1", Position(epoch, 9)) is None  # from the future
+    assert await backend.replay("thread:1", Position(epoch, -1)) is None
+    assert await backend.replay("thread:1", Position("another-epoch", 7)) is None
+    fresh = await backend.position("thread:2")
+    assert await backend.replay("thread:2", fresh) == []
+
+
+async def test_replay_refuses_events_older_than_the_history_ttl(make_backend: MakeBackend) -> None:
+    backend, delivered = await make_backend(history_ttl_s=0.5)
+    for i in range(2):
+        assert await append(backend, chunk(1, str(i)))
+    await delivered.wait_for(2)
+    epoch = (await backend.position("thread:1")).epoch
+    assert [p.seqs["thread:1"] for p in await backend.replay("thread:1", Position(epoch, 0)) or []] == [1, 2]
+    await asyncio.sleep(0.6)  # not synchronisation: the feature is wall-clock age, so let 0.6 s pass
+    assert await backend.replay("thread:1", Position(epoch, 0)) is None
+    assert await backend.replay("thread:1", Position(epoch, 2)) == []  # nothing missed: nothing needed
+
+
+async def test_subscribers_through_bus_and_manager_get_gapless_streams(make_backend: MakeBackend) -> None:
+    """Resubscribing with `since` and subscribing fresh, both while a stream is being published."""
+    backend, _ = await make_backend(start=False)
+    bus = EventBus(backend)
+    await bus.start()
+    manager = ConnectionManager(bus)
+
+    def connect() -> tuple[Sink, Connection]:
+        sink = Sink()
+        outbox = Outbox(sink.send, sink.close)
+        outbox.start()
+        return sink, manager.add(outbox)
+
+    try:
+        first_sink, first = connect()
+        await manager.subscribe(first, ["thread:7"])
+        for i in range(5):
+            await bus.publish(chunk(7, str(i)))
+        last = (await first_sink.wait_for(6))[-1]
+        manager.remove(first.client_id)
+
+        halfway = asyncio.Event()
+
+        async def stream() -> None:
+            for i in range(5, 205):
+                await bus.publish(chunk(7, str(i)))
+                if i == 25:
+                    halfway.set()
+                await asyncio.sleep(0)
+
+        streaming = asyncio.create_task(stream())
+        await asyncio.wait_for(halfway.wait(), 10)
+        back_sink, back = connect()
+        fresh_sink, fresh = connect()
+        since = {"thread:7": Position(last["epoch"], last["seq"])}
+        back_ack, fresh_ack = await asyncio.gather(
+            manager.subscribe(back, ["thread:7"], since),
+            manager.subscribe(fresh, ["thread:7"]),
+        )
+        await asyncio.wait_for(streaming, 20)
+
+        assert back_ack.positions["thread:7"].recovered is True
+        back_events = (await back_sink.wait_for(1 + 200))[1:]
+        assert [f["seq"] for f in back_events] == list(range(6, 206))
+        assert [f["data"]["content"] for f in back_events] == [str(i) for i in range(5, 205)]
+        start = fresh_ack.positions["thread:7"].seq
+        assert start >= 20  # it joined mid-stream
+        fresh_events = (await fresh_sink.wait_for(1 + 205 - start))[1:]
+        assert [f["seq"] for f in fresh_events] == list(range(start + 1, 206))
+    finally:
+        await bus.stop()

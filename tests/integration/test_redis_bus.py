@@ -1,0 +1,199 @@
+"""What only the Redis backend promises: several workers on one stream, and surviving Redis trouble.
+
+Each "worker" is a `RedisBackend` instance with its own reader, as in a uvicorn worker process.
+Tests that break Redis (freeze it, restart it empty) get a private `redis-server`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+from prometheus_client import CollectorRegistry
+from redis.asyncio import Redis
+
+from bridge.runtime import make_backend
+from bridge.settings import Settings
+from metrics import WsMetrics
+from tests.contract.helpers import Delivered, chunk
+from tests.redis_server import RedisServer
+from unified import Event, EventType, Position
+from unified.events import route_topics
+from unified.redis_backend import BusUnavailableError, RedisBackend
+
+Worker = tuple[RedisBackend, Delivered]
+StartWorker = Callable[..., Awaitable[Worker]]
+META = {"origin": "bus"}
+
+
+@pytest.fixture
+async def start_worker() -> AsyncIterator[StartWorker]:
+    started: list[RedisBackend] = []
+
+    async def start(url: str, prefix: str, **options: object) -> Worker:
+        backend = RedisBackend(url, prefix=prefix, **options)  # type: ignore[arg-type]
+        delivered = Delivered()
+        await backend.start(delivered)
+        started.append(backend)
+        return backend, delivered
+
+    yield start
+    for backend in started:
+        await backend.stop()
+
+
+async def publish(backend: RedisBackend, event: Event) -> bool:
+    return await backend.append(event, route_topics(event), META)
+
+
+async def test_two_workers_each_deliver_every_event_once_in_the_same_order(
+    redis_url: str, redis_prefix: str, start_worker: StartWorker  # this order: workers stop before keys go
+) -> None:
+    (a, at_a), (b, at_b) = [await start_worker(redis_url, redis_prefix, worker_id=w) for w in "ab"]
+
+    async def publisher(backend: RedisBackend, name: str) -> list[Event]:
+        events = [chunk(1 + i % 2, f"{name}{i}") for i in range(40)]
+        for event in events:
+            assert await publish(backend, event)
+        return events
+
+    events_a, events_b = await asyncio.gather(publisher(a, "a"), publisher(b, "b"))
+    assert not await publish(b, events_a[0])  # a retry through another worker is still a duplicate
+    from_a, from_b = [e.event_id for e in events_a], [e.event_id for e in events_b]
+    await at_a.wait_for(80)
+    await at_b.wait_for(80)
+
+    assert at_a.ids == at_b.ids  # one global order, seen identically by every worker
+    assert sorted(at_a.ids) == sorted(from_a + from_b)  # every event, exactly once
+    for topic in ("thread:1", "thread:2"):
+        assert at_a.seqs(topic) == list(range(1, 41))
+    assert [i for i in at_b.ids if i in set(from_a)] == from_a  # a publisher's order survives fan-out
+
+
+async def test_reader_resumes_without_a_gap_after_its_connection_is_killed(
+    redis_url: str, redis_prefix: str, start_worker: StartWorker  # this order: workers stop before keys go
+) -> None:
+    worker, delivered = await start_worker(redis_url, redis_prefix, worker_id="w")
+    other, _ = await start_worker(redis_url, redis_prefix, worker_id="p")
+    before = [chunk(3, f"before{i}") for i in range(5)]
+    for event in before:
+        assert await publish(other, event)
+    await delivered.wait_for(5)
+
+    admin = Redis.from_url(redis_url, decode_responses=True)
+    try:
+        readers = [c for c in await admin.client_list() if c["name"] == worker.reader_client_name]
+        assert len(readers) == 1  # one reader per worker, whatever it subscribed
+        assert await admin.client_kill_filter(_id=readers[0]["id"]) == 1
+    finally:
+        await admin.aclose()
+    meanwhile = [chunk(3, f"meanwhile{i}") for i in range(20)]
+    for i, event in enumerate(meanwhile):
+        assert await publish(other if i % 2 else worker, event)
+    position = await worker.position("thread:3")  # waits for the reader to catch up again
+
+    assert delivered.seqs("thread:3")[-1] == position.seq == 25
+    assert delivered.ids == [e.event_id for e in before + meanwhile]
+    assert delivered.seqs("thread:3") == list(range(1, 26))
+    assert worker.listener is not None
+    assert worker.listener.reconnects >= 1
+
+
+async def test_a_reader_that_fell_behind_the_stream_trim_reports_the_gap(
+    redis_url: str, redis_prefix: str, start_worker: StartWorker  # this order: workers stop before keys go
+) -> None:
+    gaps: list[str] = []
+    worker, delivered = await start_worker(redis_url, redis_prefix, worker_id="slow", on_discontinuity=gaps.append)
+    assert await publish(worker, chunk(6, "first"))
+    await delivered.wait_for(1)
+
+    def flood() -> None:
+        async def run() -> None:
+            other = RedisBackend(redis_url, prefix=redis_prefix, worker_id="flood", events_maxlen=10)
+            await other.start(lambda publication: None)
+            try:
+                for i in range(300):
+                    assert await publish(other, chunk(6, str(i)))
+            finally:
+                await other.stop()
+
+        asyncio.run(run())
+
+    # Another worker floods a short stream from its own thread while this loop (and so this
+    # worker's reader) is blocked on purpose: the entries after the reader's position get trimmed.
+    flooder = threading.Thread(target=flood)
+    flooder.start()
+    flooder.join(30)
+    assert not flooder.is_alive()
+    position = await worker.position("thread:6")
+
+    assert position.seq == 301
+    assert delivered.seqs("thread:6")[-1] == 301
+    assert len(delivered.publications) < 301  # the trimmed ones never arrived ...
+    assert gaps
+    assert set(gaps) <= {"gap", "trimmed"}  # ... and the worker said so
+
+
+async def test_listener_up_drops_within_10s_when_redis_hangs_and_recovers(
+    start_worker: StartWorker, private_redis: RedisServer
+) -> None:
+    metrics = WsMetrics(CollectorRegistry(), event_types=[t.value for t in EventType])
+    up, age = metrics.bus_listener_up, metrics.bus_heartbeat_age
+    worker, delivered = await start_worker(private_redis.url, "live", metrics=metrics)  # production timings
+    assert worker.listener is not None
+    assert up._value.get() == 1
+    assert worker.healthy()
+
+    private_redis.pause()
+    try:
+        began = time.monotonic()
+        await worker.listener.wait_until_healthy(False, timeout=10)
+        took = time.monotonic() - began
+        assert up._value.get() == 0
+        assert age._value.get() >= worker.stale_after_s
+    finally:
+        private_redis.resume()
+    await worker.listener.wait_until_healthy(True, timeout=10)
+    assert up._value.get() == 1
+    assert age._value.get() < worker.stale_after_s
+    after = chunk(4, "after the freeze")
+    assert await publish(worker, after)
+    await delivered.wait_for(1)
+    assert delivered.ids == [after.event_id]
+    assert took < 10
+
+
+async def test_a_redis_that_restarts_empty_yields_new_epochs_and_delivery_resumes(
+    start_worker: StartWorker, private_redis: RedisServer
+) -> None:
+    gaps: list[str] = []
+    worker, delivered = await start_worker(private_redis.url, "reset", on_discontinuity=gaps.append)
+    for i in range(3):
+        assert await publish(worker, chunk(5, str(i)))
+    await delivered.wait_for(3)
+    old = await worker.position("thread:5")
+
+    private_redis.stop()
+    with pytest.raises(BusUnavailableError):
+        await publish(worker, chunk(5, "while down"))
+    private_redis.start()  # same port, no data
+    after = chunk(5, "after the restart")
+    assert await publish(worker, after)
+    await delivered.wait_for(4)
+
+    resumed = delivered.publications[3]
+    assert resumed.event.event_id == after.event_id
+    assert resumed.seqs["thread:5"] == 1
+    assert resumed.epochs["thread:5"] != old.epoch
+    assert gaps == ["reset"]
+    assert await worker.replay("thread:5", old) is None  # a client from before gets recovered: false
+    assert await worker.position("thread:5") == Position(resumed.epochs["thread:5"], 1)
+
+
+def test_make_backend_builds_a_redis_backend_for_redis_urls() -> None:
+    backend = make_backend(Settings.from_env({}, bus_url="rediss://cache:6380/2?prefix=blue", history_size=7))
+    assert isinstance(backend, RedisBackend)
+    assert (backend.url, backend.keys.prefix, backend.history_size) == ("rediss://cache:6380/2", "blue", 7)

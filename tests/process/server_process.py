@@ -1,0 +1,73 @@
+"""`wsmigrate serve` in a real subprocess, for tests that signal or kill the server."""
+
+from __future__ import annotations
+
+import os
+import select
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+
+def terminate(process: subprocess.Popen[Any], timeout: float) -> None:
+    """SIGTERM, wait (bounded), then SIGKILL: stop a helper process we started, whatever it does."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class ServerProcess:
+    def __init__(self, tmp_path: Path, *, workers: int = 1, env: dict[str, str] | None = None) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log: list[str] = []
+        environment = {**os.environ, "WSMIGRATE_AUTH": "off", "WSMIGRATE_STREAM_DELAY_MS": "0", **(env or {})}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "bridge.cli", "serve", "--port", str(self.port), "--workers", str(workers),
+             "--log-level", "info", "--database-url", f"sqlite:///{tmp_path}/app.db"],
+            env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, bufsize=0,
+        )
+        self._pending = b""
+        self.wait_for("Application startup complete", count=workers, timeout=60)
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/api/ws"
+
+    def wait_for(self, marker: str, *, count: int = 1, timeout: float) -> None:
+        """Read the server's log until `marker` appeared `count` times.
+
+        Reads the raw pipe (unbuffered): `select` on a buffered reader can miss lines that were
+        already read into the buffer and wait forever.
+        """
+        assert self.process.stdout is not None
+        fd = self.process.stdout.fileno()
+        deadline = time.monotonic() + timeout
+        while sum(marker in line for line in self.log) < count:
+            ready, _, _ = select.select([fd], [], [], max(deadline - time.monotonic(), 0))
+            if not ready:
+                raise TimeoutError(f"{marker!r} not logged {count} times within {timeout} s:\n" + "".join(self.log))
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                raise RuntimeError("server exited:\n" + "".join(self.log))
+            *lines, self._pending = (self._pending + chunk).split(b"\n")
+            self.log.extend(line.decode(errors="replace") + "\n" for line in lines)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(10)

@@ -1,0 +1,130 @@
+"""Redis for the tests: the local default when it answers, otherwise a `redis-server` we start.
+
+Why both: developers usually run a Redis on 127.0.0.1:6379 and the suite should not fight it, while
+CI has none. Tests that share a Redis isolate themselves with a unique key prefix (and delete their
+keys afterwards). Tests that break Redis on purpose (pause it, restart it empty) always get a
+private `RedisServer` on a free port, never the shared one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+
+import redis
+
+from tests.process.server_process import terminate
+
+DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 6379
+START_TIMEOUT_S = 10.0
+STOP_TIMEOUT_S = 10.0
+
+
+def answers(host: str, port: int, timeout: float = 0.5) -> bool:
+    """True when a Redis answers PING at host:port."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            sock.settimeout(timeout)
+            sock.sendall(b"PING\r\n")
+            return sock.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def server_binary() -> str:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("redis-server is not installed: `make test` installs Debian's redis-server")
+    return binary
+
+
+class RedisServer:
+    """A `redis-server` process we own, on a loopback port, without persistence."""
+
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+        self._dir = tempfile.mkdtemp(prefix="wsmigrate-redis-")
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> RedisServer:
+        """Start (again, on the same port: a restart comes back empty) and wait until it answers."""
+        command = [
+            server_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+            "--appendonly", "no", "--dir", self._dir, "--loglevel", "warning",
+        ]
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not answers("127.0.0.1", self.port, timeout=0.2):
+            if self.process.poll() is not None:
+                raise RuntimeError(f"redis-server exited with {self.process.returncode} on port {self.port}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"redis-server did not answer on port {self.port} within {START_TIMEOUT_S}s")
+            time.sleep(0.02)  # polling a process we just started; there is nothing to wait on
+        return self
+
+    def stop(self) -> None:
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        os.kill(process.pid, signal.SIGCONT)  # a paused server cannot act on SIGTERM
+        terminate(process, STOP_TIMEOUT_S)
+
+    def pause(self) -> None:
+        """Freeze the server: connections stay open but nothing answers (a hung Redis)."""
+        assert self.process is not None
+        os.kill(self.process.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.process is not None
+        os.kill(self.process.pid, signal.SIGCONT)
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def reachable_redis() -> Iterator[str]:
+    """The URL of a Redis to share: 127.0.0.1:6379 when it answers, else one we start and stop."""
+    if answers(DEFAULT_HOST, DEFAULT_PORT):
+        yield f"redis://{DEFAULT_HOST}:{DEFAULT_PORT}/0"
+        return
+    server = RedisServer().start()
+    try:
+        yield server.url
+    finally:
+        server.close()
+
+
+def unique_prefix() -> str:
+    return f"wsmigrate-test-{uuid.uuid4().hex[:12]}"
+
+
+def delete_prefix(url: str, prefix: str) -> None:
+    """Remove every key a test created under `prefix`."""
+    client = redis.Redis.from_url(url, socket_timeout=5)
+    try:
+        keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+        for start in range(0, len(keys), 500):
+            client.delete(*keys[start:start + 500])
+    finally:
+        client.close()

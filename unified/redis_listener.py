@@ -1,0 +1,374 @@
+"""The one reader per worker that follows the global Redis stream, and proves it is still reading.
+
+Why one reader: fan-out cost must not grow with connections or topics. The worker reads the global
+stream once (XREAD BLOCK from the last entry it delivered) and hands every publication to the
+local `EventBus`, which routes it to local subscribers. Events this worker published come back the
+same way, so there is one delivery path and one order for everyone.
+
+Liveness is end to end: every worker appends a heartbeat to the same global stream, and a worker
+counts itself live only while its *own* heartbeats come back through its reader. A dead socket, a
+frozen Redis or a stuck reader all show the same way: the heartbeat ages, `bus_listener_up` drops
+to 0 and `healthy()` turns false within `stale_after_s` plus one heartbeat interval.
+
+Recovery: on any connection error the reader reconnects with capped exponential backoff and
+resumes from the last entry it delivered, so nothing published meanwhile is skipped. If the
+dataset's incarnation changed (Redis restarted empty or was flushed) it starts at the beginning of
+the new stream; if entries after its position were trimmed away it cannot deliver them, and it
+also notices any topic whose `seq` does not follow the last one it delivered. All of these are
+*discontinuities*: reported through `on_discontinuity` so the composition root can ask clients to
+resubscribe with `since` (they then recover from topic history or are told `recovered: false`).
+
+Stopping does not rely on task cancellation alone: redis-py's asyncio client can swallow a
+`CancelledError` that lands while a blocking command is in flight (redis/redis-py#2028), after which
+a loop would run on forever. Both loops therefore also check a stop flag (and the task's pending
+cancellation) after every command, and `stop` unblocks a pending XREAD with CLIENT UNBLOCK.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
+from redis.exceptions import RedisError
+
+from metrics import WsMetrics
+from unified.errors import BusUnavailableError
+from unified.history import new_epoch
+from unified.publication import Publication
+from unified.redis_scripts import (
+    F_AT,
+    F_HEARTBEAT,
+    F_INCARNATION,
+    SYNC,
+    ZERO_ID,
+    Keys,
+    StreamId,
+    entry_fields,
+    parse_id,
+)
+
+log = logging.getLogger(__name__)
+
+Decode = Callable[[str, Mapping[str, str]], Publication]
+Deliver = Callable[[Publication], None]
+OnDiscontinuity = Callable[[str], None]
+# What a lost or frozen Redis raises through redis-py (its errors wrap most socket errors).
+CONNECTION_ERRORS = (RedisError, OSError, TimeoutError)
+READ_BATCH = 500
+BACKOFF_MIN_S = 0.05
+BACKOFF_MAX_S = 2.0
+STOP_GRACE_S = 0.05
+TRACKED_TOPICS = 100_000  # per-topic last seq kept for the continuity check (least recent forgotten)
+
+
+class StreamListener:
+    """Reads the global stream for one worker; tracks how far it delivered and whether it is live."""
+
+    def __init__(
+        self,
+        reader: Redis,
+        writer: Redis,
+        keys: Keys,
+        *,
+        worker_id: str,
+        decode: Decode,
+        events_maxlen: int,
+        heartbeat_interval_s: float,
+        stale_after_s: float,
+        block_ms: int,
+        stop_timeout_s: float,
+        metrics: WsMetrics | None = None,
+        on_discontinuity: OnDiscontinuity | None = None,
+    ) -> None:
+        self._reader = reader
+        self._writer = writer
+        self._reader_id: int | None = None
+        self.keys = keys
+        self.worker_id = worker_id
+        self._decode = decode
+        self.events_maxlen = events_maxlen
+        self.heartbeat_interval_s = heartbeat_interval_s
+        self.stale_after_s = stale_after_s
+        self.block_ms = block_ms
+        self.stop_timeout_s = stop_timeout_s
+        self.metrics = metrics
+        self.on_discontinuity = on_discontinuity
+        self._sync_on_reader: AsyncScript = reader.register_script(SYNC)
+        self._sync_on_writer: AsyncScript = writer.register_script(SYNC)
+        self._deliver: Deliver | None = None
+        self._incarnation: str | None = None
+        self._last_id = ZERO_ID
+        self._last_key: StreamId = (0, 0)
+        self._connected = False
+        self._started_at = time.monotonic()
+        self._own_beat_at: float | None = None
+        self._beat_seen = asyncio.Event()
+        self._reported_up: bool | None = None
+        self._liveness_changed = asyncio.Event()
+        self._reported_gap: StreamId = (0, 0)
+        self._topic_seqs: OrderedDict[str, tuple[str, int]] = OrderedDict()
+        self._gap_in_batch = False
+        self._waiters: list[tuple[str, StreamId, asyncio.Future[None]]] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
+        self.reconnects = 0
+        self.discontinuities = 0
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def start(self, deliver: Deliver, timeout: float) -> None:
+        """Position the reader at the end of the stream and prove the loop works before returning.
+
+        Starting at the end is right: nobody on this worker can have subscribed yet. Returning only
+        after an own heartbeat came back means `healthy()` is true from the first request on.
+        """
+        self._deliver = deliver
+        self._started_at = time.monotonic()
+        try:
+            incarnation, last_id, _ = await self._sync(self._sync_on_reader, heartbeat=False)
+        except CONNECTION_ERRORS as exc:
+            raise BusUnavailableError(f"cannot reach the Redis bus: {exc}") from exc
+        self._incarnation = incarnation
+        self._set_last(last_id)
+        self._connected = True
+        with contextlib.suppress(*CONNECTION_ERRORS):
+            self._reader_id = int(await self._reader.client_id())
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self._read_forever(), name=f"bus-reader-{self.worker_id}"),
+            loop.create_task(self._beat_forever(), name=f"bus-heartbeat-{self.worker_id}"),
+        ]
+        try:
+            await asyncio.wait_for(self._beat_seen.wait(), timeout)
+        except TimeoutError as exc:
+            await self.stop()
+            raise BusUnavailableError(f"the bus reader did not see its own heartbeat within {timeout}s") from exc
+
+    async def stop(self) -> None:
+        self._stopping = True
+        for task in self._tasks:
+            task.cancel()
+        if self._tasks:
+            done, pending = await asyncio.wait(self._tasks, timeout=STOP_GRACE_S)
+            if pending and self._reader_id is not None:  # a blocked XREAD may have eaten the cancellation
+                with contextlib.suppress(*CONNECTION_ERRORS):
+                    await asyncio.wait_for(self._writer.client_unblock(self._reader_id), self.heartbeat_interval_s)
+            if pending:
+                done, pending = await asyncio.wait(self._tasks, timeout=self.stop_timeout_s)
+            await asyncio.gather(*done, return_exceptions=True)
+            if pending:
+                log.warning("bus listener tasks still running after %.1fs: %s", self.stop_timeout_s, pending)
+        self._tasks = []
+        self._connected = False
+        self._deliver = None
+        self._fail_waiters(None, "the bus is stopping")
+        self._refresh()
+
+    # -- liveness --------------------------------------------------------------------------------
+
+    def heartbeat_age(self) -> float:
+        """Seconds since this worker sent the newest own heartbeat its reader has received."""
+        sent = self._own_beat_at if self._own_beat_at is not None else self._started_at
+        return max(0.0, time.monotonic() - sent)
+
+    def healthy(self) -> bool:
+        return bool(self._tasks) and self._connected and self.heartbeat_age() <= self.stale_after_s
+
+    def _keep_going(self) -> None:
+        """End the calling loop if the listener is stopping, even if redis-py ate the cancellation."""
+        task = asyncio.current_task()
+        if self._stopping or (task is not None and task.cancelling()):
+            raise asyncio.CancelledError
+
+    def _refresh(self) -> None:
+        """Publish liveness (gauges, and wake `wait_until_healthy`) as of now."""
+        up = self.healthy()
+        if self.metrics is not None:
+            self.metrics.bus_listener_up.set(1 if up else 0)
+            self.metrics.bus_heartbeat_age.set(self.heartbeat_age())
+        if up != self._reported_up:
+            self._reported_up = up
+            self._liveness_changed.set()
+            self._liveness_changed = asyncio.Event()
+
+    async def wait_until_healthy(self, healthy: bool, timeout: float) -> None:
+        """Wait (bounded) until the published liveness is `healthy`: for readiness checks and tests."""
+        async with asyncio.timeout(timeout):
+            while self._reported_up is not healthy:
+                await self._liveness_changed.wait()
+
+    async def _beat_forever(self) -> None:
+        while True:
+            self._keep_going()
+            try:
+                incarnation, _, deleted = await asyncio.wait_for(
+                    self._sync(self._sync_on_writer, heartbeat=True), self.heartbeat_interval_s
+                )
+            except CONNECTION_ERRORS as exc:
+                log.debug("bus heartbeat not written: %r", exc)
+            else:
+                if incarnation == self._incarnation:  # else the reader's resync reports the reset
+                    self._check_trimmed(deleted)
+            self._refresh()
+            await asyncio.sleep(self.heartbeat_interval_s)
+
+    async def _sync(self, script: AsyncScript, *, heartbeat: bool) -> tuple[str, str, str]:
+        keys = [self.keys.incarnation, self.keys.events, self.keys.worker(self.worker_id)]
+        args: list[Any] = [
+            new_epoch() + new_epoch(),
+            self.worker_id if heartbeat else "",
+            repr(time.monotonic()),
+            self.events_maxlen,
+            int(self.stale_after_s * 1000) + 1,
+        ]
+        incarnation, last_id, deleted = await script(keys=keys, args=args)
+        return str(incarnation), str(last_id), str(deleted)
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    async def _read_forever(self) -> None:
+        delay = BACKOFF_MIN_S
+        resync = False
+        while True:
+            self._keep_going()
+            try:
+                if resync:
+                    incarnation, _, deleted = await self._sync(self._sync_on_reader, heartbeat=False)
+                    self._reader_id = int(await self._reader.client_id())
+                    self._resynced(incarnation, deleted)
+                    resync = False
+                    self.reconnects += 1
+                    delay = BACKOFF_MIN_S
+                    log.info("bus reader reconnected; resuming after %s", self._last_id)
+                self._connected = True
+                await self._read_batch()
+            except CONNECTION_ERRORS as exc:
+                self._keep_going()
+                if self._connected:
+                    log.warning("bus reader lost Redis (%r); reconnecting", exc)
+                self._connected = False
+                self._refresh()
+                resync = True
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, BACKOFF_MAX_S)
+
+    async def _read_batch(self) -> None:
+        response = await self._reader.xread(
+            {self.keys.events: self._last_id}, count=READ_BATCH, block=self.block_ms
+        )
+        streams: Any = response.items() if isinstance(response, Mapping) else (response or [])
+        for _name, entries in streams:
+            for entry_id, raw in entries:
+                self._handle(str(entry_id), entry_fields(raw))
+        self._release_waiters()
+        if self._gap_in_batch:  # once per batch: a trimmed stretch usually breaks many topics at once
+            self._gap_in_batch = False
+            log.error("bus delivery skipped events (a topic's seq did not follow on); clients must resync")
+            self._discontinuity("gap")
+
+    def _handle(self, entry_id: str, fields: Mapping[str, str]) -> None:
+        incarnation = fields.get(F_INCARNATION)
+        if incarnation is not None and incarnation != self._incarnation:
+            self._switch_incarnation(incarnation)  # flushed under a running reader
+        self._set_last(entry_id)
+        if F_HEARTBEAT in fields:
+            if fields[F_HEARTBEAT] == self.worker_id:
+                self._own_beat_at = float(fields.get(F_AT, "0"))
+                self._beat_seen.set()
+                self._refresh()
+            return
+        try:
+            publication = self._decode(entry_id, fields)
+        except (ValueError, KeyError) as exc:
+            log.error("skipping malformed bus entry %s: %r", entry_id, exc)
+            return
+        self._check_continuity(publication)
+        deliver = self._deliver
+        if deliver is None:
+            return
+        try:
+            deliver(publication)
+        except Exception:  # broad on purpose (logged): one bad event must not kill the worker's only reader
+            log.exception("delivering bus entry %s failed", entry_id)
+
+    def _check_continuity(self, publication: Publication) -> None:
+        """Flag a topic whose `seq` does not follow the last one delivered in the same epoch."""
+        tracked = self._topic_seqs
+        for topic in publication.topics:
+            epoch, seq = publication.epochs[topic], publication.seqs[topic]
+            seen = tracked.get(topic)
+            if seen is not None and seen[0] == epoch and seq != seen[1] + 1:
+                self._gap_in_batch = True
+            tracked[topic] = (epoch, seq)
+            tracked.move_to_end(topic)
+            if len(tracked) > TRACKED_TOPICS:
+                tracked.popitem(last=False)
+
+    def _set_last(self, entry_id: str) -> None:
+        self._last_id = entry_id
+        self._last_key = parse_id(entry_id)
+
+    def _resynced(self, incarnation: str, deleted: str) -> None:
+        if incarnation != self._incarnation:
+            self._switch_incarnation(incarnation)
+        else:
+            self._check_trimmed(deleted)
+
+    def _switch_incarnation(self, incarnation: str) -> None:
+        old = self._incarnation
+        log.error("the Redis bus lost its data (incarnation %s -> %s): topics restart with new epochs",
+                  old, incarnation)
+        self._incarnation = incarnation
+        self._set_last(ZERO_ID)
+        self._fail_waiters(old, "the Redis bus lost its data")
+        self._discontinuity("reset")
+
+    def _check_trimmed(self, deleted: str) -> None:
+        gap = parse_id(deleted)
+        if gap > self._last_key and gap > self._reported_gap:
+            self._reported_gap = gap
+            log.error("bus entries up to %s were trimmed before this worker read them", deleted)
+            self._discontinuity("trimmed")
+
+    def _discontinuity(self, reason: str) -> None:
+        self.discontinuities += 1
+        if self.on_discontinuity is not None:
+            try:
+                self.on_discontinuity(reason)
+            except Exception:  # broad on purpose (logged): the callback is the application's; the reader must go on
+                log.exception("on_discontinuity(%r) failed", reason)
+
+    # -- read-your-position ------------------------------------------------------------------------
+
+    async def caught_up(self, incarnation: str, entry_id: str, timeout: float) -> None:
+        """Return once every global entry up to `entry_id` of `incarnation` has been delivered here."""
+        target = parse_id(entry_id)
+        if incarnation == self._incarnation and self._last_key >= target:
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        waiter = (incarnation, target, future)
+        self._waiters.append(waiter)
+        try:
+            await asyncio.wait_for(future, timeout)
+        except TimeoutError as exc:
+            raise BusUnavailableError(f"the bus reader did not reach {entry_id} within {timeout}s") from exc
+        finally:
+            with contextlib.suppress(ValueError):
+                self._waiters.remove(waiter)
+
+    def _release_waiters(self) -> None:
+        for incarnation, target, future in self._waiters:
+            if not future.done() and incarnation == self._incarnation and self._last_key >= target:
+                future.set_result(None)
+
+    def _fail_waiters(self, incarnation: str | None, reason: str) -> None:
+        for waiting_for, _, future in self._waiters:
+            if not future.done() and (incarnation is None or waiting_for == incarnation):
+                future.set_exception(BusUnavailableError(reason))

@@ -1,0 +1,213 @@
+"""The Redis data layout of the bus: key names, the Lua scripts, and the entry codec.
+
+Why Lua: sequencing must be atomic across workers. One script call deduplicates the event id,
+numbers the event on each of its topics, appends it to each topic's history stream and to the one
+global fan-out stream. Nothing can interleave, so per-topic `seq` has no gaps and the global
+stream's order agrees with every topic's `seq` order: a reader that follows the global stream
+delivers each topic in `seq` order.
+
+Layout (`P` is the key prefix):
+
+| key                  | type   | holds                                                           |
+|----------------------|--------|-----------------------------------------------------------------|
+| `P:incarnation`      | string | random id of this Redis dataset; a new one means the data was lost |
+| `P:events`           | stream | every publication and heartbeat, in sequencing order (fan-out)  |
+| `P:topic:{topic}`    | hash   | `epoch`, `seq` of the topic                                     |
+| `P:history:{topic}`  | stream | the topic's recent publications, entry id `{seq}-0`             |
+| `P:dedup:{event_id}` | string | nonce of the append that published the id (expires: dedup window) |
+| `P:worker:{id}`      | string | last heartbeat of a worker (expires), for operators             |
+
+A topic's epoch is created with its hash, so a Redis that lost its data (or expired an idle topic)
+hands out new epochs and clients asking with an old `since` get `recovered: false`. The history
+stream is deleted whenever its hash is (re)created, so stale entries never mix with a new epoch.
+Keys are plain (no cluster hash tags): the scripts assume a single Redis primary.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from unified.events import Event
+from unified.publication import Publication
+
+StreamId = tuple[int, int]
+ZERO_ID = "0-0"
+
+# Fields of a publication entry (global and history streams alike).
+F_EVENT, F_META, F_TOPICS, F_SEQS, F_EPOCHS, F_INCARNATION, F_TS = "e", "m", "t", "s", "p", "i", "ts"
+# Fields of a heartbeat entry (global stream only).
+F_HEARTBEAT, F_AT = "hb", "at"
+
+_ENSURE_INCARNATION = """
+local incarnation = redis.call('GET', KEYS[INC])
+if not incarnation then
+  incarnation = ARGV[CAND]
+  redis.call('SET', KEYS[INC], incarnation)
+end
+"""
+
+_NOW_MS = """
+local clock = redis.call('TIME')
+local now_ms = string.format('%d', clock[1] * 1000 + math.floor(clock[2] / 1000))
+"""
+
+# KEYS: dedup, events, incarnation, then (topic hash, topic history) per topic.
+# ARGV: nonce, dedup_ms, events_maxlen, history_maxlen, history_ttl_ms, topic_ttl_ms,
+#       incarnation candidate, event json, meta json, then n topics, then n epoch candidates.
+# Returns {1, global entry id} or {0, nonce of the append that already published the id}.
+APPEND = (
+    """
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return {0, redis.call('GET', KEYS[1]) or ''}
+end
+"""
+    + _ENSURE_INCARNATION.replace("KEYS[INC]", "KEYS[3]").replace("ARGV[CAND]", "ARGV[7]")
+    + _NOW_MS
+    + """
+local n = (#KEYS - 3) / 2
+local topics, seqs, epochs = {}, {}, {}
+for i = 1, n do
+  local state, history = KEYS[2 + 2 * i], KEYS[3 + 2 * i]
+  local epoch = redis.call('HGET', state, 'epoch')
+  if not epoch then
+    epoch = ARGV[9 + n + i]
+    redis.call('DEL', history)
+    redis.call('HSET', state, 'epoch', epoch)
+  end
+  seqs[i] = redis.call('HINCRBY', state, 'seq', 1)
+  redis.call('PEXPIRE', state, ARGV[6])
+  topics[i] = ARGV[9 + i]
+  epochs[i] = epoch
+end
+local fields = {'e', ARGV[8], 'm', ARGV[9], 't', cjson.encode(topics), 's', cjson.encode(seqs),
+                'p', cjson.encode(epochs), 'i', incarnation, 'ts', now_ms}
+if tonumber(ARGV[4]) > 0 then
+  for i = 1, n do
+    local history = KEYS[3 + 2 * i]
+    redis.call('XADD', history, 'MAXLEN', '~', ARGV[4], seqs[i] .. '-0', unpack(fields))
+    redis.call('PEXPIRE', history, ARGV[5])
+  end
+end
+return {1, redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', unpack(fields))}
+"""
+)
+
+# KEYS: incarnation, events, topic hash, topic history.
+# ARGV: incarnation candidate, epoch candidate, topic_ttl_ms, first seq to read (0: none), count.
+# Returns {incarnation, epoch, seq, last global entry id, now_ms, history entries from first seq}.
+SNAPSHOT = (
+    _ENSURE_INCARNATION.replace("KEYS[INC]", "KEYS[1]").replace("ARGV[CAND]", "ARGV[1]")
+    + """
+local epoch = redis.call('HGET', KEYS[3], 'epoch')
+if not epoch then
+  epoch = ARGV[2]
+  redis.call('DEL', KEYS[4])
+  redis.call('HSET', KEYS[3], 'epoch', epoch, 'seq', 0)
+end
+redis.call('PEXPIRE', KEYS[3], ARGV[3])
+local seq = tonumber(redis.call('HGET', KEYS[3], 'seq') or '0')
+local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
+local last_id = '0-0'
+if #last > 0 then last_id = last[1][1] end
+"""
+    + _NOW_MS
+    + """
+local entries = {}
+local first = tonumber(ARGV[4])
+if first > 0 and first <= seq then
+  entries = redis.call('XRANGE', KEYS[4], first .. '-0', '+', 'COUNT', ARGV[5])
+end
+return {incarnation, epoch, seq, last_id, now_ms, entries}
+"""
+)
+
+# KEYS: incarnation, events, worker key.
+# ARGV: incarnation candidate, worker id ('' = no heartbeat), heartbeat time, events_maxlen, worker_ttl_ms.
+# Returns {incarnation, last generated id, max deleted id} of the global stream.
+SYNC = (
+    _ENSURE_INCARNATION.replace("KEYS[INC]", "KEYS[1]").replace("ARGV[CAND]", "ARGV[1]")
+    + """
+if ARGV[2] ~= '' then
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'hb', ARGV[2], 'at', ARGV[3], 'i', incarnation)
+  redis.call('SET', KEYS[3], ARGV[3], 'PX', ARGV[5])
+end
+if redis.call('EXISTS', KEYS[2]) == 0 then
+  return {incarnation, '0-0', '0-0'}
+end
+local info = redis.call('XINFO', 'STREAM', KEYS[2])
+local last, deleted = '0-0', '0-0'
+for i = 1, #info, 2 do
+  if info[i] == 'last-generated-id' then last = info[i + 1] end
+  if info[i] == 'max-deleted-entry-id' then deleted = info[i + 1] end
+end
+return {incarnation, last, deleted}
+"""
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    """Key names under one prefix (one deployment, or one test)."""
+
+    prefix: str
+
+    @property
+    def events(self) -> str:
+        return f"{self.prefix}:events"
+
+    @property
+    def incarnation(self) -> str:
+        return f"{self.prefix}:incarnation"
+
+    def dedup(self, event_id: str) -> str:
+        return f"{self.prefix}:dedup:{event_id}"
+
+    def topic(self, topic: str) -> str:
+        return f"{self.prefix}:topic:{topic}"
+
+    def history(self, topic: str) -> str:
+        return f"{self.prefix}:history:{topic}"
+
+    def worker(self, worker_id: str) -> str:
+        return f"{self.prefix}:worker:{worker_id}"
+
+
+def parse_id(entry_id: str) -> StreamId:
+    """A stream entry id as a comparable pair (`'1700000000000-3'` -> `(1700000000000, 3)`)."""
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def entry_fields(raw: Sequence[Any] | Mapping[str, Any]) -> dict[str, str]:
+    """Entry fields as a dict, whether the reply was a flat `[f1, v1, ...]` list (Lua) or a dict."""
+    if isinstance(raw, Mapping):
+        return {str(k): str(v) for k, v in raw.items()}
+    return {str(raw[i]): str(raw[i + 1]) for i in range(0, len(raw), 2)}
+
+
+def encode_event(event: Event) -> str:
+    return event.model_dump_json()
+
+
+def encode_meta(meta: Mapping[str, Any]) -> str:
+    """`meta` travels between workers, so it must be JSON (the ingress stamps are)."""
+    return json.dumps(dict(meta), separators=(",", ":"))
+
+
+def decode_publication(fields: Mapping[str, str], ingress_ns: int | None = None) -> Publication:
+    """Rebuild the `Publication` an append script stored (raises ValueError/KeyError if malformed)."""
+    topics = tuple(str(t) for t in json.loads(fields[F_TOPICS]))
+    seqs = dict(zip(topics, (int(s) for s in json.loads(fields[F_SEQS])), strict=True))
+    epochs = dict(zip(topics, (str(e) for e in json.loads(fields[F_EPOCHS])), strict=True))
+    event = Event.model_validate_json(fields[F_EVENT])
+    primary = topics[0]
+    stamped = event.model_copy(update={"topic": primary, "seq": seqs[primary], "epoch": epochs[primary]})
+    meta = json.loads(fields[F_META])
+    if not isinstance(meta, dict):
+        raise ValueError("publication meta is not a JSON object")
+    if ingress_ns is None:
+        return Publication(event=stamped, topics=topics, seqs=seqs, epochs=epochs, meta=meta)
+    return Publication(event=stamped, topics=topics, seqs=seqs, epochs=epochs, meta=meta, ingress_ns=ingress_ns)
