@@ -79,6 +79,15 @@ redis-server:
 
 pytest: redis-server
 
+# TypeScript for the declaration check of bridge/static/wsclient.d.ts (pinned by its lockfile).
+.PHONY: typescript
+typescript: tests/browser/typescript/node_modules/.bin/tsc
+tests/browser/typescript/node_modules/.bin/tsc: tests/browser/typescript/package-lock.json
+	cd tests/browser/typescript && npm ci --no-audit --no-fund --silent
+	touch $@
+
+pytest: typescript
+
 test: lint typecheck pytest
 
 clean:
