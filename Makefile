@@ -88,6 +88,20 @@ tests/browser/typescript/node_modules/.bin/tsc: tests/browser/typescript/package
 
 pytest: typescript
 
+# Benchmarks against the Python peers (bench/, results written to docs/benchmarks.md): the peers from
+# the `bench` extra, the Node.js load generator from its lockfile, then the whole matrix (~20 min).
+# BENCH_ARGS passes options to bench/run.py, e.g. BENCH_ARGS="--reps 1 --clients 200 --no-idle".
+.PHONY: bench
+$(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	touch $@ $(VENV)/.installed
+
+bench/node_modules/.package-lock.json: bench/package-lock.json
+	cd bench && npm ci --no-audit --no-fund --silent
+
+bench: $(VENV)/.installed-bench bench/node_modules/.package-lock.json
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
 test: lint typecheck pytest
 
 clean:

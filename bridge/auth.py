@@ -18,6 +18,7 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import HTTPConnection
 
@@ -76,7 +77,17 @@ class Authenticator:
         return await self.principal(token_of(connection, allow_query=allow_query))
 
     def ensure_user(self, name: str, token: str | None = None) -> tuple[Principal, str]:
-        """Create (or update the token of) user `name`; returns it and its token."""
+        """Create (or update the token of) user `name`; returns it and its token.
+
+        Workers starting together may both try to create the user: the loser of that race reads
+        the winner's row instead.
+        """
+        try:
+            return self._ensure_user(name, token)
+        except IntegrityError:
+            return self._ensure_user(name, token)
+
+    def _ensure_user(self, name: str, token: str | None) -> tuple[Principal, str]:
         with self.db.session() as session:
             user = session.scalars(select(User).where(User.name == name)).first()
             if user is None:

@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import ForeignKey, String, Text, create_engine, event
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
 
 
@@ -86,7 +87,16 @@ class Database:
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     def create_all(self) -> None:
-        Base.metadata.create_all(self.engine)
+        """Create missing tables. Several workers start at once on a fresh database: one of them
+        may lose the race between "does the table exist" and "create it"; it then finds the
+        tables made by the winner."""
+        for attempt in range(3):
+            try:
+                Base.metadata.create_all(self.engine)
+                return
+            except OperationalError as exc:
+                if "already exists" not in str(exc) or attempt == 2:
+                    raise
 
     @contextmanager
     def session(self) -> Iterator[Session]:

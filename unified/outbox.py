@@ -5,12 +5,13 @@ so frames leave in the order they were enqueued whichever path produced them. A 
 keep up fills its outbox; the next frame closes it with 1013 and is counted, while every other
 client keeps receiving: one slow consumer never delays the rest.
 
-Fast path: when nothing is queued or being written, `put` writes the frame at once, driving the
-send coroutine synchronously; with the transport's buffer below its high-water mark the whole
-ASGI send chain completes without suspending, so a fan-out costs no task wake-up per recipient.
-Only if the send has to wait (the transport paused writing) does the writer task take over the
-rest of that send, and the frames after it queue as before. The writer task (and its wake-up
-event) is created the first time a frame has to wait, so an idle socket costs no task.
+Flush path: a frame put on an idle outbox schedules one `call_soon` flush of that outbox; the
+frames put before it runs join the same flush (a burst to one socket leaves back to back). The
+flush drives each send coroutine synchronously: while the transport's buffer is below its
+high-water mark the whole ASGI send chain completes without suspending, so a fan-out costs no
+task wake-up per recipient. Only if a send has to wait (the transport paused writing) does the
+writer task take over the rest of that send and the frames after it, as before. The writer task
+(and its wake-up event) is created the first time that happens, so an idle socket costs no task.
 """
 
 from __future__ import annotations
@@ -83,6 +84,7 @@ class Outbox:
         self._task: asyncio.Task[None] | None = None
         self._busy = False  # a frame is being written by the writer task
         self._stalled: tuple[_Step, Any, DeliveryTicket | None] | None = None  # a started send that had to wait
+        self._flush: asyncio.Handle | None = None  # a scheduled `_flush_queue` (it owns the queue meanwhile)
         self.closed = False
         self.close_code: int | None = None
 
@@ -126,27 +128,37 @@ class Outbox:
                 ticket.done("slow_consumer_drop")
             self._overflow()
             return False
-        if not self._queue and not self._busy and self._stalled is None and self._started:
-            self._write_now(text, ticket)
-            return True
+        idle = self._flush is None and not self._queue and not self._busy and self._stalled is None
         self._queue.append((text, ticket))
-        self._wake_writer()
+        if idle and self._started:
+            self._not_idle()
+            self._flush = asyncio.get_running_loop().call_soon(self._flush_queue)
+        elif self._flush is None:
+            self._wake_writer()
         return True
 
-    def _write_now(self, text: str, ticket: DeliveryTicket | None) -> None:
-        """The fast path (module docstring): write now, or leave the rest of the send to the writer."""
-        step = self._send(text).__await__()
-        try:
-            pending = step.send(None)
-        except StopIteration:
-            if ticket is not None:
-                ticket.done("sent")
+    def _flush_queue(self) -> None:
+        """The flush path (module docstring): write what is queued now, or hand over to the writer."""
+        self._flush = None
+        queue = self._queue
+        while queue and not self.closed:
+            text, ticket = queue.popleft()
+            assert text is not None  # close_after_flush hands the queue to the writer task
+            step = self._send(text).__await__()
+            try:
+                pending = step.send(None)
+            except StopIteration:
+                if ticket is not None:
+                    ticket.done("sent")
+                continue
+            except Exception as exc:  # noqa: BLE001 - the socket is gone, whatever the server stack raised
+                self._send_failed(exc, ticket)
+                return
+            self._stalled = (step, pending, ticket)
+            self._wake_writer()
             return
-        except Exception as exc:  # noqa: BLE001 - the socket is gone, whatever the server stack raised
-            self._send_failed(exc, ticket)
-            return
-        self._stalled = (step, pending, ticket)
-        self._wake_writer()
+        if not queue:
+            self._set_idle()
 
     def _send_failed(self, exc: Exception, ticket: DeliveryTicket | None) -> None:
         log.debug("send failed, discarding the outbox: %r", exc)
@@ -178,7 +190,13 @@ class Outbox:
             return
         self._close_after = (code, reason)
         self._queue.append((None, None))
+        self._cancel_flush()  # the writer task takes the queue over, in order, so `finish` can wait for it
         self._wake_writer()
+
+    def _cancel_flush(self) -> None:
+        if self._flush is not None:
+            self._flush.cancel()
+            self._flush = None
 
     async def _close_quietly(self, code: int, reason: str) -> None:
         try:
@@ -189,6 +207,7 @@ class Outbox:
             log.debug("close(%d) on a finished socket: %r", code, exc)
 
     def _fail_queued(self, outcome: str) -> None:
+        self._cancel_flush()
         self._set_idle()
         while self._queue:
             _, ticket = self._queue.popleft()
@@ -204,7 +223,7 @@ class Outbox:
                 wakeup.clear()
                 await wakeup.wait()
             sending: Awaitable[None]
-            if self._stalled is not None:  # first finish the send the fast path started
+            if self._stalled is not None:  # first finish the send the flush started
                 step, pending, ticket = self._stalled
                 self._stalled = None
                 sending = _finish(step, pending)

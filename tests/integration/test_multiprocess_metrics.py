@@ -17,7 +17,9 @@ def two_workers(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     directory = tmp_path / "multiproc"
     directory.mkdir()
     (directory / "counter_999.db").write_bytes(b"stale file from an earlier run")
-    server = ServerProcess(tmp_path, workers=2, env={"PROMETHEUS_MULTIPROC_DIR": str(directory)})
+    # two workers on a fresh database, both creating tables and seeding the demo user at once
+    server = ServerProcess(tmp_path, workers=2, env={"PROMETHEUS_MULTIPROC_DIR": str(directory),
+                                                     "WSMIGRATE_DEMO_TOKEN": "demo-token"})
     try:
         yield server.url, directory
     finally:

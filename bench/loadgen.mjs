@@ -1,0 +1,742 @@
+#!/usr/bin/env node
+// Load generator for the wsmigrate benchmarks (driven by bench/run.py; usable on its own).
+//
+// One process, `ws` sockets, no compression offered (so no server compresses). Every published
+// event carries its number `n` and its send time `t` (performance.now() of this process), so
+// latency, loss and duplicates are measured end to end, per client, against what was published.
+//
+// Workloads (--phases, in order):
+//   connect     C clients, client i subscribed to thread:{i % T + 1}; set-up rate, server RSS/conn
+//   warmup      a few hundred events, waited for (not reported as a result)
+//   burst       M events to random threads, as fast as the publisher socket takes them
+//   paced       P events at --rate events/s
+//   navigation  U users x K navigations between a dashboard (agent:1) and a chat (thread:k) view,
+//               for each --nav-styles entry: reconnect=<adapter> (close, open, subscribe, receive)
+//               or resubscribe=<adapter> (one socket: unsubscribe + subscribe, wait for the ack)
+//   idle        C connections held for --idle-seconds: server CPU at rest, RSS per connection
+//
+// Server CPU and RSS come from /proc/<pid> of --pids (the server's processes), read at phase
+// boundaries; the generator's own CPU from process.cpuUsage(). Result: one JSON document (--out).
+
+import { readFileSync, writeFileSync } from 'node:fs';
+import { performance } from 'node:perf_hooks';
+import { parseArgs } from 'node:util';
+import { WebSocket } from 'ws';
+
+const { values: opt } = parseArgs({
+  options: {
+    adapter: { type: 'string', default: 'unified' },
+    host: { type: 'string', default: '127.0.0.1' },
+    port: { type: 'string', default: '8000' },
+    clients: { type: 'string', default: '1000' },
+    threads: { type: 'string', default: '100' },
+    events: { type: 'string', default: '20000' },
+    'paced-events': { type: 'string', default: '10000' },
+    rate: { type: 'string', default: '1000' },
+    payload: { type: 'string', default: '100' },
+    warmup: { type: 'string', default: '300' },
+    phases: { type: 'string', default: 'connect,warmup,burst,paced' },
+    'nav-styles': { type: 'string', default: '' },
+    'nav-users': { type: 'string', default: '50' },
+    'nav-count': { type: 'string', default: '40' },
+    'idle-seconds': { type: 'string', default: '10' },
+    'connect-concurrency': { type: 'string', default: '100' },
+    'stall-ms': { type: 'string', default: '15000' },
+    pids: { type: 'string', default: '' },
+    'clk-tck': { type: 'string', default: '100' },
+    'page-size': { type: 'string', default: '4096' },
+    seed: { type: 'string', default: '7' },
+    token: { type: 'string', default: '' },
+    out: { type: 'string', default: '' },
+  },
+});
+
+const HOST = opt.host;
+const PORT = Number(opt.port);
+const BASE = `ws://${HOST}:${PORT}`;
+const C = Number(opt.clients);
+const T = Number(opt.threads);
+const M = Number(opt.events);
+const P = Number(opt['paced-events']);
+const RATE = Number(opt.rate);
+const PAYLOAD = Number(opt.payload);
+const STALL_MS = Number(opt['stall-ms']);
+const CONCURRENCY = Number(opt['connect-concurrency']);
+const PIDS = opt.pids ? opt.pids.split(',').map(Number) : [];
+const CLK_TCK = Number(opt['clk-tck']);
+const PAGE = Number(opt['page-size']);
+const HEADERS = opt.token ? { Authorization: `Bearer ${opt.token}` } : {};
+
+// -- /proc readings -------------------------------------------------------------------------------
+
+function serverCpuSeconds() {
+  let ticks = 0;
+  for (const pid of PIDS) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      ticks += Number(fields[11]) + Number(fields[12]); // utime, stime (fields 14, 15 of stat)
+    } catch {
+      // a worker that exited: its CPU is no longer counted
+    }
+  }
+  return ticks / CLK_TCK;
+}
+
+function serverRssBytes() {
+  let pages = 0;
+  for (const pid of PIDS) {
+    try {
+      pages += Number(readFileSync(`/proc/${pid}/statm`, 'utf8').split(' ')[1]);
+    } catch {
+      // gone
+    }
+  }
+  return pages * PAGE;
+}
+
+class Meter {
+  // Wall time, server CPU and generator CPU over one measured window.
+  constructor() {
+    this.t0 = performance.now();
+    this.server0 = serverCpuSeconds();
+    this.gen0 = process.cpuUsage();
+  }
+
+  stop(end = performance.now()) {
+    const wall = (end - this.t0) / 1000;
+    const server = serverCpuSeconds() - this.server0;
+    const gen = process.cpuUsage(this.gen0);
+    const genCpu = (gen.user + gen.system) / 1e6;
+    return {
+      wall_s: wall,
+      server_cpu_s: server,
+      server_cpu_pct: wall > 0 ? (100 * server) / wall : 0,
+      generator_cpu_s: genCpu,
+      generator_cpu_pct: wall > 0 ? (100 * genCpu) / wall : 0,
+    };
+  }
+}
+
+// -- small helpers --------------------------------------------------------------------------------
+
+let seed = Number(opt.seed) >>> 0 || 7;
+function random() {
+  // xorshift32: the same sequence of target threads for every server
+  seed ^= seed << 13; seed >>>= 0;
+  seed ^= seed >>> 17;
+  seed ^= seed << 5; seed >>>= 0;
+  return seed / 4294967296;
+}
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+function percentiles(values) {
+  if (values.length === 0) return { p50_ms: null, p99_ms: null, max_ms: null, mean_ms: null };
+  const sorted = Float64Array.from(values).sort();
+  const at = (q) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))];
+  let sum = 0;
+  for (const v of sorted) sum += v;
+  return { p50_ms: at(0.5), p99_ms: at(0.99), max_ms: sorted[sorted.length - 1], mean_ms: sum / sorted.length };
+}
+
+// Event frames are recognised and read without a full JSON.parse (the generator must stay far
+// from saturating its core): every published payload is {"thread_id":K,"n":N,"t":T,"content":"x.."}
+// and no envelope or control frame of any protocol has a key "n" or "t".
+function readEvent(conn, text) {
+  const i = text.indexOf('"n":');
+  if (i < 0) return false;
+  const j = text.indexOf('"t":', i);
+  const k = text.indexOf('"thread_id":');
+  conn.event(parseInt(text.slice(i + 4), 10), parseFloat(text.slice(j + 4)), parseInt(text.slice(k + 12), 10));
+  return true;
+}
+
+function topicOf(threadIndex) {
+  return `thread:${threadIndex + 1}`;
+}
+
+// -- connections ----------------------------------------------------------------------------------
+
+let opened = 0;
+
+class Conn {
+  constructor(adapter, url) {
+    this.adapter = adapter;
+    this.acks = new Map();
+    this.onEvent = null;
+    this.errors = [];
+    this.closedUnexpectedly = false;
+    this.expectClose = false;
+    this.nextId = 1;
+    this.ws = new WebSocket(url, {
+      perMessageDeflate: false, skipUTF8Validation: true, handshakeTimeout: 30000, headers: HEADERS,
+    });
+    opened += 1;
+    this.ws.on('message', (data, isBinary) => adapter.onMessage(this, isBinary ? data : data.toString()));
+    this.ws.on('close', (code) => {
+      this.closeCode = code;
+      if (!this.expectClose) this.closedUnexpectedly = true;
+      for (const [, waiter] of this.acks) waiter.reject(new Error(`closed ${code} while waiting`));
+      this.acks.clear();
+    });
+    this.ws.on('error', (err) => this.errors.push(String(err)));
+  }
+
+  opened() {
+    return new Promise((resolve, reject) => {
+      if (this.ws.readyState === WebSocket.OPEN) { resolve(); return; }
+      this.ws.once('open', resolve);
+      this.ws.once('error', reject);
+      this.ws.once('close', (code) => reject(new Error(`closed ${code} before open`)));
+    });
+  }
+
+  waitAck(id) {
+    return new Promise((resolve, reject) => this.acks.set(String(id), { resolve, reject }));
+  }
+
+  ack(id, value) {
+    const waiter = this.acks.get(String(id));
+    if (waiter) {
+      this.acks.delete(String(id));
+      waiter.resolve(value);
+    }
+  }
+
+  event(n, t, threadId) {
+    if (this.onEvent) this.onEvent(n, t, threadId);
+  }
+
+  send(text) {
+    this.ws.send(text);
+  }
+
+  close() {
+    this.expectClose = true;
+    this.ws.close();
+  }
+}
+
+// -- protocol adapters ----------------------------------------------------------------------------
+// Each adapter speaks one server's protocol: how to open a socket (optionally already on a view),
+// subscribe, switch topics, and which frames are events and which are acknowledgements.
+
+const plain = {
+  // bare websockets and FastAPI naive: {"op": "sub"|"unsub", "topic", "id"} -> {"op": "ack", "id"}
+  publishPath: '/publish',
+  async connect(view = null) {
+    const conn = new Conn(this, view ? `${BASE}/ws?topic=${encodeURIComponent(view.topic)}` : `${BASE}/ws`);
+    const ready = view ? conn.waitAck(0) : null;
+    await conn.opened();
+    if (ready) await ready;
+    return conn;
+  },
+  async subscribe(conn, topic) {
+    const id = conn.nextId++;
+    const acked = conn.waitAck(id);
+    conn.send(JSON.stringify({ op: 'sub', topic, id }));
+    await acked;
+  },
+  async switch(conn, from, to) {
+    conn.send(JSON.stringify({ op: 'unsub', topic: from, id: conn.nextId++ }));
+    await this.subscribe(conn, to);
+  },
+  onMessage(conn, text) {
+    if (readEvent(conn, text)) return;
+    const m = JSON.parse(text);
+    if (m.op === 'ack') conn.ack(m.id);
+  },
+};
+
+const unified = {
+  // wsmigrate /api/ws (docs/protocol.md, unified protocol)
+  publishPath: '/bench/publish',
+  async connect() {
+    const conn = new Conn(this, `${BASE}/api/ws`);
+    await conn.opened();
+    return conn;
+  },
+  async subscribe(conn, topic) {
+    const id = `s${conn.nextId++}`;
+    const acked = conn.waitAck(id);
+    conn.send(JSON.stringify({ type: 'subscribe', topics: [topic], message_id: id }));
+    const ack = await acked;
+    if (!ack.topics.includes(topic)) throw new Error(`subscribe ${topic} refused: ${conn.errors.at(-1)}`);
+  },
+  async switch(conn, from, to) {
+    conn.send(JSON.stringify({ type: 'unsubscribe', topics: [from], message_id: `u${conn.nextId++}` }));
+    await this.subscribe(conn, to);
+  },
+  onMessage(conn, text) {
+    if (readEvent(conn, text)) return;
+    const m = JSON.parse(text);
+    if (m.type === 'subscribed') conn.ack(m.message_id, m);
+    else if (m.type === 'ping') conn.send('{"type":"pong"}'); // heartbeat
+    else if (m.type === 'error') conn.errors.push(text);
+  },
+};
+
+const legacy = {
+  // wsmigrate /api/ws?thread_id=K (chat view) or ?agent_id=A (dashboard view): legacy protocol.
+  // A view is live when the server answered on it: thread_history for a thread socket, and the
+  // pong to a ping for an agent socket (which gets no frame on open).
+  publishPath: '/bench/publish',
+  async connect(view) {
+    const query = view.kind === 'agent' ? `agent_id=${view.id}` : `thread_id=${view.id}`;
+    const conn = new Conn(this, `${BASE}/api/ws?${query}`);
+    const ready = conn.waitAck('view');
+    await conn.opened();
+    if (view.kind === 'agent') conn.send(JSON.stringify({ type: 'ping', timestamp: 1 }));
+    await ready;
+    return conn;
+  },
+  onMessage(conn, text) {
+    if (readEvent(conn, text)) return;
+    const m = JSON.parse(text);
+    if (m.type === 'thread_history' || m.type === 'pong') conn.ack('view');
+    else if (m.type === 'error') conn.errors.push(text);
+  },
+};
+
+const socketio = {
+  // python-socketio: Engine.IO v4 / Socket.IO v5 over a raw WebSocket transport
+  publishPath: '/publish',
+  async connect() {
+    const conn = new Conn(this, `${BASE}/socket.io/?EIO=4&transport=websocket`);
+    const ready = conn.waitAck('nsp');
+    await conn.opened();
+    await ready;
+    return conn;
+  },
+  async subscribe(conn, topic) {
+    const id = conn.nextId++;
+    const acked = conn.waitAck(id);
+    conn.send(`42${id}${JSON.stringify(['subscribe', topic])}`);
+    await acked;
+  },
+  async switch(conn, from, to) {
+    conn.send(`42${conn.nextId++}${JSON.stringify(['unsubscribe', from])}`);
+    await this.subscribe(conn, to);
+  },
+  onMessage(conn, text) {
+    switch (text[0]) {
+      case '0':
+        conn.send('40'); // open -> connect to the default namespace
+        return;
+      case '2':
+        conn.send('3'); // ping -> pong
+        return;
+      case '4':
+        break;
+      default:
+        return;
+    }
+    const kind = text[1];
+    if (kind === '2') {
+      if (!readEvent(conn, text)) conn.errors.push(text);
+    } else if (kind === '3') {
+      const bracket = text.indexOf('[');
+      conn.ack(text.slice(2, bracket));
+    } else if (kind === '0') {
+      conn.ack('nsp');
+    } else {
+      conn.errors.push(text);
+    }
+  },
+};
+
+const pubsub = {
+  // fastapi-websocket-pubsub: JSON-RPC; the server calls `notify` on the client and awaits the answer
+  publishPath: '/publish',
+  async connect() {
+    const conn = new Conn(this, `${BASE}/pubsub`);
+    await conn.opened();
+    return conn;
+  },
+  async call(conn, method, topics) {
+    const id = `c${conn.nextId++}`;
+    const acked = conn.waitAck(id);
+    conn.send(JSON.stringify({ request: { method, arguments: { topics }, call_id: id } }));
+    return acked;
+  },
+  async subscribe(conn, topic) {
+    await this.call(conn, 'subscribe', [topic]);
+  },
+  async switch(conn, from, to) {
+    this.call(conn, 'unsubscribe', [from]);
+    await this.subscribe(conn, to);
+  },
+  onMessage(conn, text) {
+    const m = JSON.parse(text);
+    if (m.request) {
+      const { request } = m;
+      if (request.call_id) {
+        conn.send(JSON.stringify({ response: { result: null, result_type: 'None', call_id: request.call_id } }));
+      }
+      if (request.method === 'notify') {
+        const { data } = request.arguments.data;
+        conn.event(data.n, data.t, data.thread_id);
+      }
+    } else if (m.response) {
+      conn.ack(m.response.call_id, m.response.result);
+    }
+  },
+};
+
+const ADAPTERS = { plain, unified, legacy, socketio, pubsub };
+const adapter = ADAPTERS[opt.adapter];
+if (!adapter) throw new Error(`unknown adapter ${opt.adapter}`);
+
+// Open a subscriber on thread index k with the adapter's natural way of following a thread.
+async function openSubscriber(a, k) {
+  if (a === legacy) return a.connect({ kind: 'thread', id: k + 1, topic: topicOf(k) });
+  const conn = await a.connect();
+  await a.subscribe(conn, topicOf(k));
+  return conn;
+}
+
+async function openMany(a, count, open) {
+  const conns = new Array(count);
+  let next = 0;
+  let failures = 0;
+  const errors = [];
+  async function worker() {
+    while (next < count) {
+      const i = next++;
+      for (let attempt = 0; ; attempt++) {
+        try {
+          conns[i] = await open(i);
+          break;
+        } catch (err) {
+          failures += 1;
+          if (errors.length < 5) errors.push(String(err));
+          if (attempt >= 2) throw err;
+          await sleep(100);
+        }
+      }
+    }
+  }
+  await Promise.all(Array.from({ length: Math.min(CONCURRENCY, count) }, worker));
+  return { conns, failures, errors };
+}
+
+// -- fan-out --------------------------------------------------------------------------------------
+
+const pad = 'x'.repeat(Math.max(0, PAYLOAD - `{"thread_id":100,"n":12345,"t":123456.789,"content":""}`.length));
+
+function eventFrame(k, n) {
+  const t = performance.now();
+  return `{"type":"stream_chunk","topic":"thread:${k + 1}","data":{"thread_id":${k + 1},"n":${n},"t":${t.toFixed(3)},"content":"${pad}"}}`;
+}
+
+class FanoutPhase {
+  // What every client must receive for events [base, base + count), and what each one did receive.
+  constructor(name, clients, base, count) {
+    this.name = name;
+    this.clients = clients;
+    this.base = base;
+    this.count = count;
+    this.targets = new Uint16Array(count);
+    const perThread = new Array(T).fill(0);
+    for (let i = 0; i < count; i++) {
+      const k = Math.floor(random() * T);
+      this.targets[i] = k;
+      perThread[k] += 1;
+    }
+    this.expected = 0;
+    for (const c of clients) {
+      c.expect = perThread[c.thread];
+      this.expected += c.expect;
+      c.got = 0;
+      c.dup = 0;
+      c.wrong = 0;
+      c.seen = new Uint8Array(count);
+    }
+    this.received = 0;
+    this.stray = 0;
+    this.latencies = new Float64Array(this.expected);
+    this.lastProgress = performance.now();
+    this.lastDelivery = 0;
+  }
+
+  attach() {
+    for (const c of this.clients) {
+      c.conn.onEvent = (n, t, threadId) => this.onEvent(c, n, t, threadId);
+    }
+  }
+
+  onEvent(c, n, t, threadId) {
+    const now = performance.now();
+    const i = n - this.base;
+    if (i < 0 || i >= this.count) {
+      this.stray += 1;
+      return;
+    }
+    if (this.targets[i] !== c.thread || threadId !== c.thread + 1) c.wrong += 1;
+    if (c.seen[i]) {
+      c.dup += 1;
+      return;
+    }
+    c.seen[i] = 1;
+    c.got += 1;
+    this.latencies[this.received++] = now - t;
+    this.lastProgress = now;
+    this.lastDelivery = now;
+    if (this.received === this.expected && this.done) this.done();
+  }
+
+  async publish(publisher, paced) {
+    this.attach();
+    const finished = new Promise((resolve) => { this.done = resolve; });
+    const meter = new Meter();
+    const start = meter.t0;
+    let sent = 0;
+    if (paced) {
+      await new Promise((resolve) => {
+        const tick = () => {
+          const due = Math.min(this.count, Math.floor(((performance.now() - start) * RATE) / 1000) + 1);
+          while (sent < due) {
+            publisher.send(eventFrame(this.targets[sent], this.base + sent));
+            sent += 1;
+          }
+          if (sent < this.count) setTimeout(tick, 1);
+          else resolve();
+        };
+        tick();
+      });
+    } else {
+      // As fast as the socket takes them, in slices so that receipts keep being read meanwhile.
+      await new Promise((resolve) => {
+        const slice = () => {
+          const end = Math.min(this.count, sent + 500);
+          while (sent < end) {
+            publisher.send(eventFrame(this.targets[sent], this.base + sent));
+            sent += 1;
+          }
+          if (sent < this.count) setImmediate(slice);
+          else resolve();
+        };
+        slice();
+      });
+    }
+    const publishWall = (performance.now() - start) / 1000;
+    this.lastProgress = performance.now();
+    if (this.received < this.expected) {
+      await Promise.race([
+        finished,
+        new Promise((resolve) => {
+          const check = setInterval(() => {
+            if (this.received === this.expected || performance.now() - this.lastProgress > STALL_MS) {
+              clearInterval(check);
+              resolve();
+            }
+          }, 100);
+        }),
+      ]);
+    }
+    const end = this.received > 0 ? this.lastDelivery : performance.now();
+    const usage = meter.stop(end);
+    let lost = 0;
+    let dup = 0;
+    let wrong = 0;
+    let clientsWithLoss = 0;
+    let clientsWithDup = 0;
+    let maxLost = 0;
+    let maxDup = 0;
+    for (const c of this.clients) {
+      const l = c.expect - c.got;
+      lost += l;
+      dup += c.dup;
+      wrong += c.wrong;
+      if (l > 0) clientsWithLoss += 1;
+      if (c.dup > 0) clientsWithDup += 1;
+      maxLost = Math.max(maxLost, l);
+      maxDup = Math.max(maxDup, c.dup);
+      c.seen = null;
+    }
+    const closed = this.clients.filter((c) => c.conn.closedUnexpectedly).length;
+    return {
+      events: this.count,
+      expected_deliveries: this.expected,
+      deliveries: this.received,
+      deliveries_per_s: usage.wall_s > 0 ? this.received / usage.wall_s : 0,
+      events_per_s: usage.wall_s > 0 ? this.count / usage.wall_s : 0,
+      publish_wall_s: publishWall,
+      ...percentiles(this.latencies.subarray(0, this.received)),
+      lost,
+      duplicated: dup,
+      misrouted: wrong,
+      stray: this.stray,
+      clients_with_loss: clientsWithLoss,
+      clients_with_duplicates: clientsWithDup,
+      max_lost_per_client: maxLost,
+      max_duplicated_per_client: maxDup,
+      clients_closed: closed,
+      valid: lost === 0 && dup === 0 && wrong === 0 && closed === 0,
+      server_cpu_us_per_delivery: this.received > 0 ? (usage.server_cpu_s * 1e6) / this.received : null,
+      ...usage,
+    };
+  }
+}
+
+async function connectClients(count) {
+  const rss0 = serverRssBytes();
+  const meter = new Meter();
+  const { conns, failures, errors } = await openMany(adapter, count, (i) => openSubscriber(adapter, i % T));
+  const usage = meter.stop();
+  await sleep(500);
+  const rss1 = serverRssBytes();
+  const clients = conns.map((conn, i) => ({ conn, thread: i % T }));
+  return {
+    clients,
+    result: {
+      clients: count,
+      setup_per_s: count / usage.wall_s,
+      connect_failures: failures,
+      connect_errors: errors,
+      server_rss_before_mb: rss0 / 1048576,
+      server_rss_after_mb: rss1 / 1048576,
+      server_rss_kb_per_connection: (rss1 - rss0) / 1024 / count,
+      server_cpu_ms_per_connection: (usage.server_cpu_s * 1000) / count,
+      ...usage,
+    },
+  };
+}
+
+// -- navigation -----------------------------------------------------------------------------------
+
+async function navigation(style, a, users, count) {
+  const views = (u) => [
+    { kind: 'agent', id: 1, topic: 'agent:1' },
+    { kind: 'thread', id: (u % T) + 1, topic: topicOf(u % T) },
+  ];
+  const open = (view) => (a === legacy || style === 'reconnect' ? a.connect(view) : a.connect());
+  // every user starts on the dashboard (not measured)
+  const { conns } = await openMany(a, users, async (u) => {
+    const conn = await open(views(u)[0]);
+    if (style === 'resubscribe') await a.subscribe(conn, views(u)[0].topic);
+    return conn;
+  });
+  const opensBefore = opened;
+  const latencies = [];
+  let failures = 0;
+  const meter = new Meter();
+  await Promise.all(conns.map(async (first, u) => {
+    let conn = first;
+    const [dashboard, chat] = views(u);
+    for (let i = 0; i < count; i++) {
+      const from = i % 2 === 0 ? dashboard : chat;
+      const to = i % 2 === 0 ? chat : dashboard;
+      const t0 = performance.now();
+      try {
+        if (style === 'reconnect') {
+          conn.close();
+          conn = await a.connect(to);
+        } else {
+          await a.switch(conn, from.topic, to.topic);
+        }
+      } catch {
+        failures += 1;
+        continue;
+      }
+      latencies.push(performance.now() - t0);
+    }
+    conns[u] = conn;
+  }));
+  const usage = meter.stop();
+  const opens = opened - opensBefore;
+  for (const conn of conns) conn.close();
+  const done = latencies.length;
+  return {
+    style,
+    adapter: opt.adapter === 'plain' ? 'plain' : a === legacy ? 'legacy' : a === unified ? 'unified' : opt.adapter,
+    users,
+    navigations: done,
+    failures,
+    navigations_per_s: done / usage.wall_s,
+    socket_opens: opens,
+    socket_opens_per_navigation: done ? opens / done : null,
+    server_cpu_us_per_navigation: done ? (usage.server_cpu_s * 1e6) / done : null,
+    ...percentiles(latencies),
+    ...usage,
+  };
+}
+
+// -- main -----------------------------------------------------------------------------------------
+
+async function main() {
+  const phases = opt.phases.split(',').filter(Boolean);
+  const result = {
+    adapter: opt.adapter,
+    node: process.version,
+    ws: JSON.parse(readFileSync(new URL('./node_modules/ws/package.json', import.meta.url), 'utf8')).version,
+    params: { clients: C, threads: T, events: M, paced_events: P, rate: RATE, payload: PAYLOAD, seed: Number(opt.seed) },
+    phases: {},
+  };
+  const started = performance.now();
+  const gen0 = process.cpuUsage();
+  let clients = [];
+  let publisher = null;
+  let base = 0;
+  const needPublisher = phases.some((p) => ['warmup', 'burst', 'paced'].includes(p));
+  if (needPublisher) {
+    publisher = new Conn({ onMessage() {} }, `${BASE}${adapter.publishPath}`);
+    await publisher.opened();
+  }
+  for (const phase of phases) {
+    if (phase === 'connect' || phase === 'idle') {
+      const { clients: cs, result: r } = await connectClients(C);
+      clients = cs;
+      result.phases.connect = r;
+      if (phase === 'idle') {
+        const seconds = Number(opt['idle-seconds']);
+        const meter = new Meter();
+        await sleep(seconds * 1000);
+        const usage = meter.stop();
+        const closed = clients.filter((c) => c.conn.closedUnexpectedly).length;
+        result.phases.idle = {
+          connections: clients.length,
+          connections_closed: closed,
+          server_rss_mb: serverRssBytes() / 1048576,
+          server_rss_kb_per_connection: r.server_rss_kb_per_connection,
+          setup_per_s: r.setup_per_s,
+          ...usage,
+        };
+      }
+    } else if (phase === 'warmup' || phase === 'burst' || phase === 'paced') {
+      const count = phase === 'warmup' ? Number(opt.warmup) : phase === 'burst' ? M : P;
+      const fanout = new FanoutPhase(phase, clients, base, count);
+      base += count;
+      result.phases[phase] = await fanout.publish(publisher, phase === 'paced');
+      await sleep(300);
+    } else if (phase === 'navigation') {
+      for (const entry of opt['nav-styles'].split(',').filter(Boolean)) {
+        const [style, name] = entry.split('=');
+        const r = await navigation(style, ADAPTERS[name], Number(opt['nav-users']), Number(opt['nav-count']));
+        result.phases[`navigation_${style}`] = r;
+        await sleep(500);
+      }
+    } else {
+      throw new Error(`unknown phase ${phase}`);
+    }
+  }
+  for (const c of clients) c.conn.close();
+  if (publisher) publisher.close();
+  const gen = process.cpuUsage(gen0);
+  result.generator = {
+    wall_s: (performance.now() - started) / 1000,
+    cpu_s: (gen.user + gen.system) / 1e6,
+    max_rss_mb: process.resourceUsage().maxRSS / 1024,
+  };
+  const text = JSON.stringify(result, null, 1);
+  if (opt.out) writeFileSync(opt.out, text);
+  else process.stdout.write(`${text}\n`);
+  await sleep(200);
+  process.exit(0);
+}
+
+main().catch((err) => {
+  process.stderr.write(`loadgen: ${err.stack || err}\n`);
+  process.exit(1);
+});

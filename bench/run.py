@@ -1,0 +1,691 @@
+"""Benchmark runner: wsmigrate against the servers users would pick instead, in one run.
+
+Each server is started pinned to core 0 (`taskset -c 0`), the Node.js load generator
+(bench/loadgen.mjs) pinned to core 1, all traffic on 127.0.0.1. Servers are started fresh for every
+repetition and run interleaved (the order rotates per repetition); the tables report medians of the
+repetitions whose fan-out lost and duplicated nothing. Results go to bench/results/<stamp>/ (raw
+JSON and server logs) and into docs/benchmarks.md between the generated-results markers.
+
+    .venv/bin/python bench/run.py                      # the full matrix (what `make bench` runs)
+    .venv/bin/python bench/run.py --clients 200 --events 2000 --paced-events 1000 --reps 1 --no-idle
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import datetime as dt
+import importlib.metadata
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+SERVERS_DIR = BENCH / "servers"
+DOC = ROOT / "docs" / "benchmarks.md"
+BEGIN = "<!-- BEGIN GENERATED RESULTS (bench/run.py) -->"
+END = "<!-- END GENERATED RESULTS -->"
+SERVER_CORE, GENERATOR_CORE = "0", "1"
+TOKEN = "bench-token-not-a-secret"
+THREADS = 100
+REDIS_MAX_EVENTS = 10_000  # the Redis row: burst and paced events (its throughput is far lower, see the doc)
+
+# Settings of every wsmigrate server in the benchmark. Authentication stays on (a bearer token of
+# the `demo` user, which owns the benchmark's agent and threads); the per-user connection quota and
+# the per-connection subscribe rate are raised, because one synthetic user holds 10,000 sockets and
+# navigates hundreds of times per second, which the defaults (20 sockets, 10 subscribes/s) refuse.
+WSMIGRATE_ENV = {
+    "WSMIGRATE_AUTH": "true",
+    "WSMIGRATE_DEMO_TOKEN": TOKEN,
+    "WSMIGRATE_MAX_CONNECTIONS_PER_USER": "1000000",
+    "WSMIGRATE_SUBSCRIBE_RATE_PER_S": "1000000",
+    "WSMIGRATE_SUBSCRIBE_BURST": "1000000",
+    "WSMIGRATE_STREAM_DELAY_MS": "0",
+}
+
+
+@dataclass
+class ServerSpec:
+    name: str
+    label: str
+    command: list[str]
+    adapter: str
+    env: dict[str, str] = field(default_factory=dict)
+    wsmigrate: bool = False
+    navigation: str = ""  # loadgen --nav-styles
+    calibration: bool = False
+    max_events: int | None = None  # a slow peer gets fewer events (rates are per second; see the doc)
+
+
+def python() -> str:
+    return sys.executable
+
+
+def specs() -> dict[str, ServerSpec]:
+    py = python()
+    wsm = [py, "wsmigrate_server.py", "--port", "{port}"]
+    on: dict[str, str] = {"WSMIGRATE_HISTORY_SIZE": "300", "WSMIGRATE_METRICS_ENABLED": "true"}
+    off: dict[str, str] = {"WSMIGRATE_HISTORY_SIZE": "0", "WSMIGRATE_METRICS_ENABLED": "false"}
+    return {s.name: s for s in (
+        ServerSpec("bare", "bare `websockets` + `broadcast`", [py, "bare_websockets.py", "--port", "{port}"],
+                   "plain", navigation="reconnect=plain,resubscribe=plain"),
+        ServerSpec("fastapi", "FastAPI naive send loop", [py, "fastapi_naive.py", "--port", "{port}"], "plain"),
+        ServerSpec("socketio", "python-socketio rooms", [py, "socketio_rooms.py", "--port", "{port}"], "socketio",
+                   max_events=10_000),
+        ServerSpec("pubsub", "fastapi-websocket-pubsub", [py, "fastapi_pubsub.py", "--port", "{port}"], "pubsub",
+                   max_events=4_000),
+        ServerSpec("unified", "wsmigrate unified (metrics + history on)", wsm, "unified", env=on, wsmigrate=True,
+                   navigation="reconnect=legacy,resubscribe=unified"),
+        ServerSpec("unified-lean", "wsmigrate unified (metrics + history off)", wsm, "unified", env=off,
+                   wsmigrate=True),
+        ServerSpec("legacy", "wsmigrate legacy path", wsm, "legacy", env=on, wsmigrate=True),
+        ServerSpec("node", "calibration: Node.js `ws` server", ["node", "node_ceiling.mjs", "--port", "{port}"],
+                   "plain", calibration=True),
+    )}
+
+
+# -- processes ----------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def descendants(pid: int) -> list[int]:
+    """`pid` and every process below it (uvicorn workers), from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat[stat.rindex(")") + 2:].split()[1])
+        children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        todo.extend(children.get(current, []))
+    return found
+
+
+def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode} before listening")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"server did not listen on {port} within {timeout:.0f}s")
+
+
+@contextlib.contextmanager
+def running_server(spec: ServerSpec, port: int, log: Path, extra_env: dict[str, str] | None = None,
+                   workers: int = 1) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """Start `spec` pinned to the server core; yields (process, base_url); stops it by pid."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    db_dir = tempfile.mkdtemp(prefix="wsmigrate-bench-")
+    if spec.wsmigrate:
+        env |= WSMIGRATE_ENV | spec.env | {"WSMIGRATE_DATABASE_URL": f"sqlite:///{db_dir}/bench.db"}
+        env |= extra_env or {}
+    command = [part.replace("{port}", str(port)) for part in spec.command]
+    if workers > 1:
+        command += ["--workers", str(workers)]
+        if spec.wsmigrate:
+            # Workers starting on a fresh SQLite file race each other (`create_all`: "table already
+            # exists"; the demo user: "UNIQUE constraint failed") and the loser takes the server
+            # down. Create the schema and the user first (reported; not a benchmark concern).
+            subprocess.run([python(), "-c", "import sys; from bridge.db import Database; "
+                            "from bridge.auth import Authenticator; db = Database(sys.argv[1]); db.create_all(); "
+                            "Authenticator(db, enabled=True).ensure_user('demo', sys.argv[2])",
+                            env["WSMIGRATE_DATABASE_URL"], TOKEN], check=True, cwd=ROOT)
+    with log.open("wb") as out:
+        proc = subprocess.Popen(["taskset", "-c", SERVER_CORE, *command], cwd=SERVERS_DIR, env=env,
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_port(port, proc)
+        base = f"http://127.0.0.1:{port}"
+        if spec.wsmigrate:
+            prepare_wsmigrate(base)
+        yield proc, base
+    finally:
+        stop(proc)
+        shutil.rmtree(db_dir, ignore_errors=True)
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)  # the server's own session: it and its workers only
+            proc.wait(10)
+
+
+def prepare_wsmigrate(base: str) -> None:
+    """The benchmark's agent 1 and threads 1..100, owned by the token's user."""
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    deadline = time.monotonic() + 30
+    with httpx.Client(base_url=base, headers=headers, timeout=30) as client:
+        while True:
+            try:
+                if client.get("/healthz").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("wsmigrate /healthz did not answer 200")
+            time.sleep(0.2)
+        agent = client.post("/api/agents", json={"name": "bench"})
+        agent.raise_for_status()
+        agent_id = agent.json()["id"]
+        for index in range(THREADS):
+            thread = client.post("/api/threads", json={"agent_id": agent_id, "title": f"bench {index}"})
+            thread.raise_for_status()
+        if agent_id != 1 or thread.json()["id"] != THREADS:
+            raise RuntimeError(f"expected agent 1 and threads 1..{THREADS}, got {agent_id} and {thread.json()['id']}")
+
+
+def events(spec: ServerSpec, wanted: int) -> int:
+    return min(wanted, spec.max_events) if spec.max_events else wanted
+
+
+def loadgen(spec: ServerSpec, port: int, pids: list[int], phases: str, args: argparse.Namespace, out: Path,
+            *, clients: int | None = None, navigation: str = "") -> dict[str, Any]:
+    command = [
+        "taskset", "-c", GENERATOR_CORE, "node", str(BENCH / "loadgen.mjs"),
+        "--adapter", spec.adapter, "--port", str(port), "--clients", str(clients or args.clients),
+        "--events", str(events(spec, args.events)), "--paced-events", str(events(spec, args.paced_events)),
+        "--rate", str(args.rate),
+        "--phases", phases, "--pids", ",".join(map(str, pids)), "--clk-tck", str(os.sysconf("SC_CLK_TCK")),
+        "--page-size", str(os.sysconf("SC_PAGE_SIZE")), "--idle-seconds", str(args.idle_seconds),
+        "--nav-users", str(args.nav_users), "--nav-count", str(args.nav_count), "--out", str(out),
+    ]
+    if navigation:
+        command += ["--nav-styles", navigation]
+    if spec.wsmigrate:
+        command += ["--token", TOKEN]
+    done = subprocess.run(command, cwd=BENCH, capture_output=True, text=True, timeout=args.run_timeout, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"loadgen failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
+    result: dict[str, Any] = json.loads(out.read_text())
+    return result
+
+
+# -- the matrix ---------------------------------------------------------------------------------------
+
+
+def log_line(text: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
+
+
+def one_run(spec: ServerSpec, args: argparse.Namespace, outdir: Path, tag: str, phases: str, *,
+            clients: int | None = None, navigation: str = "", extra_env: dict[str, str] | None = None,
+            workers: int = 1) -> dict[str, Any]:
+    port = free_port()
+    started = time.monotonic()
+    try:
+        with running_server(spec, port, outdir / f"{tag}.log", extra_env, workers) as (proc, _):
+            time.sleep(1.0 if workers > 1 else 0.3)
+            pids = descendants(proc.pid)
+            result = loadgen(spec, port, pids, phases, args, outdir / f"{tag}.json", clients=clients,
+                             navigation=navigation)
+            result["server_pids"] = pids
+    except (RuntimeError, subprocess.TimeoutExpired, httpx.HTTPError, OSError) as exc:
+        result = {"error": str(exc)}
+        log_line(f"  {tag}: FAILED: {exc}")
+    result["elapsed_s"] = time.monotonic() - started
+    return result
+
+
+def fanout_matrix(args: argparse.Namespace, outdir: Path, all_specs: dict[str, ServerSpec]) -> dict[str, list[Any]]:
+    names = [n for n in args.servers.split(",") if n]
+    runs: dict[str, list[Any]] = {n: [] for n in names}
+    for rep in range(args.reps):
+        order = names[rep % len(names):] + names[:rep % len(names)]
+        for name in order:
+            spec = all_specs[name]
+            phases = "connect,warmup,burst,paced"
+            navigation = spec.navigation if args.navigation else ""
+            if navigation:
+                phases += ",navigation"
+            tag = f"fanout-{name}-r{rep + 1}"
+            result = one_run(spec, args, outdir, tag, phases, navigation=navigation)
+            runs[name].append(result)
+            log_line(f"rep {rep + 1} {name}: {summary(result)} ({result['elapsed_s']:.0f}s)")
+    return runs
+
+
+def summary(result: dict[str, Any]) -> str:
+    if "error" in result:
+        return "error"
+    phases = result["phases"]
+    parts = []
+    if "burst" in phases:
+        b = phases["burst"]
+        parts.append(f"burst {b['deliveries_per_s']:,.0f}/s cpu {b['server_cpu_pct']:.0f}% "
+                     f"gen {b['generator_cpu_pct']:.0f}% lost {b['lost']} dup {b['duplicated']}")
+    if "paced" in phases:
+        p = phases["paced"]
+        parts.append(f"paced p99 {fmt(p['p99_ms'], '.2f')}ms {fmt(p['server_cpu_us_per_delivery'], '.1f')}us/del "
+                     f"lost {p['lost']}")
+    for key in ("navigation_reconnect", "navigation_resubscribe"):
+        if key in phases:
+            parts.append(f"{key[11:]} {phases[key]['navigations_per_s']:,.0f}/s")
+    if "idle" in phases:
+        i = phases["idle"]
+        parts.append(f"idle {i['connections']} conns {i['server_rss_kb_per_connection']:.1f}KiB/conn "
+                     f"cpu {i['server_cpu_pct']:.1f}%")
+    return "; ".join(parts)
+
+
+# -- Redis -------------------------------------------------------------------------------------------
+
+
+def redis_answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+            sock.settimeout(0.5)
+            sock.sendall(b"PING\r\n")
+            return sock.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def redis_url(outdir: Path) -> Iterator[tuple[str | None, str]]:
+    """The Redis at 127.0.0.1:6379 if it answers, else a private `redis-server` pinned to the server core."""
+    if redis_answers(6379):
+        yield "redis://127.0.0.1:6379/0", "the Redis already running on 127.0.0.1:6379"
+        return
+    binary = shutil.which("redis-server")
+    if binary is None:
+        yield None, "no Redis on 127.0.0.1:6379 and no redis-server binary"
+        return
+    port = free_port()
+    workdir = tempfile.mkdtemp(prefix="wsmigrate-bench-redis-")
+    with (outdir / "redis.log").open("wb") as out:
+        proc = subprocess.Popen(
+            ["taskset", "-c", SERVER_CORE, binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "",
+             "--appendonly", "no", "--dir", workdir], stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 10
+        while not redis_answers(port):
+            if time.monotonic() > deadline or proc.poll() is not None:
+                yield None, "private redis-server did not start"
+                return
+            time.sleep(0.1)
+        yield f"redis://127.0.0.1:{port}/0", f"a private redis-server on 127.0.0.1:{port}, pinned to core 0"
+    finally:
+        proc.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(10)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+# -- aggregation ---------------------------------------------------------------------------------------
+
+
+def median(values: list[float]) -> float | None:
+    clean = [v for v in values if v is not None]
+    return statistics.median(clean) if clean else None
+
+
+def valid(result: dict[str, Any]) -> bool:
+    phases = result.get("phases", {})
+    return "error" not in result and all(phases[p]["valid"] for p in ("burst", "paced") if p in phases)
+
+
+def med(runs: list[dict[str, Any]], phase: str, key: str, *, only_valid: bool = True) -> float | None:
+    values = [r["phases"][phase][key] for r in runs
+              if "phases" in r and phase in r["phases"] and (valid(r) or not only_valid)]
+    return median(values)
+
+
+def fmt(value: float | None, spec: str = ",.0f") -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None or b == 0 else a / b
+
+
+def lost_dup(runs: list[dict[str, Any]], phase: str) -> str:
+    """Total lost / duplicated over every run (valid or not)."""
+    lost = sum(r["phases"][phase]["lost"] for r in runs if phase in r.get("phases", {}))
+    dup = sum(r["phases"][phase]["duplicated"] for r in runs if phase in r.get("phases", {}))
+    return f"{lost} / {dup}"
+
+
+def fmt_ratio(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}x"
+
+
+# -- the report ----------------------------------------------------------------------------------------
+
+
+def versions() -> dict[str, str]:
+    found = {}
+    for package in ("websockets", "uvicorn", "uvloop", "httptools", "fastapi", "starlette", "pydantic",
+                    "prometheus-client", "python-socketio", "python-engineio", "fastapi-websocket-pubsub",
+                    "fastapi-websocket-rpc", "wsmigrate"):
+        try:
+            found[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            found[package] = "not installed"
+    return found
+
+
+def machine() -> dict[str, str]:
+    model = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    mem = "?"
+    with contextlib.suppress(OSError):
+        mem = f"{int(Path('/proc/meminfo').read_text().split()[1]) / 1048576:.1f} GiB"
+    commit = "unknown"
+    with contextlib.suppress(OSError, subprocess.CalledProcessError):
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                                check=True).stdout.strip()
+    node = subprocess.run(["node", "--version"], capture_output=True, text=True, check=False).stdout.strip()
+    return {"cpu": model, "cores": str(os.cpu_count()), "memory": mem, "kernel": platform.release(),
+            "python": platform.python_version(), "node": node, "commit": commit,
+            "load_before": " ".join(f"{x:.2f}" for x in os.getloadavg())}
+
+
+def target_rows(runs: dict[str, list[Any]], idle: dict[str, Any], all_specs: dict[str, ServerSpec]) -> list[list[str]]:
+    def burst(name: str) -> float | None:
+        return med(runs.get(name, []), "burst", "deliveries_per_s")
+
+    rows: list[list[str]] = []
+
+    def add(target: str, measured: str, ok: bool | None) -> None:
+        rows.append([target, measured, "n/a (not measured)" if ok is None else ("**met**" if ok else "**NOT met**")])
+
+    r_bare = ratio(burst("unified"), burst("bare"))
+    add("Fan-out burst, unified (metrics + history on) >= 0.8x bare `websockets`",
+        f"{fmt_ratio(r_bare)} ({fmt(burst('unified'))} vs {fmt(burst('bare'))} deliveries/s)",
+        None if r_bare is None else r_bare >= 0.8)
+    r_sio = ratio(burst("unified"), burst("socketio"))
+    add("Fan-out burst, unified >= 3x python-socketio", f"{fmt_ratio(r_sio)} (socketio {fmt(burst('socketio'))}/s)",
+        None if r_sio is None else r_sio >= 3)
+    p99_u, p99_b = med(runs.get("unified", []), "paced", "p99_ms"), med(runs.get("bare", []), "paced", "p99_ms")
+    r_p99 = ratio(p99_u, p99_b)
+    add("Paced 1,000 events/s x 1,000 clients: p99 <= 1.5x bare", f"{fmt_ratio(r_p99)} ({fmt(p99_u, '.2f')} ms vs "
+        f"{fmt(p99_b, '.2f')} ms)", None if r_p99 is None else r_p99 <= 1.5)
+    cpu_u = med(runs.get("unified", []), "paced", "server_cpu_us_per_delivery")
+    cpu_b = med(runs.get("bare", []), "paced", "server_cpu_us_per_delivery")
+    r_cpu = ratio(cpu_u, cpu_b)
+    add("Paced: server CPU per delivery <= 1.3x bare", f"{fmt_ratio(r_cpu)} ({fmt(cpu_u, '.1f')} us vs "
+        f"{fmt(cpu_b, '.1f')} us)", None if r_cpu is None else r_cpu <= 1.3)
+    r_leg = ratio(burst("legacy"), burst("fastapi"))
+    add("Legacy path not slower than the naive FastAPI server (burst)",
+        f"{fmt_ratio(r_leg)} ({fmt(burst('legacy'))} vs {fmt(burst('fastapi'))} deliveries/s)",
+        None if r_leg is None else r_leg >= 1.0)
+    rss_u = idle.get("unified", {}).get("server_rss_kb_per_connection")
+    rss_f = idle.get("fastapi", {}).get("server_rss_kb_per_connection")
+    r_rss = ratio(rss_u, rss_f)
+    add("Memory: RSS per connection < 1.2x naive FastAPI (10,000 idle connections)",
+        f"{fmt_ratio(r_rss)} ({fmt(rss_u, '.1f')} KiB vs {fmt(rss_f, '.1f')} KiB)",
+        None if r_rss is None else r_rss < 1.2)
+    held = idle.get("unified", {})
+    ok_idle = None if not held else (held.get("connections", 0) >= 10_000 and held.get("connections_closed", 1) == 0)
+    add("10,000 idle connections on one process (unified)",
+        f"{held.get('connections', 'n/a')} held, {held.get('connections_closed', 'n/a')} dropped, "
+        f"CPU at rest {fmt(held.get('server_cpu_pct'), '.1f')}%", ok_idle)
+    lean = burst("unified-lean")
+    cost = None if lean is None or burst("unified") is None else 1 - burst("unified") / lean  # type: ignore[operator]
+    add("Metrics + comparator + history cost <= 15% of fan-out throughput",
+        f"{fmt(None if cost is None else 100 * cost, '.1f')}% ({fmt(burst('unified'))} on vs {fmt(lean)} off)",
+        None if cost is None else cost <= 0.15)
+    nav_u = med(runs.get("unified", []), "navigation_resubscribe", "navigations_per_s")
+    nav_l = med(runs.get("unified", []), "navigation_reconnect", "navigations_per_s")
+    opens = med(runs.get("unified", []), "navigation_resubscribe", "socket_opens_per_navigation")
+    r_nav = ratio(nav_u, nav_l)
+    add("Navigation: unified >= 3x legacy navigations/s, 0 socket opens per navigation",
+        f"{fmt_ratio(r_nav)} ({fmt(nav_u)} vs {fmt(nav_l)} /s), {fmt(opens, '.0f')} opens/navigation",
+        None if r_nav is None else (r_nav >= 3 and opens == 0))
+    del all_specs
+    return rows
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def render(args: argparse.Namespace, runs: dict[str, list[Any]], idle: dict[str, Any], redis: dict[str, Any],
+           all_specs: dict[str, ServerSpec], env: dict[str, Any], started: float, outdir: Path) -> str:
+    out: list[str] = []
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    out.append(f"Generated by `bench/run.py` on {stamp} in {(time.monotonic() - started) / 60:.1f} min; raw results in "
+               f"`{outdir.relative_to(ROOT)}/`.\n")
+    out.append("Command: `" + " ".join(["bench/run.py", *sys.argv[1:]]) + "`\n")
+    m = env["machine"]
+    out.append(f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory']}, Linux {m['kernel']}; Python {m['python']}, "
+               f"Node {m['node']}, ws {env.get('ws', '?')}; commit {m['commit']} (working tree as run); "
+               f"load average (1/5/15 min) before the run {m['load_before']}, after {m.get('load_after', '?')}.\n")
+    out.append("Versions: " + ", ".join(f"{k} {v}" for k, v in env["versions"].items()) + ".\n")
+    out.append(f"Sizes: {args.clients:,} clients, {THREADS} threads, {args.events:,} burst events, "
+               f"{args.paced_events:,} paced events at {args.rate:,}/s, {args.reps} repetitions "
+               "(medians of valid runs), "
+               f"navigation {args.nav_users} users x {args.nav_count}, idle {args.idle_clients:,} connections for "
+               f"{args.idle_seconds} s.\n")
+
+    out.append("### Targets\n")
+    out.append(table(["target", "measured (medians)", "verdict"], target_rows(runs, idle, all_specs)) + "\n")
+
+    names = [n for n in args.servers.split(",") if n in runs]
+    bare_burst = med(runs.get("bare", []), "burst", "deliveries_per_s")
+    out.append("### Fan-out burst\n")
+    rows = []
+    for name in names:
+        rs = runs[name]
+        n_valid = sum(valid(r) for r in rs)
+        b = med(rs, "burst", "deliveries_per_s")
+        rows.append([
+            all_specs[name].label, f"{events(all_specs[name], args.events):,}", fmt(b), fmt_ratio(ratio(b, bare_burst)),
+            fmt(med(rs, "burst", "server_cpu_us_per_delivery"), ".1f"), fmt(med(rs, "burst", "server_cpu_pct"), ".0f"),
+            fmt(med(rs, "burst", "generator_cpu_pct"), ".0f"),
+            f"{fmt(med(rs, 'burst', 'p50_ms'), ',.0f')} / {fmt(med(rs, 'burst', 'p99_ms'), ',.0f')}",
+            lost_dup(rs, "burst"),
+            f"{n_valid}/{len(rs)}", fmt(med(rs, "connect", "setup_per_s")),
+            fmt(med(rs, "connect", "server_rss_kb_per_connection"), ".1f"),
+        ])
+    out.append(table(["server", "events", "deliveries/s", "vs bare", "server CPU us/delivery", "server CPU %",
+                      "generator CPU %", "latency p50 / p99 ms", "lost / dup (all runs)", "valid runs",
+                      "conn set-up /s", f"RSS KiB/conn ({args.clients:,})"], rows) + "\n")
+
+    out.append("### Fan-out paced\n")
+    bare_p99 = med(runs.get("bare", []), "paced", "p99_ms")
+    bare_cpu = med(runs.get("bare", []), "paced", "server_cpu_us_per_delivery")
+    rows = []
+    for name in names:
+        rs = runs[name]
+        p99 = med(rs, "paced", "p99_ms")
+        cpu = med(rs, "paced", "server_cpu_us_per_delivery")
+        rows.append([
+            all_specs[name].label, f"{events(all_specs[name], args.paced_events):,}",
+            fmt(med(rs, "paced", "deliveries_per_s")), fmt(med(rs, "paced", "p50_ms"), ".2f"),
+            fmt(p99, ".2f"), fmt(med(rs, "paced", "max_ms"), ".1f"), fmt_ratio(ratio(p99, bare_p99)), fmt(cpu, ".1f"),
+            fmt_ratio(ratio(cpu, bare_cpu)), fmt(med(rs, "paced", "server_cpu_pct"), ".0f"),
+            fmt(med(rs, "paced", "generator_cpu_pct"), ".0f"),
+            lost_dup(rs, "paced"),
+        ])
+    out.append(table(["server", "events", "deliveries/s", "p50 ms", "p99 ms", "max ms", "p99 vs bare",
+                      "server CPU us/delivery", "CPU vs bare", "server CPU %", "generator CPU %",
+                      "lost / dup (all runs)"], rows) + "\n")
+
+    out.append("### Navigation (Dashboard <-> Chat)\n")
+    rows = []
+    for name in names:
+        for key, style in (("navigation_reconnect", "reconnect: close, open, subscribe, receive"),
+                           ("navigation_resubscribe", "one socket: unsubscribe + subscribe")):
+            rs = [r for r in runs[name] if key in r.get("phases", {})]
+            if not rs:
+                continue
+            adapter = rs[0]["phases"][key]["adapter"]
+            rows.append([
+                all_specs[name].label, f"{adapter} ({style})", fmt(med(rs, key, "navigations_per_s", only_valid=False)),
+                fmt(med(rs, key, "socket_opens_per_navigation", only_valid=False), ".2f"),
+                fmt(med(rs, key, "server_cpu_us_per_navigation", only_valid=False), ",.0f"),
+                f"{fmt(med(rs, key, 'p50_ms', only_valid=False), '.2f')} / "
+                f"{fmt(med(rs, key, 'p99_ms', only_valid=False), '.2f')}",
+                fmt(med(rs, key, "generator_cpu_pct", only_valid=False), ".0f"),
+                fmt(med(rs, key, "failures", only_valid=False), ".0f"),
+            ])
+    out.append(table(["server", "style", "navigations/s", "socket opens/navigation", "server CPU us/navigation",
+                      "p50 / p99 ms", "generator CPU %", "failures"], rows) + "\n")
+
+    if idle:
+        out.append(f"### {args.idle_clients:,} idle connections (one run each)\n")
+        rows = []
+        for name, r in idle.items():
+            if "error" in r:
+                rows.append([all_specs[name].label, "error: " + r["error"][:200], "", "", "", "", ""])
+                continue
+            rows.append([all_specs[name].label, f"{r['connections']:,}", str(r["connections_closed"]),
+                         fmt(r["server_rss_kb_per_connection"], ".1f"), fmt(r["server_rss_mb"], ",.0f"),
+                         fmt(r["setup_per_s"]), fmt(r["server_cpu_pct"], ".2f")])
+        out.append(table(["server", "connections", "dropped", "RSS KiB/conn", "RSS MiB", "set-up /s",
+                          "CPU % at rest"], rows) + "\n")
+
+    out.append("### Fan-out on 2 workers with the Redis bus\n")
+    if redis.get("result") and "phases" in redis["result"]:
+        r = redis["result"]["phases"]
+        b, p = r.get("burst", {}), r.get("paced", {})
+        out.append(f"{redis['note']}; {min(args.events, REDIS_MAX_EVENTS):,} burst and "
+                   f"{min(args.paced_events, REDIS_MAX_EVENTS):,} paced events, one run. "
+                   f"Burst: {fmt(b.get('deliveries_per_s'))} deliveries/s, lost {b.get('lost')}, "
+                   f"duplicated {b.get('duplicated')}, server CPU {fmt(b.get('server_cpu_us_per_delivery'), '.1f')} us/"
+                   "delivery (both workers + master; Redis not included). "
+                   f"Paced: p50 {fmt(p.get('p50_ms'), '.2f')} ms, "
+                   f"p99 {fmt(p.get('p99_ms'), '.2f')} ms, lost {p.get('lost')}, duplicated {p.get('duplicated')}. "
+                   "Both workers and Redis share core 0 with each other, so this row shows the cost and correctness "
+                   "of the Redis path, not a scale-out gain.\n")
+    else:
+        out.append(f"**Not run**: {redis.get('note', 'skipped')}.\n")
+    return "\n".join(out)
+
+
+def write_doc(text: str) -> None:
+    block = f"{BEGIN}\n{text}\n{END}"
+    if DOC.exists():
+        current = DOC.read_text()
+        if BEGIN in current and END in current:
+            head, rest = current.split(BEGIN, 1)
+            tail = rest.split(END, 1)[1]
+            DOC.write_text(head + block + tail)
+            return
+        DOC.write_text(current.rstrip() + "\n\n## Results\n\n" + block + "\n")
+        return
+    DOC.write_text("# Benchmarks\n\n## Results\n\n" + block + "\n")
+
+
+# -- main ----------------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--servers", default="bare,fastapi,socketio,pubsub,unified,unified-lean,legacy,node")
+    parser.add_argument("--clients", type=int, default=1000)
+    parser.add_argument("--events", type=int, default=20_000)
+    parser.add_argument("--paced-events", type=int, default=20_000)
+    parser.add_argument("--rate", type=int, default=1000)
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--nav-users", type=int, default=50)
+    parser.add_argument("--nav-count", type=int, default=40)
+    parser.add_argument("--no-navigation", dest="navigation", action="store_false")
+    parser.add_argument("--idle-clients", type=int, default=10_000)
+    parser.add_argument("--idle-seconds", type=int, default=10)
+    parser.add_argument("--idle-servers", default="bare,fastapi,unified,legacy")
+    parser.add_argument("--no-idle", dest="idle", action="store_false")
+    parser.add_argument("--no-redis", dest="redis", action="store_false")
+    parser.add_argument("--run-timeout", type=int, default=600, help="seconds per load generator run")
+    parser.add_argument("--no-doc", dest="doc", action="store_false", help="do not touch docs/benchmarks.md")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if shutil.which("taskset") is None or shutil.which("node") is None:
+        print("bench: needs taskset and node on PATH", file=sys.stderr)
+        return 2
+    if not (BENCH / "node_modules" / "ws").exists():
+        print("bench: run `npm ci` in bench/ first (make bench does)", file=sys.stderr)
+        return 2
+    started = time.monotonic()
+    env: dict[str, Any] = {"machine": machine(), "versions": versions()}
+    env["ws"] = json.loads((BENCH / "node_modules" / "ws" / "package.json").read_text())["version"]
+    outdir = BENCH / "results" / dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    outdir.mkdir(parents=True)
+    all_specs = specs()
+    log_line(f"results in {outdir}")
+
+    runs = fanout_matrix(args, outdir, all_specs)
+
+    idle: dict[str, Any] = {}
+    if args.idle:
+        for name in [n for n in args.idle_servers.split(",") if n]:
+            result = one_run(all_specs[name], args, outdir, f"idle-{name}", "idle", clients=args.idle_clients)
+            idle[name] = result.get("phases", {}).get("idle", result if "error" in result else {"error": "no result"})
+            log_line(f"idle {name}: {summary(result)} ({result['elapsed_s']:.0f}s)")
+
+    redis: dict[str, Any] = {"note": "skipped (--no-redis)"}
+    if args.redis:
+        with redis_url(outdir) as (url, note):
+            if url is None:
+                redis = {"note": note}
+            else:
+                spec = dataclasses.replace(all_specs["unified"], max_events=REDIS_MAX_EVENTS)
+                result = one_run(spec, args, outdir, "redis-unified-2workers",
+                                 "connect,warmup,burst,paced", extra_env={"WSMIGRATE_BUS_URL": url}, workers=2)
+                if "error" in result:
+                    log_tail = (outdir / "redis-unified-2workers.log").read_text(errors="replace").strip().splitlines()
+                    reason = next((line for line in reversed(log_tail) if "Error" in line), result["error"])
+                    redis = {"note": f"`wsmigrate serve --workers 2 --bus {url}` did not run: {reason[:300]}"}
+                else:
+                    redis = {"note": f"Redis: {note}", "result": result}
+                log_line(f"redis: {summary(result)}")
+
+    (outdir / "summary.json").write_text(json.dumps({"args": vars(args), "env": env, "runs": runs, "idle": idle,
+                                                     "redis": redis}, indent=1))
+    env["machine"]["load_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    text = render(args, runs, idle, redis, all_specs, env, started, outdir)
+    (outdir / "results.md").write_text(text + "\n")
+    if args.doc:
+        write_doc(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+

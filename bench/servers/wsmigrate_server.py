@@ -1,0 +1,60 @@
+"""wsmigrate's reference server, as `wsmigrate serve` runs it, plus an in-process publisher socket.
+
+`/bench/publish` reads frames {"type": ..., "topic": ..., "data": {...}} and publishes each one
+through the normal ingress exactly as `POST /api/admin/events` does (`Event(...)` then
+`bus.publish(event, origin="admin")`), but one event per WebSocket frame, so that injecting an
+event costs the same class of work for every server in the benchmark. Settings come from the
+`WSMIGRATE_*` environment like `wsmigrate serve` (e.g. WSMIGRATE_HISTORY_SIZE=0,
+WSMIGRATE_METRICS_ENABLED=false, WSMIGRATE_BUS_URL=redis://...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import uvicorn
+from fastapi import FastAPI, WebSocket, WebSocketDisconnect
+
+from bridge.app import create_app
+from bridge.cli import WS_MAX_SIZE
+from bridge.settings import Settings
+from metrics.exposition import MULTIPROCESS_ENV, prepare_multiprocess_dir
+from unified import Event, EventType
+
+
+def app_factory() -> FastAPI:
+    app = create_app()
+    bus = app.state.runtime.bus
+
+    async def publisher(ws: WebSocket) -> None:
+        await ws.accept()
+        try:
+            while True:
+                message = json.loads(await ws.receive_text())
+                event = Event(type=EventType(message.get("type", "stream_chunk")), topic=message["topic"],
+                              data=message["data"])
+                await bus.publish(event, origin="admin")
+        except WebSocketDisconnect:
+            pass
+
+    app.add_api_websocket_route("/bench/publish", publisher)
+    return app
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8105)
+    parser.add_argument("--workers", type=int, default=1)
+    args = parser.parse_args()
+    os.environ.update(Settings.from_env().to_env())  # as `wsmigrate serve`: every worker agrees
+    if args.workers > 1:  # as `wsmigrate serve`: Prometheus multiprocess mode across workers
+        directory = Path(tempfile.mkdtemp(prefix="wsmigrate-bench-prom-"))
+        prepare_multiprocess_dir(directory)
+        os.environ[MULTIPROCESS_ENV] = str(directory)
+    uvicorn.run("wsmigrate_server:app_factory", factory=True, host=args.host, port=args.port,
+                workers=args.workers, log_level="warning", ws_max_size=WS_MAX_SIZE, timeout_graceful_shutdown=10)
