@@ -145,17 +145,21 @@ class Runtime:
         wherever the history is gone (and refetch), legacy clients reopen their view afresh.
         """
         log.error("bus discontinuity (%s): asking every client to reconnect", reason)
-        for connection in list(self.manager.connections()):
-            if connection.renderer is None:
-                connection.outbox.shutdown(CloseCode.SERVICE_RESTART, f"event stream discontinuity ({reason})")
-        for legacy_connection in list(self.legacy.connections()):
-            legacy_connection.outbox.shutdown(CloseCode.SERVICE_RESTART, f"event stream discontinuity ({reason})")
+        for close in self._socket_closers():
+            close(CloseCode.SERVICE_RESTART, f"event stream discontinuity ({reason})")
+
+    def _socket_closers(self) -> list[Callable[[int, str], None]]:
+        """One close per open socket of either protocol. Legacy sockets also have a compat
+        connection in the unified manager (renderer set) sharing their outbox: counted once."""
+        closers: list[Callable[[int, str], None]] = [
+            c.outbox.shutdown for c in self.manager.connections() if c.renderer is None]
+        closers.extend(c.outbox.shutdown for c in self.legacy.connections())
+        return closers
 
     async def drain(self) -> None:
         """Stop accepting sockets and close the open ones with 1012, batch by batch."""
         self.accepting = False
-        closers = [c.outbox.shutdown for c in self.manager.connections() if c.renderer is None]
-        closers += [c.outbox.shutdown for c in self.legacy.connections()]
+        closers = self._socket_closers()
         size, pause = self.settings.shutdown_batch_size, self.settings.shutdown_batch_pause_s
         for start in range(0, len(closers), size):
             batch = closers[start:start + size]
@@ -175,10 +179,8 @@ class Runtime:
         if self.probes is not None:
             await self.probes.stop()
         await self.chat.wait_idle(SHUTDOWN_GRACE_S)
-        for connection in list(self.manager.connections()):
-            connection.outbox.shutdown(CloseCode.SERVICE_RESTART, "server restarting")
-        for legacy_connection in list(self.legacy.connections()):
-            legacy_connection.outbox.shutdown(CloseCode.SERVICE_RESTART, "server restarting")
+        for close in self._socket_closers():
+            close(CloseCode.SERVICE_RESTART, "server restarting")
         for task in (self._expiry, self._heartbeat):
             if task is not None:
                 task.cancel()

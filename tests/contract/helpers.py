@@ -6,7 +6,15 @@ import asyncio
 import json
 from typing import Any
 
-from unified import Event, EventType, Publication
+from unified import BusBackend, Event, EventType, Publication
+from unified.events import route_topics
+
+META = {"origin": "bus"}
+
+
+async def append(backend: BusBackend, event: Event) -> bool:
+    """Publish `event` straight into a backend, on its rule's topics."""
+    return await backend.append(event, route_topics(event), META)
 
 
 class Delivered:

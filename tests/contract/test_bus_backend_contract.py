@@ -12,16 +12,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from tests.contract.helpers import Delivered, Sink, agent_updated, chunk, thread_updated
-from unified import Connection, ConnectionManager, Event, EventBus, Position
+from tests.contract.helpers import META, Delivered, Sink, agent_updated, append, chunk, thread_updated
+from unified import Connection, ConnectionManager, EventBus, Position
 from unified.backend import BusBackend, MemoryBackend
-from unified.events import route_topics
 from unified.history import TopicHistory
 from unified.outbox import Outbox
 from unified.redis_backend import RedisBackend
 
 MakeBackend = Callable[..., Awaitable[tuple[BusBackend, Delivered]]]
-META = {"origin": "bus"}
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -49,9 +47,6 @@ async def make_backend(request: pytest.FixtureRequest) -> AsyncIterator[MakeBack
     for backend in started:
         await backend.stop()
 
-
-async def append(backend: BusBackend, event: Event) -> bool:
-    return await backend.append(event, route_topics(event), META)
 
 
 async def test_each_topic_is_numbered_without_gaps_and_multi_topic_events_on_each(make_backend: MakeBackend) -> None:

@@ -18,15 +18,13 @@ from redis.asyncio import Redis
 from bridge.runtime import make_backend
 from bridge.settings import Settings
 from metrics import WsMetrics
-from tests.contract.helpers import Delivered, chunk
+from tests.contract.helpers import Delivered, append, chunk
 from tests.redis_server import RedisServer
 from unified import Event, EventType, Position
-from unified.events import route_topics
 from unified.redis_backend import BusUnavailableError, RedisBackend
 
 Worker = tuple[RedisBackend, Delivered]
 StartWorker = Callable[..., Awaitable[Worker]]
-META = {"origin": "bus"}
 
 
 @pytest.fixture
@@ -45,9 +43,6 @@ async def start_worker() -> AsyncIterator[StartWorker]:
         await backend.stop()
 
 
-async def publish(backend: RedisBackend, event: Event) -> bool:
-    return await backend.append(event, route_topics(event), META)
-
 
 async def test_two_workers_each_deliver_every_event_once_in_the_same_order(
     redis_url: str, redis_prefix: str, start_worker: StartWorker  # this order: workers stop before keys go
@@ -57,11 +52,11 @@ async def test_two_workers_each_deliver_every_event_once_in_the_same_order(
     async def publisher(backend: RedisBackend, name: str) -> list[Event]:
         events = [chunk(1 + i % 2, f"{name}{i}") for i in range(40)]
         for event in events:
-            assert await publish(backend, event)
+            assert await append(backend, event)
         return events
 
     events_a, events_b = await asyncio.gather(publisher(a, "a"), publisher(b, "b"))
-    assert not await publish(b, events_a[0])  # a retry through another worker is still a duplicate
+    assert not await append(b, events_a[0])  # a retry through another worker is still a duplicate
     from_a, from_b = [e.event_id for e in events_a], [e.event_id for e in events_b]
     await at_a.wait_for(80)
     await at_b.wait_for(80)
@@ -80,7 +75,7 @@ async def test_reader_resumes_without_a_gap_after_its_connection_is_killed(
     other, _ = await start_worker(redis_url, redis_prefix, worker_id="p")
     before = [chunk(3, f"before{i}") for i in range(5)]
     for event in before:
-        assert await publish(other, event)
+        assert await append(other, event)
     await delivered.wait_for(5)
 
     admin = Redis.from_url(redis_url, decode_responses=True)
@@ -92,7 +87,7 @@ async def test_reader_resumes_without_a_gap_after_its_connection_is_killed(
         await admin.aclose()
     meanwhile = [chunk(3, f"meanwhile{i}") for i in range(20)]
     for i, event in enumerate(meanwhile):
-        assert await publish(other if i % 2 else worker, event)
+        assert await append(other if i % 2 else worker, event)
     position = await worker.position("thread:3")  # waits for the reader to catch up again
 
     assert delivered.seqs("thread:3")[-1] == position.seq == 25
@@ -107,7 +102,7 @@ async def test_a_reader_that_fell_behind_the_stream_trim_reports_the_gap(
 ) -> None:
     gaps: list[str] = []
     worker, delivered = await start_worker(redis_url, redis_prefix, worker_id="slow", on_discontinuity=gaps.append)
-    assert await publish(worker, chunk(6, "first"))
+    assert await append(worker, chunk(6, "first"))
     await delivered.wait_for(1)
 
     def flood() -> None:
@@ -116,7 +111,7 @@ async def test_a_reader_that_fell_behind_the_stream_trim_reports_the_gap(
             await other.start(lambda publication: None)
             try:
                 for i in range(300):
-                    assert await publish(other, chunk(6, str(i)))
+                    assert await append(other, chunk(6, str(i)))
             finally:
                 await other.stop()
 
@@ -160,7 +155,7 @@ async def test_listener_up_drops_within_10s_when_redis_hangs_and_recovers(
     assert up._value.get() == 1
     assert age._value.get() < worker.stale_after_s
     after = chunk(4, "after the freeze")
-    assert await publish(worker, after)
+    assert await append(worker, after)
     await delivered.wait_for(1)
     assert delivered.ids == [after.event_id]
     assert took < 10
@@ -172,16 +167,16 @@ async def test_a_redis_that_restarts_empty_yields_new_epochs_and_delivery_resume
     gaps: list[str] = []
     worker, delivered = await start_worker(private_redis.url, "reset", on_discontinuity=gaps.append)
     for i in range(3):
-        assert await publish(worker, chunk(5, str(i)))
+        assert await append(worker, chunk(5, str(i)))
     await delivered.wait_for(3)
     old = await worker.position("thread:5")
 
     private_redis.stop()
     with pytest.raises(BusUnavailableError):
-        await publish(worker, chunk(5, "while down"))
+        await append(worker, chunk(5, "while down"))
     private_redis.start()  # same port, no data
     after = chunk(5, "after the restart")
-    assert await publish(worker, after)
+    assert await append(worker, after)
     await delivered.wait_for(4)
 
     resumed = delivered.publications[3]
