@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
+import signal
 import socket
 import subprocess
 import sys
@@ -40,6 +42,7 @@ class ServerProcess:
             [sys.executable, "-m", "bridge.cli", "serve", "--port", str(self.port), "--workers", str(workers),
              "--log-level", "info", "--database-url", f"sqlite:///{tmp_path}/app.db"],
             env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, bufsize=0,
+            start_new_session=True,  # its own process group: `stop` takes the uvicorn workers down too
         )
         self._pending = b""
         self.wait_for("Application startup complete", count=workers, timeout=60)
@@ -68,6 +71,7 @@ class ServerProcess:
             self.log.extend(line.decode(errors="replace") + "\n" for line in lines)
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
+        """Kill the server and every worker it spawned (a killed uvicorn master orphans its workers)."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait(10)
