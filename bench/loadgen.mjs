@@ -69,13 +69,14 @@ const HEADERS = opt.token ? { Authorization: `Bearer ${opt.token}` } : {};
 
 // -- /proc readings -------------------------------------------------------------------------------
 
-function serverCpuSeconds() {
+function serverCpuSeconds(kernelOnly = false) {
   let ticks = 0;
   for (const pid of PIDS) {
     try {
       const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
       const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      ticks += Number(fields[11]) + Number(fields[12]); // utime, stime (fields 14, 15 of stat)
+      // utime, stime (fields 14, 15 of stat); stime is the kernel's share (socket writes, epoll)
+      ticks += (kernelOnly ? 0 : Number(fields[11])) + Number(fields[12]);
     } catch {
       // a worker that exited: its CPU is no longer counted
     }
@@ -100,17 +101,20 @@ class Meter {
   constructor() {
     this.t0 = performance.now();
     this.server0 = serverCpuSeconds();
+    this.serverSys0 = serverCpuSeconds(true);
     this.gen0 = process.cpuUsage();
   }
 
   stop(end = performance.now()) {
     const wall = (end - this.t0) / 1000;
     const server = serverCpuSeconds() - this.server0;
+    const serverSys = serverCpuSeconds(true) - this.serverSys0;
     const gen = process.cpuUsage(this.gen0);
     const genCpu = (gen.user + gen.system) / 1e6;
     return {
       wall_s: wall,
       server_cpu_s: server,
+      server_sys_share: server > 0 ? serverSys / server : null,
       server_cpu_pct: wall > 0 ? (100 * server) / wall : 0,
       generator_cpu_s: genCpu,
       generator_cpu_pct: wall > 0 ? (100 * genCpu) / wall : 0,

@@ -49,7 +49,7 @@ async def publisher(ws: WebSocket) -> None:
             message = json.loads(await ws.receive_text())
             topic = message["topic"]
             text = DUMPS({"topic": topic, "data": message["data"]})
-            for member in list(ROOMS.get(topic, ())):
+            for member in list(ROOMS.get(topic) or ()):
                 try:  # noqa: SIM105 - the naive loop; a context manager per send would cost more
                     await member.send_text(text)
                 except (WebSocketDisconnect, RuntimeError):
