@@ -19,6 +19,7 @@ from bridge.dual_path import Bridge
 from bridge.flags import FileFlagStore, FlagStore, MemoryFlagStore
 from bridge.flags_redis import RedisFlagStore
 from bridge.gate import DatabaseGate
+from bridge.gc_policy import CollectorPolicy, parse_thresholds
 from bridge.legacy_store import DatabaseLegacyStore
 from bridge.probes import ProbeRunner
 from bridge.settings import Settings
@@ -93,6 +94,7 @@ class Runtime:
         self.quota = ConnectionQuota(settings.max_connections_per_user)
         self.origins = OriginPolicy.for_server(settings.allowed_origins, settings.self_url)
         self.accepting = True
+        self.collector = CollectorPolicy(freeze=settings.gc_freeze, thresholds=parse_thresholds(settings.gc_thresholds))
         self._heartbeat: asyncio.Task[None] | None = None
         self._probe_token = ""
         self.probes: ProbeRunner | None = None
@@ -128,6 +130,7 @@ class Runtime:
                 principal, self._probe_token = await run_in_threadpool(self.auth.ensure_user, "wsmigrate-probe")
                 self.probes.owner_id = int(principal.user_id)
             await self.probes.start()
+        self.collector.apply()  # last: what start-up built is frozen (bridge/gc_policy.py)
 
     async def _sweep_heartbeats(self) -> None:
         """Ping quiet unified clients and close the ones that stopped answering (4408)."""
@@ -189,3 +192,4 @@ class Runtime:
         await self.flags.stop()
         await self.bus.stop()
         self.db.dispose()
+        self.collector.restore()

@@ -31,6 +31,9 @@ class Settings(BaseModel):
     # per-event and per-delivery Prometheus instrumentation (the path ledger, bus, bridge and
     # comparator counters); connection-level counters and gauges stay. Off only to measure its cost.
     metrics_enabled: bool = True
+    # CPython's cycle collector, process-wide (bridge/gc_policy.py; docs/operations.md)
+    gc_freeze: bool = True
+    gc_thresholds: str = Field("700,10,100", pattern=r"^\s*(\d+\s*,\s*\d+\s*,\s*\d+)?\s*$")
     # reference application
     stream_delay_ms: float = Field(15.0, ge=0)
     stream_chunks: int = Field(24, ge=1, le=100_000)

@@ -6,6 +6,15 @@ history is lost (process restart, the topic log evicted under the topic cap), so
 `since` from another epoch is answered with `recovered: false` instead of a silent gap.
 
 Everything is bounded: events per topic, their age, and the number of topics kept.
+
+Why entries are plain tuples of strings and numbers: the history is the one place where tens of
+thousands of events stay alive for minutes. Kept as objects (a publication, its event, their
+dicts) they would all be tracked by CPython's cycle collector, churn into its oldest generation
+and make every full collection walk them: pauses of hundreds of milliseconds at 1,000 events/s.
+A tuple holding only strings and numbers is untracked by the collector after the first
+collection it survives, so the history costs the collector nothing; and an entry is one such tuple
+(the frame already carries topic, seq and epoch), so recording allocates almost nothing either. A
+replay rebuilds its publications from the stored frame; replays are rare, live delivery is not.
 """
 
 from __future__ import annotations
@@ -15,7 +24,9 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
+from unified.events import Event
 from unified.publication import Position, Publication
 
 DEFAULT_HISTORY_SIZE = 300
@@ -27,11 +38,42 @@ def new_epoch() -> str:
     return secrets.token_hex(4)
 
 
+# One entry of a topic's log, a flat tuple of strings and numbers (module docstring): (recorded at,
+# seq on this topic, the frame text of the event's primary topic, its ingress time), followed, for an
+# event of several topics or with an owner, by (owner, then topic, seq, epoch of each of its topics).
+# Flat, because the collector untracks a tuple only once every element is untracked already.
+_Entry = tuple[Any, ...]
+_PLAIN = 4
+
+
+def _routing(publication: Publication) -> tuple[Any, ...]:
+    topics = publication.topics
+    owner = publication.meta.get("owner")
+    if len(topics) == 1 and owner is None:
+        return ()  # all of it is in the frame itself: topic, seq and epoch
+    seqs, epochs = publication.seqs, publication.epochs
+    return (owner, *(part for topic in topics for part in (topic, seqs[topic], epochs[topic])))
+
+
+def _restore(entry: _Entry) -> Publication:
+    """A publication rebuilt from its stored frame: the routing facts, not the ingress stamps."""
+    text, ingress_ns = entry[2], entry[3]
+    event = Event.model_validate_json(text)
+    if len(entry) == _PLAIN:
+        return Publication(event=event, topics=(event.topic,), seqs={event.topic: event.seq},
+                           epochs={event.topic: event.epoch}, meta={}, ingress_ns=ingress_ns)
+    owner, routed = entry[_PLAIN], entry[_PLAIN + 1:]
+    topics = routed[0::3]
+    return Publication(event=event, topics=topics, seqs=dict(zip(topics, routed[1::3], strict=True)),
+                       epochs=dict(zip(topics, routed[2::3], strict=True)),
+                       meta={} if owner is None else {"owner": owner}, ingress_ns=ingress_ns)
+
+
 @dataclass(slots=True)
 class _TopicLog:
     epoch: str
     seq: int = 0
-    entries: deque[tuple[float, Publication]] = field(default_factory=deque)
+    entries: deque[_Entry] = field(default_factory=deque)
 
 
 class TopicHistory:
@@ -57,7 +99,7 @@ class TopicHistory:
     def _log(self, topic: str) -> _TopicLog:
         log = self._logs.get(topic)
         if log is None:
-            log = _TopicLog(epoch=new_epoch())
+            log = _TopicLog(epoch=new_epoch(), entries=deque(maxlen=self.size or None))
             self._logs[topic] = log
             if len(self._logs) > self.max_topics:
                 self._logs.popitem(last=False)
@@ -74,14 +116,15 @@ class TopicHistory:
 
     def record(self, publication: Publication) -> None:
         """Keep `publication` in the history of each of its topics."""
+        if not self.size:
+            return
+        topics = publication.topics
         now = self._clock()
-        for topic in publication.topics:
-            log = self._log(topic)
-            if self.size == 0:
-                continue
-            log.entries.append((now, publication))
-            if len(log.entries) > self.size:
-                log.entries.popleft()
+        text = publication.frame(topics[0])
+        routing = _routing(publication)
+        for topic in topics:
+            log = self._logs.get(topic) or self._log(topic)  # `next_seq` just touched it
+            log.entries.append((now, publication.seqs[topic], text, publication.ingress_ns, *routing))  # maxlen: size
             self._expire(log, now)
 
     def _expire(self, log: _TopicLog, now: float) -> None:
@@ -103,7 +146,7 @@ class TopicHistory:
         self._expire(log, self._clock())
         if not log.entries:
             return None
-        oldest = log.entries[0][1].seqs[topic]
+        oldest = log.entries[0][1]
         if oldest > since.seq + 1:
             return None
-        return [pub for _, pub in log.entries if pub.seqs[topic] > since.seq]
+        return [_restore(entry) for entry in log.entries if entry[1] > since.seq]

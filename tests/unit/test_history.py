@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import gc
+
 from unified import Event, EventType
 from unified.backend import sequence
 from unified.history import TopicHistory
@@ -55,3 +57,30 @@ def test_topic_cap_evicts_oldest_and_gives_it_a_new_epoch() -> None:
 
 def test_a_new_history_has_a_new_epoch() -> None:
     assert TopicHistory().position("thread:1").epoch != TopicHistory().position("thread:1").epoch
+
+
+def test_retained_history_costs_the_cycle_collector_nothing() -> None:
+    """Entries are tuples of strings and numbers: untracked after one collection, so thousands of
+    retained events never lengthen a full collection (see the module docstring)."""
+    history = TopicHistory(size=300)
+    for i in range(600):
+        event = Event.create(EventType.AGENT_UPDATED, {"id": i % 3, "owner_id": 9})  # two topics, an owner
+        history.record(sequence(history, event, [f"agent:{i % 3}", "agents"], {"owner": "9"}))
+        add(history, thread_id=i % 7)
+    gc.collect()
+    entries = [entry for log in history._logs.values() for entry in log.entries]
+    assert len(entries) > 1000
+    assert not [entry for entry in entries if gc.is_tracked(entry)]
+
+
+def test_replayed_publications_keep_the_routing_facts() -> None:
+    history = TopicHistory(size=10)
+    event = Event.create(EventType.AGENT_UPDATED, {"id": 7, "owner_id": 3})
+    original = sequence(history, event, ["agent:7", "agents"], {"owner": "3", "stage": "off"})
+    history.record(original)
+    for topic in ("agent:7", "agents"):
+        (replayed,) = history.since(topic, Position(original.epochs[topic], 0)) or []
+        assert replayed.event == original.event
+        assert (replayed.topics, replayed.seqs, replayed.epochs) == (original.topics, original.seqs, original.epochs)
+        assert replayed.meta == {"owner": "3"}  # what delivery needs; ingress stamps are not kept
+        assert replayed.frame(topic) == original.frame(topic)
