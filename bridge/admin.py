@@ -155,6 +155,7 @@ async def report(request: Request, _: Admin) -> dict[str, Any]:
 
 def _ops_report(runtime: Runtime) -> dict[str, Any]:
     generated_at = time.time()  # when the counters were read
+    runtime.metrics.batch.flush()
     text = render_metrics(runtime.registry).decode()
     reports = build_report(text)
     gauge = "\n".join(line for line in text.splitlines() if line.startswith("wsmigrate_connections{"))

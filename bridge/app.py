@@ -22,6 +22,7 @@ from metrics.exposition import render as render_metrics
 from unified import EventBus, current_bus
 from unified.endpoint import SessionLimits, UnifiedSession
 from unified.outbox import Outbox
+from unified.outbox_direct import open_outbox
 from unified.protocol import CloseCode
 from unified.ratelimit import TokenBucket
 
@@ -75,7 +76,7 @@ def create_app(settings: Settings | None = None, *, registry: CollectorRegistry 
     app.include_router(admin.router)
 
     def new_outbox(websocket: WebSocket) -> Outbox:
-        return Outbox(websocket.send_text, websocket.close, capacity=runtime.settings.outbox_capacity)
+        return open_outbox(websocket, capacity=runtime.settings.outbox_capacity)
 
     async def admit(websocket: WebSocket, kind: str) -> tuple[bool, str | None]:
         """Origin, draining and authentication checks before the handshake completes, then the
@@ -161,6 +162,7 @@ def create_app(settings: Settings | None = None, *, registry: CollectorRegistry 
 
     @app.get("/metrics")
     async def metrics_endpoint() -> Response:
+        runtime.metrics.batch.flush()  # this worker's tallies (multiprocess mode reads its files)
         return Response(render_metrics(runtime.registry), media_type=CONTENT_TYPE_LATEST)
 
     install_pages(app)

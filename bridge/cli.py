@@ -19,11 +19,19 @@ from bridge.report import Thresholds, TypeReport, build_report
 from bridge.report import render as render_report
 from bridge.settings import Settings
 from bridge.stages import STAGE_ORDER, Stage
+from bridge.ws_protocol import DIRECT_WS_PROTOCOL
 from metrics.exposition import MULTIPROCESS_ENV, prepare_multiprocess_dir
 
 log = logging.getLogger("wsmigrate")
 
 WS_MAX_SIZE = 1024 * 1024  # protocol-level cap; the application rejects frames over 64 KiB itself
+# The uvicorn options every wsmigrate server runs with (serve, the benchmark, the test servers):
+# the direct-transport WebSocket protocol (see bridge.ws_protocol), without permessage-deflate.
+UVICORN_WS_OPTIONS: dict[str, object] = {
+    "ws": DIRECT_WS_PROTOCOL,
+    "ws_per_message_deflate": False,
+    "ws_max_size": WS_MAX_SIZE,
+}
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -54,8 +62,8 @@ def _serve(args: argparse.Namespace) -> int:
         port=args.port,
         workers=args.workers,
         log_level=args.log_level,
-        ws_max_size=WS_MAX_SIZE,
         timeout_graceful_shutdown=10,
+        **UVICORN_WS_OPTIONS,  # type: ignore[arg-type]
     )
     return 0
 

@@ -22,19 +22,21 @@ socket's single outbox inside the same synchronous bus dispatch, so per-topic or
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from typing import Any, Protocol
 
 from bridge import translation
 from bridge.errors import BridgeError, TranslationError
 from bridge.flags import FlagStore
-from bridge.stages import Stage, cohort_bucket, in_live_cohort, is_compared, resolve, serving_path
-from legacy.frames import Frame, encode
+from bridge.stages import FlagsDocument, Stage, cohort_bucket, in_live_cohort, is_compared, resolve, serving_path
+from legacy.frames import encode
 from legacy.manager import Broadcast, LegacyConnection, LegacyConnectionManager, Scope
 from metrics import WsMetrics
 from unified import Connection, ConnectionManager, Event, EventBus, EventType, Publication
 from unified.errors import RoutingError
 from unified.events import AGENT_EVENTS
 from unified.outbox import Outbox
+from unified.wire import EncodedFrame
 
 log = logging.getLogger(__name__)
 
@@ -47,13 +49,16 @@ class DeliveryObserver(Protocol):
     def observe(self, publication: Publication, path: str, recipient: str, payload: str, sent: bool) -> None: ...
 
 
+_STAGE_OF: dict[str, Stage] = {stage.value: stage for stage in Stage}  # a stamp's stage, str or Stage
+
+
 class _Stamp:
     """The ingress stamp of a publication, read back from its `meta`."""
 
     __slots__ = ("live_percent", "stage")
 
     def __init__(self, meta: dict[str, Any]) -> None:
-        self.stage = Stage(meta.get("stage", Stage.OFF))
+        self.stage = _STAGE_OF[meta.get("stage", "off")]
         self.live_percent = int(meta.get("live_percent", 0))
 
 
@@ -77,21 +82,37 @@ class Bridge:
         self.metrics = metrics
         self.observer = observer
         self._buckets: dict[str, int] = {}
+        # The stamp of each event type under the current flags document, resolved once per document.
+        self._stamps: dict[EventType, dict[str, Any]] = {}
+        self._stamps_of: FlagsDocument | None = None
 
     def install(self) -> None:
         self.bus.add_ingress_hook(self.stamp)
         self.bus.attach(self.on_publication)
+        self.unified.foreign_gate = self.unified_path_involved
         self.legacy.set_listener(self)
 
     # -- ingress ---------------------------------------------------------------------------------
 
     def stamp(self, event: Event, origin: str) -> dict[str, Any]:
-        resolution = resolve(self.flags.current(), event.type)
-        stamp: dict[str, Any] = {"stage": resolution.stage.value, "live_percent": resolution.live_percent,
-                                 "flags_revision": resolution.revision}
-        owner = event.data.get("owner_id") if event.type in AGENT_EVENTS else None
-        if owner is not None:  # agent events on the shared `agents` topic reach their owner only
-            stamp["owner"] = str(owner)
+        """The ingress hook: stage, cohort and flag revision (and owner) travel with the event.
+
+        The returned dict is shared by every event of the type until the flags change; the bus
+        only reads it (it merges it into each publication's own `meta`).
+        """
+        document = self.flags.current()
+        if document is not self._stamps_of:
+            self._stamps, self._stamps_of = {}, document
+        stamp = self._stamps.get(event.type)
+        if stamp is None:
+            resolution = resolve(document, event.type)
+            stamp = self._stamps[event.type] = {"stage": resolution.stage.value,
+                                                 "live_percent": resolution.live_percent,
+                                                 "flags_revision": resolution.revision}
+        if event.type in AGENT_EVENTS:
+            owner = event.data.get("owner_id")
+            if owner is not None:  # agent events on the shared `agents` topic reach their owner only
+                return {**stamp, "owner": str(owner)}
         return stamp
 
     async def intercept(self, broadcast: Broadcast) -> bool:
@@ -140,59 +161,79 @@ class Bridge:
 
     # -- rendering and decisions -----------------------------------------------------------------
 
-    def _legacy_route(self, publication: Publication) -> tuple[translation.LegacyRoute, Frame] | None:
+    @staticmethod
+    def unified_path_involved(publication: Publication) -> bool:
+        """Whether the unified path serves or compares legacy sockets for this publication at all.
+
+        In `off` it does neither, so the unified manager skips the legacy sockets' compat
+        connections for it entirely: the legacy path alone routes the event (no double routing).
+        """
+        return bool(publication.meta.get("stage", Stage.OFF) != Stage.OFF)
+
+    def _legacy_route(self, publication: Publication) -> translation.LegacyRoute | None:
         try:
-            return translation.to_legacy(EventType(publication.event_type), publication.event.data)
+            return translation.legacy_route(publication.event.type, publication.event.data)
         except (TranslationError, KeyError) as exc:
             log.debug("event %s has no legacy form: %s", publication.event.event_id, exc)
             return None
 
-    def _legacy_frame(self, publication: Publication) -> tuple[translation.LegacyRoute, str] | None:
-        routed = self._legacy_route(publication)
-        if routed is None:
-            return None
-        route, frame = routed
-        return route, publication.memo(LEGACY_FRAME_KEY, lambda: encode(frame))
+    @staticmethod
+    def _legacy_frame(publication: Publication) -> EncodedFrame:
+        """The legacy frame of an event, encoded once per publication for every legacy socket."""
+        event = publication.event
+        return publication.memo(LEGACY_FRAME_KEY, lambda: encode(translation.legacy_frame(event.type, event.data)))
 
     def _live(self, client_id: str, stamp: _Stamp) -> bool:
         return stamp.live_percent > 0 and in_live_cohort(self._buckets.get(client_id, 100), stamp.live_percent)
 
-    def render_compat(self, publication: Publication, topic: str, connection: Connection) -> str | None:
+    def render_compat(self, publication: Publication, topic: str, connection: Connection) -> EncodedFrame | None:
         """The unified path's frame for a legacy socket: legacy-shaped, and only where it serves."""
-        rendered = self._legacy_frame(publication)
-        if rendered is None or rendered[0].topic not in connection.topics:
+        route = self._legacy_route(publication)
+        if route is None or route.topic not in connection.topics:
             return None
-        text = rendered[1]
+        frame = self._legacy_frame(publication)
         stamp = _Stamp(publication.meta)
         live = self._live(connection.client_id, stamp)
         serves = serving_path(stamp.stage, live) == "unified"
         if is_compared(stamp.stage, live):
-            self._observe(publication, "unified", connection.client_id, text, sent=serves)
-        return text if serves else None
+            self._observe(publication, "unified", connection.client_id, frame.text, sent=serves)
+        return frame if serves else None
 
     def on_publication(self, publication: Publication) -> None:
         """Bus sink: the legacy path's share of an event's delivery."""
-        routed = self._legacy_route(publication)
-        if routed is None:
+        route = self._legacy_route(publication)
+        if route is None:
             return
-        route, frame = routed
-        recipients = self.legacy.recipients(route.scope, route.target_id)
-        # encoded once per event, and only when a legacy socket follows its scope
-        text = publication.memo(LEGACY_FRAME_KEY, lambda: encode(frame)) if recipients else ""
+        recipients = self.legacy.followers(route.scope, route.target_id)
         stamp = _Stamp(publication.meta)
-        served: list[LegacyConnection] = []
-        for connection in recipients:
-            live = self._live(connection.client_id, stamp)
-            serves = serving_path(stamp.stage, live) == "legacy"
-            if serves:
-                served.append(connection)
-            if is_compared(stamp.stage, live):
-                self._observe(publication, "legacy", connection.client_id, text, sent=serves)
-        if served or stamp.stage in (Stage.OFF, Stage.SHADOW):
-            self.legacy.send_frames(served, text, publication.event_type, publication.ingress_ns)
+        legacy_serves_type = stamp.stage in (Stage.OFF, Stage.SHADOW)
+        if not recipients:
+            if legacy_serves_type:  # accounted on the legacy path, which serves this type
+                self.legacy.send_frames((), "", publication.event_type, publication.ingress_ns)
+            return
+        frame = self._legacy_frame(publication)
+        served: Collection[LegacyConnection]
+        if stamp.live_percent == 0:  # no cohort: one decision for every recipient
+            served = recipients if legacy_serves_type else ()
+            if is_compared(stamp.stage):
+                for connection in recipients:
+                    self._observe(publication, "legacy", connection.client_id, frame.text,
+                                  sent=legacy_serves_type)
+        else:
+            chosen: list[LegacyConnection] = []
+            for connection in recipients:
+                live = self._live(connection.client_id, stamp)
+                serves = serving_path(stamp.stage, live) == "legacy"
+                if serves:
+                    chosen.append(connection)
+                if is_compared(stamp.stage, live):
+                    self._observe(publication, "legacy", connection.client_id, frame.text, sent=serves)
+            served = chosen
+        if served or legacy_serves_type:
+            self.legacy.send_frames(served, frame, publication.event_type, publication.ingress_ns)
 
     def _observe(self, publication: Publication, path: str, recipient: str, text: str, *, sent: bool) -> None:
-        if not sent and self.metrics:
-            self.metrics.recipient_deliveries.labels(publication.event_type, path, "shadow").inc()
+        if not sent:
+            (self.legacy.ledger if path == "legacy" else self.unified.ledger).shadow(publication.event_type)
         if self.observer is not None:
             self.observer.observe(publication, path, recipient, text, sent)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from bridge.errors import TranslationError
 from legacy.frames import Frame
@@ -19,9 +19,10 @@ from unified import EventType
 Scope = Literal["thread", "agent", "global"]
 
 
-@dataclass(frozen=True, slots=True)
-class LegacyRoute:
-    """Where the old code broadcast a frame: `broadcast_to_thread(id)`, `_to_agent(id)` or global."""
+class LegacyRoute(NamedTuple):
+    """Where the old code broadcast a frame: `broadcast_to_thread(id)`, `_to_agent(id)` or global.
+
+    A named tuple because one is built for every event the bridge sees."""
 
     scope: Scope
     target_id: int | None
@@ -107,7 +108,18 @@ def _route_id(row: Row, data: Mapping[str, Any]) -> int | None:
     raise TranslationError(f"{row.event_type.value} data lacks an integer {' or '.join(row.route_fields)}")
 
 
+def legacy_route(event_type: EventType, data: Mapping[str, Any]) -> LegacyRoute:
+    """Where the old app would have broadcast this event (cheap: no frame is built)."""
+    row = BY_EVENT_TYPE[event_type]
+    return LegacyRoute(row.scope, _route_id(row, data))
+
+
+def legacy_frame(event_type: EventType, data: Mapping[str, Any]) -> Frame:
+    """The frame the old app would have sent for this event."""
+    row = BY_EVENT_TYPE[event_type]
+    return row.to_frame(row.frame_type, data)
+
+
 def to_legacy(event_type: EventType, data: Mapping[str, Any]) -> tuple[LegacyRoute, Frame]:
     """Where the old app would have broadcast this event, and the frame it would have sent."""
-    row = BY_EVENT_TYPE[event_type]
-    return LegacyRoute(row.scope, _route_id(row, data)), row.to_frame(row.frame_type, data)
+    return legacy_route(event_type, data), legacy_frame(event_type, data)

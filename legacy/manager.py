@@ -20,7 +20,7 @@ import itertools
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -37,12 +37,22 @@ _ids = itertools.count(1)
 _PROCESS_TAG = f"{os.getpid():x}"
 
 
+class PreEncoded(Protocol):
+    """A frame encoded once and written to many sockets (`unified.wire.EncodedFrame` is one)."""
+
+    @property
+    def text(self) -> str: ...
+
+    @property
+    def wire(self) -> bytes: ...
+
+
 class LegacyOutbox(Protocol):
     """The ordered, bounded send queue of one socket (see unified.outbox.Outbox)."""
 
     closed: bool
 
-    def put(self, text: str, ticket: DeliveryTicket | None = None) -> bool: ...
+    def put(self, frame: str | PreEncoded, ticket: DeliveryTicket | None = None) -> bool: ...
 
     def start(self) -> None: ...
 
@@ -96,8 +106,9 @@ class LegacyConnectionManager:
         self._label_for = label_for or (lambda frame: "unknown")
         self.listener: BroadcastListener | None = None
         self._connections: dict[str, LegacyConnection] = {}
-        self._threads: dict[int, set[str]] = {}
-        self._agents: dict[int, set[str]] = {}
+        # thread or agent id -> the connections following it
+        self._threads: dict[int, set[LegacyConnection]] = {}
+        self._agents: dict[int, set[LegacyConnection]] = {}
 
     def set_listener(self, listener: BroadcastListener | None) -> None:
         self.listener = listener
@@ -120,9 +131,9 @@ class LegacyConnectionManager:
         if connection is None:
             return
         for thread_id in connection.threads:
-            self._forget(self._threads, thread_id, client_id)
+            self._forget(self._threads, thread_id, connection)
         for agent_id in connection.agents:
-            self._forget(self._agents, agent_id, client_id)
+            self._forget(self._agents, agent_id, connection)
         if self.metrics:
             self.metrics.connections.labels(connection.kind).dec()
             self.metrics.subscriptions.labels(connection.kind).dec(len(connection.threads) + len(connection.agents))
@@ -130,10 +141,10 @@ class LegacyConnectionManager:
             self.listener.disconnected(connection)
 
     @staticmethod
-    def _forget(index: dict[int, set[str]], key: int, client_id: str) -> None:
+    def _forget(index: dict[int, set[LegacyConnection]], key: int, connection: LegacyConnection) -> None:
         members = index.get(key)
         if members is not None:
-            members.discard(client_id)
+            members.discard(connection)
             if not members:
                 del index[key]
 
@@ -151,7 +162,7 @@ class LegacyConnectionManager:
         if target_id in owned:
             return
         owned.add(target_id)
-        index.setdefault(target_id, set()).add(client_id)
+        index.setdefault(target_id, set()).add(connection)
         if self.metrics:
             self.metrics.subscriptions.labels(connection.kind).inc()
         if self.listener:
@@ -175,11 +186,16 @@ class LegacyConnectionManager:
 
     def recipients(self, scope: Scope, target_id: int | None) -> list[LegacyConnection]:
         """The connections a broadcast to (`scope`, `target_id`) reaches."""
+        return list(self.followers(scope, target_id))
+
+    def followers(self, scope: Scope, target_id: int | None) -> Collection[LegacyConnection]:
+        """Like `recipients`, without a copy: for a synchronous fan-out that does not subscribe or
+        disconnect anyone while it iterates."""
         if scope == "global":
-            return list(self._connections.values())
+            return self._connections.values()
         index = self._threads if scope == "thread" else self._agents
         assert target_id is not None
-        return [self._connections[c] for c in index.get(target_id, ())]
+        return index.get(target_id, ())
 
     def deliver(self, broadcast: Broadcast, event_type_label: str, ingress_ns: int | None = None) -> int:
         """Send a broadcast's frame to its recipients the old way; returns how many were queued."""
@@ -187,14 +203,14 @@ class LegacyConnectionManager:
         return self.send_frames(targets, encode(broadcast.message), event_type_label, ingress_ns)
 
     def send_frames(
-        self, targets: Iterable[LegacyConnection], text: str, event_type_label: str, ingress_ns: int | None = None,
+        self, targets: Collection[LegacyConnection], frame: str | PreEncoded, event_type_label: str,
+        ingress_ns: int | None = None,
     ) -> int:
-        """Queue `text` on each target, accounted on the legacy path as one event."""
-        chosen = list(targets)
-        ticket = self.ledger.open(event_type_label, ingress_ns or time.perf_counter_ns(), len(chosen))
-        for connection in chosen:
-            connection.outbox.put(text, ticket)
-        return len(chosen)
+        """Queue `frame` on each target, accounted on the legacy path as one event."""
+        ticket = self.ledger.open(event_type_label, ingress_ns or time.perf_counter_ns(), len(targets))
+        for connection in targets:
+            connection.outbox.put(frame, ticket)
+        return len(targets)
 
     def reply(self, client_id: str, frame: Frame) -> None:
         """A direct answer to one socket (history, pong, error): not a broadcast, not accounted."""

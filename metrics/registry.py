@@ -10,10 +10,13 @@ layer must not import the packages that define the catalogue.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from itertools import product
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Metric, disable_created_metrics
+from prometheus_client.registry import Collector
+
+from metrics.batch import MetricBatch
 
 # `_created` series double the exposition size and no wsmigrate dashboard or alert reads them.
 disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -55,6 +58,21 @@ def _initialise(metric: Counter | Gauge | Histogram, *label_sets: Iterable[str])
         metric.labels(*combination)
 
 
+class _FlushFirst(Collector):
+    """Registered first, so every read of the registry publishes the pending tallies before the
+    metrics are collected (see `metrics.ledger`)."""
+
+    def __init__(self, flush: Callable[[], None]) -> None:
+        self._flush = flush
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> list[Metric]:
+        self._flush()
+        return []
+
+
 class WsMetrics:
     """All wsmigrate metrics, registered on `registry`.
 
@@ -65,6 +83,8 @@ class WsMetrics:
     def __init__(self, registry: CollectorRegistry, *, event_types: Sequence[str]) -> None:
         self.registry = registry
         self.event_types: tuple[str, ...] = tuple(event_types)
+        self.batch = MetricBatch()
+        registry.register(_FlushFirst(self.batch.flush_from_any_thread))
         types = self.event_types
         r = registry
 

@@ -19,7 +19,9 @@ def server_factory(tmp_path: Path) -> Iterator[ServerFactory]:
     """Start real servers (uvicorn on an ephemeral port) with settings overrides; stop them after."""
     started: list[RunningServer] = []
 
-    def start(**overrides: Any) -> RunningServer:
+    def start(*, direct: bool = True, deflate: bool = False, **overrides: Any) -> RunningServer:
+        """`direct=False`: stock uvicorn, whose sockets get the ASGI-send outbox; `deflate=True`:
+        offer permessage-deflate (see tests/support.RunningServer)."""
         overrides.setdefault("database_url", f"sqlite:///{tmp_path}/app-{len(started)}.db")
         overrides.setdefault("stream_delay_ms", 0)
         overrides.setdefault("auth", False)  # tests of auth switch it on explicitly
@@ -27,7 +29,8 @@ def server_factory(tmp_path: Path) -> Iterator[ServerFactory]:
         sock = bind_free_port()
         overrides.setdefault("self_url", f"http://127.0.0.1:{sock.getsockname()[1]}")
         settings = Settings.from_env({}, **overrides)
-        server = RunningServer(create_app(settings, registry=CollectorRegistry()), sock).start()
+        server = RunningServer(create_app(settings, registry=CollectorRegistry()), sock, direct=direct,
+                               deflate=deflate).start()
         started.append(server)
         return server
 

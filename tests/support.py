@@ -14,6 +14,7 @@ import uvicorn
 from fastapi import FastAPI
 from websockets.asyncio.client import ClientConnection, connect
 
+from bridge.cli import UVICORN_WS_OPTIONS, WS_MAX_SIZE
 from bridge.runtime import Runtime
 
 RECV_TIMEOUT = 10.0
@@ -45,11 +46,17 @@ def bind_free_port() -> socket.socket:
 class RunningServer:
     """A uvicorn server in a background thread, bound to 127.0.0.1 on a free port."""
 
-    def __init__(self, app: FastAPI, sock: socket.socket | None = None) -> None:
+    def __init__(self, app: FastAPI, sock: socket.socket | None = None, *, direct: bool = True,
+                 deflate: bool = False) -> None:
+        """`direct`: uvicorn as `wsmigrate serve` runs it (outboxes write to the transport); False
+        for stock uvicorn, where outboxes fall back to ASGI `send`. `deflate`: offer
+        permessage-deflate (`wsmigrate serve` does not)."""
         self.app = app
         self.sock = sock or bind_free_port()
         self.port: int = self.sock.getsockname()[1]
-        config = uvicorn.Config(app, log_level="warning", ws_max_size=1024 * 1024, lifespan="on")
+        options: dict[str, Any] = dict(UVICORN_WS_OPTIONS) if direct else {"ws_max_size": WS_MAX_SIZE}
+        options["ws_per_message_deflate"] = deflate
+        config = uvicorn.Config(app, log_level="warning", lifespan="on", **options)
         self.server = _Server(config)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
 

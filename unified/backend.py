@@ -101,5 +101,5 @@ def sequence(history: TopicHistory, event: Event, topics: Sequence[str], meta: d
         seqs[topic] = position.seq
         epochs[topic] = position.epoch
     primary = topics[0]
-    stamped = event.model_copy(update={"topic": primary, "seq": seqs[primary], "epoch": epochs[primary]})
+    stamped = event.stamped(primary, seqs[primary], epochs[primary])
     return Publication(event=stamped, topics=tuple(topics), seqs=seqs, epochs=epochs, meta=dict(meta))

@@ -161,7 +161,7 @@ class EventBus:
             child = self._published.get(key)
             if child is None:  # `labels()` takes a lock and builds a key on every call: look it up once
                 child = self._published[key] = self.metrics.events_published.labels(*key)
-            child.inc()
+            self.metrics.batch.add(child)
         return True
 
     def publish_threadsafe(self, event: Event, *, origin: str = "bus") -> concurrent.futures.Future[bool]:

@@ -19,7 +19,8 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from metrics import WsMetrics
 from unified.errors import BusUnavailableError, InvalidTopicError
 from unified.manager import Connection, ConnectionManager
-from unified.outbox import DEFAULT_OUTBOX_CAPACITY, Outbox
+from unified.outbox import DEFAULT_OUTBOX_CAPACITY
+from unified.outbox_direct import open_outbox
 from unified.protocol import (
     CloseCode,
     ErrorCode,
@@ -96,10 +97,7 @@ class UnifiedSession:
 
     async def run(self, initial_topics: list[str] | None = None) -> None:
         await self.websocket.accept()
-        outbox = Outbox(
-            self.websocket.send_text, self.websocket.close,
-            capacity=self.limits.outbox_capacity, on_overflow=self._on_overflow,
-        )
+        outbox = open_outbox(self.websocket, capacity=self.limits.outbox_capacity, on_overflow=self._on_overflow)
         connection = self.manager.add(outbox, kind="unified", user_id=self.user_id)
         self.connection = connection
         outbox.start()

@@ -14,8 +14,8 @@ The first topic of a rule is the event's primary topic (`Event.topic` when it en
 
 from __future__ import annotations
 
+import os
 import time
-import uuid
 from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any, Literal
@@ -48,6 +48,7 @@ AGENT_EVENTS = frozenset(
     {EventType.AGENT_CREATED, EventType.AGENT_UPDATED, EventType.AGENT_DELETED, EventType.AGENT_STATUS_CHANGED}
 )
 THREAD_EVENTS = frozenset({EventType.THREAD_CREATED, EventType.THREAD_UPDATED, EventType.THREAD_DELETED})
+MULTI_TOPIC_EVENTS = AGENT_EVENTS | THREAD_EVENTS  # the types whose rule names two topics
 THREAD_CONTENT_EVENTS = frozenset(
     {
         EventType.MESSAGE_CREATED,
@@ -59,8 +60,13 @@ THREAD_CONTENT_EVENTS = frozenset(
 )
 
 
+_set = object.__setattr__  # frozen models: how pydantic itself fills a copy
+_STAMP_FIELDS = frozenset({"topic", "seq", "epoch"})
+
+
 def new_event_id() -> str:
-    return uuid.uuid4().hex
+    """128 random bits as 32 hex digits (the shape of `uuid4().hex`, at a sixth of its cost)."""
+    return os.urandom(16).hex()
 
 
 def now_ms() -> int:
@@ -80,6 +86,21 @@ class Event(BaseModel):
     epoch: str = ""
     ts: int = Field(default_factory=now_ms)
     data: dict[str, Any] = Field(default_factory=dict)
+
+    def stamped(self, topic: str, seq: int, epoch: str) -> Event:
+        """This event as it is delivered on `topic` at (`epoch`, `seq`).
+
+        What `model_copy(update=...)` does, without its generic machinery: the bus stamps every
+        event it sequences, so this runs once per event. The copy shares `data` (events are
+        frozen and the bus never mutates it); `tests/unit/test_topics_and_events.py` pins the
+        result against `model_copy` so a pydantic change cannot slip past.
+        """
+        copy = Event.__new__(Event)
+        _set(copy, "__dict__", {**self.__dict__, "topic": topic, "seq": seq, "epoch": epoch})
+        _set(copy, "__pydantic_fields_set__", self.__pydantic_fields_set__ | _STAMP_FIELDS)
+        _set(copy, "__pydantic_extra__", None)
+        _set(copy, "__pydantic_private__", None)
+        return copy
 
     @classmethod
     def create(cls, event_type: EventType, data: Mapping[str, Any], *, event_id: str | None = None) -> Event:
@@ -116,8 +137,12 @@ def route_topics(event: Event) -> list[str]:
     """All topics of `event`: its primary topic plus the rule's others (deduplicated, ordered).
 
     An event published to an explicit topic (operators' synthetic events, probes) whose data does
-    not carry the rule's fields goes to that topic only.
+    not carry the rule's fields goes to that topic only. Types whose rule has one topic always go
+    to `event.topic` alone (it is the rule's topic, or an explicit one), so only the others are
+    worked out.
     """
+    if event.type not in MULTI_TOPIC_EVENTS:
+        return [event.topic]
     try:
         rule = topics_for(event.type, event.data)
     except RoutingError:

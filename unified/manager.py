@@ -30,10 +30,12 @@ from unified.bus import EventBus
 from unified.outbox import Outbox
 from unified.protocol import CloseCode, SubscribedAck, TopicPosition
 from unified.publication import Position, Publication
+from unified.wire import EncodedFrame
 
 log = logging.getLogger(__name__)
 
-Renderer = Callable[[Publication, str, "Connection"], str | None]
+Renderer = Callable[[Publication, str, "Connection"], EncodedFrame | None]
+ForeignGate = Callable[[Publication], bool]
 DEFAULT_MAX_TOPICS = 100
 _RECENT_MULTI_TOPIC_IDS = 256
 _ids = itertools.count(1)
@@ -56,7 +58,8 @@ class Connection:
     topics: set[str] = field(default_factory=set)
     # topic -> live publications held back while that topic's subscribe is being answered
     buffering: dict[str, list[Publication]] = field(default_factory=dict)
-    recent_multi: RecentIds = field(default_factory=lambda: RecentIds(_RECENT_MULTI_TOPIC_IDS))
+    # ids of multi-topic events already queued here (created with the first one: most sockets never need it)
+    recent_multi: RecentIds | None = None
     last_seen: float = field(default_factory=time.monotonic)
     ping_sent_at: float | None = None
     close_reason: str | None = None
@@ -71,14 +74,44 @@ class Connection:
         owner = publication.meta.get("owner")
         return owner is None or self.user_id is None or self.user_id == owner
 
-    def frame(self, publication: Publication, topic: str) -> str | None:
+    def first_time(self, event_id: str) -> bool:
+        """False if this multi-topic event already reached the connection through another topic."""
+        recent = self.recent_multi
+        if recent is None:
+            recent = self.recent_multi = RecentIds(_RECENT_MULTI_TOPIC_IDS)
+        return recent.add(event_id)
+
+    def frame(self, publication: Publication, topic: str) -> EncodedFrame | None:
         if self.renderer is None:
-            return publication.frame(topic)
+            return publication.encoded(topic)
         return self.renderer(publication, topic, self)
 
 
+def _join(index: dict[str, set[Connection]], topic: str, connection: Connection) -> None:
+    members = index.get(topic)
+    if members is None:
+        members = index[topic] = set()
+    members.add(connection)
+
+
+def _leave(index: dict[str, set[Connection]], topic: str, connection: Connection) -> None:
+    members = index.get(topic)
+    if members is not None:
+        members.discard(connection)
+        if not members:
+            del index[topic]
+
+
 class ConnectionManager:
-    """Routes bus publications to the connections subscribed to their topics."""
+    """Routes bus publications to the connections subscribed to their topics.
+
+    Three indexes, `topic -> connections`, so that the live fan-out loop does nothing per
+    recipient but queue one shared frame: `_live` (native connections receiving live),
+    `_buffering` (native connections whose subscribe is being answered, see module docstring) and
+    `_foreign` (connections of another protocol with a renderer). The foreign index is consulted
+    only for publications the `foreign_gate` lets through, so a foreign connection costs nothing
+    for events its renderer would turn into nothing anyway.
+    """
 
     def __init__(
         self,
@@ -92,8 +125,11 @@ class ConnectionManager:
         self.metrics = metrics
         self.max_topics = max_topics
         self.ledger = PathLedger(metrics, path)
+        self.foreign_gate: ForeignGate = _always
         self._connections: dict[str, Connection] = {}
-        self._subscribers: dict[str, set[str]] = {}
+        self._live: dict[str, set[Connection]] = {}
+        self._buffering: dict[str, set[Connection]] = {}
+        self._foreign: dict[str, set[Connection]] = {}
         bus.attach(self.on_publication)
 
     # -- connections -----------------------------------------------------------------------------
@@ -134,10 +170,11 @@ class ConnectionManager:
 
     @property
     def topic_count(self) -> int:
-        return len(self._subscribers)
+        return len(self._live.keys() | self._buffering.keys() | self._foreign.keys())
 
     def subscribers(self, topic: str) -> frozenset[str]:
-        return frozenset(self._subscribers.get(topic, ()))
+        members = (*self._live.get(topic, ()), *self._buffering.get(topic, ()), *self._foreign.get(topic, ()))
+        return frozenset(c.client_id for c in members)
 
     def connections(self) -> Iterable[Connection]:
         return self._connections.values()
@@ -167,7 +204,7 @@ class ConnectionManager:
         for topic in fresh:
             connection.topics.add(topic)
             connection.buffering[topic] = []
-            self._subscribers.setdefault(topic, set()).add(connection.client_id)
+            _join(self._buffering, topic, connection)
         self._gauge_subscriptions(connection, len(fresh))
 
         positions: dict[str, TopicPosition] = {}
@@ -187,7 +224,11 @@ class ConnectionManager:
         # From here to the end: no await, so nothing can slip between the ack and going live.
         to_send: dict[str, list[Publication]] = {}
         for topic in fresh:
-            held = connection.buffering.pop(topic, [])
+            held = connection.buffering.pop(topic, None)
+            if held is None:  # dropped while the subscribe was being answered
+                continue
+            _leave(self._buffering, topic, connection)
+            _join(self._live, topic, connection)
             if topic in replays:
                 replayed = replays[topic]
                 last = replayed[-1].seqs[topic] if replayed else positions[topic].seq
@@ -207,10 +248,11 @@ class ConnectionManager:
     def attach(self, connection: Connection, topics: Iterable[str]) -> None:
         """Subscribe live, with no ack, position or replay: for connections of another protocol
         (legacy sockets served through the unified path), whose clients never asked for topics."""
+        index = self._live if connection.renderer is None else self._foreign
         fresh = [t for t in dict.fromkeys(topics) if t not in connection.topics]
         for topic in fresh:
             connection.topics.add(topic)
-            self._subscribers.setdefault(topic, set()).add(connection.client_id)
+            _join(index, topic, connection)
         self._gauge_subscriptions(connection, len(fresh))
 
     def unsubscribe(self, connection: Connection, topics: Iterable[str]) -> list[str]:
@@ -221,12 +263,10 @@ class ConnectionManager:
     def _drop_topics(self, connection: Connection, topics: list[str]) -> None:
         for topic in topics:
             connection.topics.discard(topic)
-            connection.buffering.pop(topic, None)
-            subscribers = self._subscribers.get(topic)
-            if subscribers is not None:
-                subscribers.discard(connection.client_id)
-                if not subscribers:
-                    del self._subscribers[topic]
+            if connection.buffering.pop(topic, None) is not None:
+                _leave(self._buffering, topic, connection)
+            else:
+                _leave(self._live if connection.renderer is None else self._foreign, topic, connection)
         self._gauge_subscriptions(connection, -len(topics))
 
     # -- liveness --------------------------------------------------------------------------------
@@ -239,6 +279,7 @@ class ConnectionManager:
         """
         now = time.monotonic()
         closed = 0
+        ping = EncodedFrame(ping_frame)
         for connection in list(self._connections.values()):
             if connection.renderer is not None or connection.outbox.closed:
                 continue
@@ -250,7 +291,7 @@ class ConnectionManager:
                     closed += 1
             elif now - connection.last_seen >= interval_s:
                 connection.ping_sent_at = now
-                connection.outbox.put(ping_frame)
+                connection.outbox.put(ping)
         return closed
 
     # -- delivery --------------------------------------------------------------------------------
@@ -259,7 +300,7 @@ class ConnectionManager:
         """Queue one publication outside the live fan-out (replays, held-back events)."""
         if not connection.may_see(publication):
             return
-        if len(publication.topics) > 1 and not connection.recent_multi.add(publication.event.event_id):
+        if len(publication.topics) > 1 and not connection.first_time(publication.event.event_id):
             return
         frame = connection.frame(publication, topic)
         if frame is None:
@@ -269,32 +310,65 @@ class ConnectionManager:
 
     def on_publication(self, publication: Publication) -> None:
         """Bus sink: queue the event for every subscriber of its topics, once per connection."""
-        targets: list[tuple[Connection, str]] = []
+        if len(publication.topics) > 1 or publication.meta.get("owner") is not None:
+            self._fan_out_filtered(publication)
+            return
+        topic = publication.topics[0]
+        buffering = self._buffering.get(topic)
+        if buffering:
+            for connection in buffering:
+                connection.buffering[topic].append(publication)
+        live = self._live.get(topic)
+        foreign = self._foreign.get(topic) if self._foreign and self.foreign_gate(publication) else None
+        rendered = self._render_foreign(publication, topic, foreign) if foreign else ()
+        recipients = (len(live) if live else 0) + len(rendered)
+        ticket = self.ledger.open(publication.event_type, publication.ingress_ns, recipients)
+        if live:
+            frame = publication.encoded(topic)
+            for connection in live:
+                connection.outbox.put(frame, ticket)
+        for connection, foreign_frame in rendered:
+            connection.outbox.put(foreign_frame, ticket)
+
+    @staticmethod
+    def _render_foreign(
+        publication: Publication, topic: str, connections: Iterable[Connection],
+    ) -> list[tuple[Connection, EncodedFrame]]:
+        rendered: list[tuple[Connection, EncodedFrame]] = []
+        for connection in connections:
+            assert connection.renderer is not None
+            frame = connection.renderer(publication, topic, connection)
+            if frame is not None:
+                rendered.append((connection, frame))
+        return rendered
+
+    def _fan_out_filtered(self, publication: Publication) -> None:
+        """The general fan-out: several topics (each connection served once) or owner-scoped."""
         multi = len(publication.topics) > 1
-        scoped = publication.meta.get("owner") is not None
-        seen: set[str] = set()
+        event_id = publication.event.event_id
+        foreign_open = bool(self._foreign) and self.foreign_gate(publication)
+        seen: set[Connection] = set()
+        targets: list[tuple[Connection, EncodedFrame]] = []
         for topic in publication.topics:
-            subscribers = self._subscribers.get(topic)
-            if not subscribers:
-                continue
-            for client_id in subscribers:
-                if multi:
-                    if client_id in seen:
-                        continue
-                    seen.add(client_id)
-                connection = self._connections[client_id]
-                if scoped and not connection.may_see(publication):
+            for connection in self._buffering.get(topic, ()):
+                if connection in seen or not connection.may_see(publication):
                     continue
-                held = connection.buffering.get(topic)
-                if held is not None:
-                    held.append(publication)
+                seen.add(connection)
+                connection.buffering[topic].append(publication)
+            members = [*self._live.get(topic, ()), *(self._foreign.get(topic, ()) if foreign_open else ())]
+            for connection in members:
+                if connection in seen or not connection.may_see(publication):
                     continue
-                if multi and not connection.recent_multi.add(publication.event.event_id):
+                seen.add(connection)
+                if multi and not connection.first_time(event_id):
                     continue
-                targets.append((connection, topic))
-        frames = [(c, c.frame(publication, t)) for c, t in targets]
-        ready = [(c, f) for c, f in frames if f is not None]
-        ticket = self.ledger.open(publication.event_type, publication.ingress_ns, len(ready))
-        for connection, frame in ready:
-            assert frame is not None
+                frame = connection.frame(publication, topic)
+                if frame is not None:
+                    targets.append((connection, frame))
+        ticket = self.ledger.open(publication.event_type, publication.ingress_ns, len(targets))
+        for connection, frame in targets:
             connection.outbox.put(frame, ticket)
+
+
+def _always(publication: Publication) -> bool:
+    return True

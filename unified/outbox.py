@@ -1,17 +1,22 @@
-"""One bounded, ordered send queue per socket, drained by a single writer task.
+"""One bounded, ordered send queue per socket.
 
 Every frame for a socket (replies, events from either delivery path) goes through its one outbox,
 so frames leave in the order they were enqueued whichever path produced them. A client that cannot
 keep up fills its outbox; the next frame closes it with 1013 and is counted, while every other
 client keeps receiving: one slow consumer never delays the rest.
 
-Flush path: a frame put on an idle outbox schedules one `call_soon` flush of that outbox; the
-frames put before it runs join the same flush (a burst to one socket leaves back to back). The
-flush drives each send coroutine synchronously: while the transport's buffer is below its
-high-water mark the whole ASGI send chain completes without suspending, so a fan-out costs no
-task wake-up per recipient. Only if a send has to wait (the transport paused writing) does the
-writer task take over the rest of that send and the frames after it, as before. The writer task
-(and its wake-up event) is created the first time that happens, so an idle socket costs no task.
+Two implementations share the lifecycle defined here (`Outbox`):
+
+* `DirectOutbox` (`unified.outbox_direct`) writes finished frames straight to the socket's
+  transport, once per socket per loop iteration. It is used whenever the server offers a
+  `DirectTransport` (see `unified.transport`); `open_outbox` picks it.
+* `AsgiOutbox` (below) drives ASGI `send` for servers that do not. A frame put on an idle outbox
+  schedules one `call_soon` flush of that outbox; the frames put before it runs join the same
+  flush. The flush drives each send coroutine synchronously: while the transport's buffer is below
+  its high-water mark the whole ASGI send chain completes without suspending, so a fan-out costs
+  no task wake-up per recipient. Only if a send has to wait does a writer task take over the rest
+  of that send and the frames after it. The writer task is created the first time that happens,
+  so an idle socket costs no task.
 """
 
 from __future__ import annotations
@@ -23,16 +28,169 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Generator
 from typing import Any
 
-from metrics.ledger import DeliveryTicket
+from metrics.ledger import DeliveryTicket, RecipientOutcome
 from unified.protocol import CloseCode
+from unified.wire import Encoded
 
 log = logging.getLogger(__name__)
 
 SendText = Callable[[str], Awaitable[None]]
 CloseSocket = Callable[[int, str], Awaitable[None]]
+OutFrame = str | Encoded
 DEFAULT_OUTBOX_CAPACITY = 1000
 SLOW_CONSUMER_REASON = "slow consumer: send queue full"
 _Step = Generator[Any, Any, None]
+
+
+class Outbox:
+    """What every outbox does: bounded put, overflow, close (now or after flushing), drain, stop."""
+
+    __slots__ = ("_close", "_close_after", "_closing", "_idle", "_on_overflow", "_started", "capacity",
+                 "close_code", "closed")
+
+    def __init__(
+        self, close: CloseSocket, *, capacity: int = DEFAULT_OUTBOX_CAPACITY,
+        on_overflow: Callable[[], None] | None = None,
+    ) -> None:
+        self._close = close
+        self.capacity = capacity
+        self._on_overflow = on_overflow
+        self._close_after: tuple[int, str] | None = None
+        self._closing: asyncio.Task[None] | None = None
+        self._idle: asyncio.Event | None = None  # created by the first drain() that has to wait
+        self._started = False
+        self.closed = False
+        self.close_code: int | None = None
+
+    # -- what an implementation provides ---------------------------------------------------------
+
+    def put(self, frame: OutFrame, ticket: DeliveryTicket | None = None) -> bool:
+        """Enqueue `frame`; False (and the socket is being closed) when the client is too slow."""
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        """Frames queued and not yet handed to the transport."""
+        raise NotImplementedError
+
+    def _busy(self) -> bool:
+        """Anything queued or being written."""
+        raise NotImplementedError
+
+    def _begin(self) -> None:
+        """`start()` was called: write what was put before it."""
+        raise NotImplementedError
+
+    def _request_close(self) -> None:
+        """`close_after_flush()` was called: close once what is queued has been written."""
+        raise NotImplementedError
+
+    def _drop_queued(self) -> list[DeliveryTicket | None]:
+        """Forget every queued frame; returns their tickets."""
+        raise NotImplementedError
+
+    def _stop_writer(self) -> asyncio.Task[None] | None:
+        """Cancel the writer task, if any, and return it."""
+        raise NotImplementedError
+
+    # -- shared lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start writing (frames put before are written now, in order)."""
+        if not self._started:
+            self._started = True
+            self._begin()
+
+    def _refuse(self, ticket: DeliveryTicket | None) -> bool:
+        """A put that cannot be taken (closed, closing, or over capacity); always False."""
+        if self.closed or self._close_after is not None:
+            if ticket is not None:
+                ticket.done("send_error")
+            return False
+        if ticket is not None:
+            ticket.done("slow_consumer_drop")
+        log.warning("closing a slow consumer: %d frames queued", len(self))
+        if self._on_overflow is not None:
+            self._on_overflow()
+        self.shutdown(CloseCode.TRY_AGAIN_LATER, SLOW_CONSUMER_REASON)
+        return False
+
+    def _not_idle(self) -> None:
+        if self._idle is not None:
+            self._idle.clear()
+
+    def _set_idle(self) -> None:
+        if self._idle is not None:
+            self._idle.set()
+
+    def _send_failed(self, exc: Exception | None, tickets: list[DeliveryTicket | None]) -> None:
+        log.debug("send failed, discarding the outbox: %r", exc)
+        for ticket in tickets:
+            if ticket is not None:
+                ticket.done("send_error")
+        self.closed = True
+        self._fail_queued("send_error")
+
+    def shutdown(self, code: int, reason: str) -> None:
+        """Stop sending, fail what is queued, and close the socket with `code` (idempotent)."""
+        if self.closed:
+            return
+        self.closed = True
+        self.close_code = code
+        self._fail_queued("slow_consumer_drop" if code == CloseCode.TRY_AGAIN_LATER else "send_error")
+        self._stop_writer()
+        self._closing = asyncio.get_running_loop().create_task(self._close_quietly(code, reason))
+
+    def close_after_flush(self, code: int, reason: str) -> None:
+        """Close with `code` once what is already queued (say, a final error frame) is written."""
+        if self.closed or self._close_after is not None:
+            return
+        self._close_after = (code, reason)
+        self._not_idle()
+        self._request_close()
+
+    async def _close_quietly(self, code: int, reason: str) -> None:
+        try:
+            await self._close(code, reason)
+        except asyncio.CancelledError:
+            log.debug("close(%d) cancelled", code)
+        except Exception as exc:  # noqa: BLE001 - the peer is gone, whatever the server stack raises for it
+            log.debug("close(%d) on a finished socket: %r", code, exc)
+
+    def _fail_queued(self, outcome: str) -> None:
+        self._set_idle()
+        failed: RecipientOutcome = "slow_consumer_drop" if outcome == "slow_consumer_drop" else "send_error"
+        for ticket in self._drop_queued():
+            if ticket is not None:
+                ticket.done(failed)
+
+    async def drain(self, timeout: float) -> None:
+        """Wait (bounded) until everything queued has been written."""
+        if self.closed or not self._busy():
+            return
+        if self._idle is None:
+            self._idle = asyncio.Event()
+        else:
+            self._idle.clear()  # busy right now, whatever an earlier flush left in it
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except TimeoutError:
+            log.info("outbox not drained within %.1fs; %d frames dropped at close", timeout, len(self))
+
+    async def finish(self, timeout: float) -> None:
+        """End the session: let a requested close (after flush) happen, bounded, then stop."""
+        if self._close_after is not None and not self.closed:
+            await self.drain(timeout)
+        if self._closing is not None and not self._closing.done():
+            await asyncio.wait([self._closing], timeout=timeout)
+        await self.stop()
+
+    async def stop(self) -> None:
+        """Discard pending frames and end the writer (the socket is already closed)."""
+        self.closed = True
+        self._fail_queued("send_error")
+        task = self._stop_writer()
+        if task is not None:
+            await asyncio.gather(task, return_exceptions=True)
 
 
 @types.coroutine
@@ -60,8 +218,10 @@ def _finish(step: _Step, pending: Any) -> _Step:
                 return
 
 
-class Outbox:
-    """A bounded FIFO of text frames for one socket."""
+class AsgiOutbox(Outbox):
+    """An outbox that writes through ASGI `send_text` (see the module docstring)."""
+
+    __slots__ = ("_flush", "_queue", "_send", "_stalled", "_task", "_wakeup", "_writing")
 
     def __init__(
         self,
@@ -71,29 +231,24 @@ class Outbox:
         capacity: int = DEFAULT_OUTBOX_CAPACITY,
         on_overflow: Callable[[], None] | None = None,
     ) -> None:
+        super().__init__(close, capacity=capacity, on_overflow=on_overflow)
         self._send = send
-        self._close = close
-        self.capacity = capacity
-        self._on_overflow = on_overflow
         self._queue: deque[tuple[str | None, DeliveryTicket | None]] = deque()
-        self._close_after: tuple[int, str] | None = None
-        self._closing: asyncio.Task[None] | None = None
         self._wakeup: asyncio.Event | None = None  # created with the writer task
-        self._idle: asyncio.Event | None = None  # created by the first drain() that has to wait
-        self._started = False
         self._task: asyncio.Task[None] | None = None
-        self._busy = False  # a frame is being written by the writer task
+        self._writing = False  # a frame is being written by the writer task
         self._stalled: tuple[_Step, Any, DeliveryTicket | None] | None = None  # a started send that had to wait
         self._flush: asyncio.Handle | None = None  # a scheduled `_flush_queue` (it owns the queue meanwhile)
-        self.closed = False
-        self.close_code: int | None = None
 
-    def start(self) -> None:
-        """Start writing (frames put before are written now, in order)."""
-        if not self._started:
-            self._started = True
-            if self._queue:
-                self._wake_writer()
+    def __len__(self) -> int:
+        return len(self._queue)
+
+    def _busy(self) -> bool:
+        return bool(self._queue) or self._writing or self._stalled is not None
+
+    def _begin(self) -> None:
+        if self._queue:
+            self._wake_writer()
 
     def _wake_writer(self) -> None:
         """Something is queued or stalled: make sure the writer task exists and runs."""
@@ -106,29 +261,11 @@ class Outbox:
         assert self._wakeup is not None
         self._wakeup.set()
 
-    def _not_idle(self) -> None:
-        if self._idle is not None:
-            self._idle.clear()
-
-    def _set_idle(self) -> None:
-        if self._idle is not None:
-            self._idle.set()
-
-    def __len__(self) -> int:
-        return len(self._queue)
-
-    def put(self, text: str, ticket: DeliveryTicket | None = None) -> bool:
-        """Enqueue `text`; False (and the socket is being closed) when the client is too slow."""
-        if self.closed or self._close_after is not None:
-            if ticket is not None:
-                ticket.done("send_error")
-            return False
-        if len(self._queue) >= self.capacity:
-            if ticket is not None:
-                ticket.done("slow_consumer_drop")
-            self._overflow()
-            return False
-        idle = self._flush is None and not self._queue and not self._busy and self._stalled is None
+    def put(self, frame: OutFrame, ticket: DeliveryTicket | None = None) -> bool:
+        if self.closed or self._close_after is not None or len(self._queue) >= self.capacity:
+            return self._refuse(ticket)
+        text = frame if type(frame) is str else frame.text  # type: ignore[union-attr]
+        idle = self._flush is None and not self._busy()
         self._queue.append((text, ticket))
         if idle and self._started:
             self._not_idle()
@@ -152,7 +289,7 @@ class Outbox:
                     ticket.done("sent")
                 continue
             except Exception as exc:  # noqa: BLE001 - the socket is gone, whatever the server stack raised
-                self._send_failed(exc, ticket)
+                self._send_failed(exc, [ticket])
                 return
             self._stalled = (step, pending, ticket)
             self._wake_writer()
@@ -160,37 +297,9 @@ class Outbox:
         if not queue:
             self._set_idle()
 
-    def _send_failed(self, exc: Exception, ticket: DeliveryTicket | None) -> None:
-        log.debug("send failed, discarding the outbox: %r", exc)
-        if ticket is not None:
-            ticket.done("send_error")
-        self.closed = True
-        self._fail_queued("send_error")
-
-    def _overflow(self) -> None:
-        log.warning("closing a slow consumer: %d frames queued", len(self._queue))
-        if self._on_overflow is not None:
-            self._on_overflow()
-        self.shutdown(CloseCode.TRY_AGAIN_LATER, SLOW_CONSUMER_REASON)
-
-    def shutdown(self, code: int, reason: str) -> None:
-        """Stop sending, fail what is queued, and close the socket with `code` (idempotent)."""
-        if self.closed:
-            return
-        self.closed = True
-        self.close_code = code
-        self._fail_queued("slow_consumer_drop" if code == CloseCode.TRY_AGAIN_LATER else "send_error")
-        if self._task is not None:
-            self._task.cancel()
-        self._closing = asyncio.get_running_loop().create_task(self._close_quietly(code, reason))
-
-    def close_after_flush(self, code: int, reason: str) -> None:
-        """Close with `code` once what is already queued (say, a final error frame) is written."""
-        if self.closed or self._close_after is not None:
-            return
-        self._close_after = (code, reason)
+    def _request_close(self) -> None:
         self._queue.append((None, None))
-        self._cancel_flush()  # the writer task takes the queue over, in order, so `finish` can wait for it
+        self._cancel_flush()  # the writer task takes the queue over, in order
         self._wake_writer()
 
     def _cancel_flush(self) -> None:
@@ -198,21 +307,16 @@ class Outbox:
             self._flush.cancel()
             self._flush = None
 
-    async def _close_quietly(self, code: int, reason: str) -> None:
-        try:
-            await self._close(code, reason)
-        except asyncio.CancelledError:
-            log.debug("close(%d) cancelled", code)
-        except Exception as exc:  # noqa: BLE001 - the peer is gone, whatever the server stack raises for it
-            log.debug("close(%d) on a finished socket: %r", code, exc)
-
-    def _fail_queued(self, outcome: str) -> None:
+    def _drop_queued(self) -> list[DeliveryTicket | None]:
         self._cancel_flush()
-        self._set_idle()
-        while self._queue:
-            _, ticket = self._queue.popleft()
-            if ticket is not None:
-                ticket.done("slow_consumer_drop" if outcome == "slow_consumer_drop" else "send_error")
+        tickets = [ticket for _, ticket in self._queue]
+        self._queue.clear()
+        return tickets
+
+    def _stop_writer(self) -> asyncio.Task[None] | None:
+        if self._task is not None:
+            self._task.cancel()
+        return self._task
 
     async def _run(self) -> None:
         queue = self._queue
@@ -234,43 +338,15 @@ class Outbox:
                     self.shutdown(*self._close_after)
                     return
                 sending = self._send(text)
-            self._busy = True
+            self._writing = True
             try:
                 await sending
             except Exception as exc:  # noqa: BLE001 - the socket is gone, whatever the server stack raised
-                self._send_failed(exc, ticket)
+                self._send_failed(exc, [ticket])
                 return
             finally:
-                self._busy = False
+                self._writing = False
             if ticket is not None:
                 ticket.done("sent")
             if not queue:
                 self._set_idle()
-
-    async def drain(self, timeout: float) -> None:
-        """Wait (bounded) until everything queued has been written."""
-        if self.closed or (not self._queue and not self._busy and self._stalled is None):
-            return
-        if self._idle is None:
-            self._idle = asyncio.Event()
-        try:
-            await asyncio.wait_for(self._idle.wait(), timeout)
-        except TimeoutError:
-            log.info("outbox not drained within %.1fs; %d frames dropped at close", timeout, len(self._queue))
-
-    async def finish(self, timeout: float) -> None:
-        """End the session: let a requested close (after flush) happen, bounded, then stop."""
-        waiting = [t for t in (self._task if self._close_after else None, self._closing) if t is not None]
-        if waiting:
-            await asyncio.wait(waiting, timeout=timeout)
-        if self._closing is not None and not self._closing.done():
-            await asyncio.wait([self._closing], timeout=timeout)
-        await self.stop()
-
-    async def stop(self) -> None:
-        """Discard pending frames and end the writer (the socket is already closed)."""
-        self.closed = True
-        self._fail_queued("send_error")
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)

@@ -1,8 +1,9 @@
 """A published event as it travels inside a node: the envelope plus its per-topic positions.
 
 One logical event may go to several topics (an agent event goes to `agent:7` and `agents`); each
-topic numbers it with its own `seq`. The wire frame for each topic is encoded once and reused for
-every recipient of that topic, because per-recipient encoding dominates fan-out cost.
+topic numbers it with its own `seq`. The wire frame for each topic is encoded once (JSON text and
+the finished WebSocket frame, see `unified.wire`) and reused for every recipient of that topic,
+because per-recipient encoding dominates fan-out cost.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from unified.events import Event
+from unified.wire import EncodedFrame
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +42,7 @@ class Publication:
     epochs: dict[str, str]
     meta: dict[str, Any] = field(default_factory=dict)
     ingress_ns: int = field(default_factory=time.perf_counter_ns)
-    _frames: dict[str, str] = field(default_factory=dict)
+    _frames: dict[str, EncodedFrame] = field(default_factory=dict)
 
     @property
     def event_type(self) -> str:
@@ -57,18 +59,23 @@ class Publication:
         """The envelope as a subscriber of `topic` sees it (topic, seq and epoch of that topic)."""
         return self.event.model_copy(update={"topic": topic, "seq": self.seqs[topic], "epoch": self.epochs[topic]})
 
-    def memo(self, key: str, build: Callable[[], str]) -> str:
+    def memo(self, key: str, build: Callable[[], str]) -> EncodedFrame:
         """A frame of another protocol (say, the legacy one), built once per publication."""
         cached = self._frames.get(key)
         if cached is None:
-            cached = build()
-            self._frames[key] = cached
+            cached = self._frames[key] = EncodedFrame(build())
+        return cached
+
+    def encoded(self, topic: str) -> EncodedFrame:
+        """The frame for subscribers of `topic`, encoded once."""
+        cached = self._frames.get(topic)
+        if cached is None:
+            event = self.event
+            # The event entered the bus stamped for its primary topic: no copy needed for that one.
+            envelope = event if topic == event.topic else self.envelope(topic)
+            cached = self._frames[topic] = EncodedFrame(envelope.model_dump_json())
         return cached
 
     def frame(self, topic: str) -> str:
         """The JSON text frame for `topic`, encoded once."""
-        cached = self._frames.get(topic)
-        if cached is None:
-            cached = self.envelope(topic).model_dump_json()
-            self._frames[topic] = cached
-        return cached
+        return self.encoded(topic).text

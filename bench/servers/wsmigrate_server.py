@@ -20,7 +20,7 @@ import uvicorn
 from fastapi import FastAPI, WebSocket, WebSocketDisconnect
 
 from bridge.app import create_app
-from bridge.cli import WS_MAX_SIZE
+from bridge.cli import UVICORN_WS_OPTIONS
 from bridge.settings import Settings
 from metrics.exposition import MULTIPROCESS_ENV, prepare_multiprocess_dir
 from unified import Event, EventType
@@ -57,4 +57,5 @@ if __name__ == "__main__":
         prepare_multiprocess_dir(directory)
         os.environ[MULTIPROCESS_ENV] = str(directory)
     uvicorn.run("wsmigrate_server:app_factory", factory=True, host=args.host, port=args.port,
-                workers=args.workers, log_level="warning", ws_max_size=WS_MAX_SIZE, timeout_graceful_shutdown=10)
+                workers=args.workers, log_level="warning", timeout_graceful_shutdown=10,
+                **UVICORN_WS_OPTIONS)  # type: ignore[arg-type]

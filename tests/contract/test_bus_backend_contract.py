@@ -16,7 +16,7 @@ from tests.contract.helpers import META, Delivered, Sink, agent_updated, append,
 from unified import Connection, ConnectionManager, EventBus, Position
 from unified.backend import BusBackend, MemoryBackend
 from unified.history import TopicHistory
-from unified.outbox import Outbox
+from unified.outbox import AsgiOutbox
 from unified.redis_backend import RedisBackend
 
 MakeBackend = Callable[..., Awaitable[tuple[BusBackend, Delivered]]]
@@ -169,7 +169,7 @@ async def test_subscribers_through_bus_and_manager_get_gapless_streams(make_back
 
     def connect() -> tuple[Sink, Connection]:
         sink = Sink()
-        outbox = Outbox(sink.send, sink.close)
+        outbox = AsgiOutbox(sink.send, sink.close)
         outbox.start()
         return sink, manager.add(outbox)
 

@@ -10,7 +10,15 @@ from websockets.exceptions import ConnectionClosed
 
 from bridge.responder import reply_text
 from legacy.client import LegacyClient
+from tests.conftest import ServerFactory
 from tests.support import Client, RunningServer, rest
+
+
+@pytest.fixture(params=["direct", "asgi"])
+def server(request: pytest.FixtureRequest, server_factory: ServerFactory) -> RunningServer:
+    """Every test here runs on both outboxes: direct transport writes (`wsmigrate serve`) and the
+    ASGI-send fallback (any other server)."""
+    return server_factory(direct=request.param == "direct")
 
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 MESSAGE_KEYS = {"id", "thread_id", "role", "content", "timestamp"}

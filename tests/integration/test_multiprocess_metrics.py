@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -9,11 +10,12 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from metrics.batch import FLUSH_INTERVAL_S
 from tests.process.server_process import ServerProcess
 
 
 @pytest.fixture
-def two_workers(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+def two_workers(tmp_path: Path) -> Iterator[tuple[ServerProcess, Path]]:
     directory = tmp_path / "multiproc"
     directory.mkdir()
     (directory / "counter_999.db").write_bytes(b"stale file from an earlier run")
@@ -21,7 +23,7 @@ def two_workers(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     server = ServerProcess(tmp_path, workers=2, env={"PROMETHEUS_MULTIPROC_DIR": str(directory),
                                                      "WSMIGRATE_DEMO_TOKEN": "demo-token"})
     try:
-        yield server.url, directory
+        yield server, directory
     finally:
         server.stop()
 
@@ -35,14 +37,33 @@ def published(text: str) -> float:
     return total
 
 
-def test_one_scrape_sums_every_worker_and_stale_files_are_wiped(two_workers: tuple[str, Path]) -> None:
-    url, directory = two_workers
+def test_one_scrape_sums_every_worker_and_stale_files_are_wiped(two_workers: tuple[ServerProcess, Path]) -> None:
+    server, directory = two_workers
+    url = server.url
     assert not (directory / "counter_999.db").exists()
     with httpx.Client(base_url=url, timeout=10) as client:
         for index in range(20):  # new connections: the kernel spreads them over both workers
             with httpx.Client(base_url=url, timeout=10) as fresh:
                 fresh.post("/api/agents", json={"name": f"a{index}"}).raise_for_status()
-        text = client.get("/metrics").text
-    assert published(text) == 20
+        # The worker serving the scrape publishes its own tallies first; the other one's arrive
+        # within its flush interval (metrics.batch.FLUSH_INTERVAL_S): the sum converges, never overshoots.
+        deadline = time.monotonic() + 10 * FLUSH_INTERVAL_S
+        seen = published(client.get("/metrics").text)
+        while seen < 20 and time.monotonic() < deadline:
+            assert seen <= 20
+            seen = published(client.get("/metrics").text)
+    assert seen == 20
     pids = {p.name.split("_")[-1] for p in directory.glob("counter_*.db")}
     assert len(pids) == 2, pids  # both workers wrote their own files
+
+    server.stop()  # the workers go with the master: nothing is left running after the test
+    assert not [pid for pid in pids if Path(f"/proc/{pid}").exists() and _alive(int(pid))]
+
+
+def _alive(pid: int) -> bool:
+    """A process that exists and is not a zombie waiting for its (gone) parent to reap it."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"

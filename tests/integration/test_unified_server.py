@@ -8,8 +8,15 @@ import json
 import pytest
 
 from bridge.responder import reply_text
+from tests.conftest import ServerFactory
 from tests.support import Client, RunningServer, StalledClient, rest
 
+
+@pytest.fixture(params=["direct", "asgi"])
+def server(request: pytest.FixtureRequest, server_factory: ServerFactory) -> RunningServer:
+    """Every test here runs on both outboxes: direct transport writes (`wsmigrate serve`) and the
+    ASGI-send fallback (any other server)."""
+    return server_factory(direct=request.param == "direct")
 
 async def test_agent_crud_frames_arrive_in_order_with_type_and_topic(server: RunningServer) -> None:
     client = await Client.open(server.ws_url())
@@ -159,8 +166,9 @@ async def test_repeated_abuse_closes_with_1008(server_factory: type) -> None:
     assert client.ws.close_code == 1008, closed.value
 
 
-async def test_one_stalled_client_does_not_delay_the_others(server_factory: type) -> None:
-    server = server_factory(outbox_capacity=20)
+@pytest.mark.parametrize("direct", [True, False], ids=["direct", "asgi"])
+async def test_one_stalled_client_does_not_delay_the_others(server_factory: ServerFactory, direct: bool) -> None:
+    server = server_factory(outbox_capacity=20, direct=direct)
     agent = await rest(server, "POST", "/api/agents", {"name": "busy"})
     thread = await rest(server, "POST", "/api/threads", {"agent_id": agent["id"]})
     topic = f"thread:{thread['id']}"

@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry
 
 from metrics import WsMetrics
 from unified import ConnectionManager, Event, EventBus, EventType
-from unified.outbox import Outbox
+from unified.outbox import AsgiOutbox
 from unified.publication import Position
 
 
@@ -52,7 +52,7 @@ async def bus() -> AsyncIterator[EventBus]:
 
 def connect(manager: ConnectionManager, capacity: int = 100) -> tuple[Sink, object]:
     sink = Sink()
-    outbox = Outbox(sink.send, sink.close, capacity=capacity)
+    outbox = AsgiOutbox(sink.send, sink.close, capacity=capacity)
     outbox.start()
     return sink, manager.add(outbox)
 
@@ -78,7 +78,7 @@ async def test_maps_are_clean_after_10000_connect_disconnect_cycles(bus: EventBu
     metrics = WsMetrics(registry, event_types=[t.value for t in EventType])
     manager = ConnectionManager(bus, metrics=metrics)
     for i in range(10_000):
-        outbox = Outbox(_noop_send, _noop_close)
+        outbox = AsgiOutbox(_noop_send, _noop_close)
         connection = manager.add(outbox)
         await manager.subscribe(connection, [f"thread:{i % 50 + 1}", "agents"])
         if i % 3 == 0:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 
 from unified.errors import InvalidTopicError
 from unified.events import Event, EventType, route_topics, topics_for
@@ -77,3 +78,29 @@ def test_envelope_fields_and_unique_ids() -> None:
 def test_explicit_topic_outside_the_rule_goes_to_that_topic_only() -> None:
     event = Event(type=EventType.SYSTEM_STATUS, topic="probe", data={})
     assert route_topics(event) == ["probe"]
+
+
+def test_stamped_is_exactly_model_copy() -> None:
+    """Pins `Event.stamped` (the bus's fast copy) against pydantic's own `model_copy`."""
+    event = Event.create(EventType.AGENT_UPDATED, {"id": 7, "name": "x", "owner_id": 3})
+    stamped = event.stamped("agents", 41, "e1")
+    reference = event.model_copy(update={"topic": "agents", "seq": 41, "epoch": "e1"})
+    assert stamped == reference
+    assert stamped.model_dump_json() == reference.model_dump_json()
+    assert stamped.model_fields_set == reference.model_fields_set
+    assert (stamped.topic, stamped.seq, stamped.epoch) == ("agents", 41, "e1")
+    assert (event.topic, event.seq, event.epoch) == ("agent:7", 0, "")  # the original is untouched
+    with pytest.raises(ValidationError):
+        stamped.seq = 1  # type: ignore[misc]  # still frozen
+
+
+@pytest.mark.parametrize("event_type", list(EventType))
+def test_route_topics_of_single_topic_types_is_the_event_topic(event_type: EventType) -> None:
+    data = {"id": 1, "agent_id": 2, "thread_id": 3}
+    rule = topics_for(event_type, data)
+    for topic in (rule[0], "thread:99", "system"):
+        routed = route_topics(Event(type=event_type, topic=topic, data=data))
+        if len(rule) == 1:
+            assert routed == [topic]
+        else:
+            assert routed == ([topic, *(t for t in rule if t != topic)] if topic in rule else [topic])

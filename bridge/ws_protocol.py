@@ -1,0 +1,64 @@
+"""uvicorn's WebSocket protocol with a direct transport for outboxes (see `unified.transport`).
+
+`wsmigrate serve` runs uvicorn with `ws=DIRECT_WS_PROTOCOL`. Each accepted socket's ASGI scope then
+carries the protocol itself under `DIRECT_TRANSPORT_EXTENSION`, and the socket's outbox writes
+finished frames to the transport instead of walking the ASGI send chain once per recipient. The
+handshake, client frames, pings, the close handshake and flow control stay uvicorn's: this class
+only adds three small methods and the scope entry.
+
+Frames written this way are never compressed. RFC 7692 lets a sender leave any message
+uncompressed (RSV1 clear) even when permessage-deflate was negotiated, so this is correct with
+every client; `wsmigrate serve` does not offer the extension at all, since compressing would have to
+run once per socket and per frame, which is what the direct path exists to avoid.
+
+To get the same fast path in your own uvicorn deployment: `uvicorn.run(app, ws=DIRECT_WS_PROTOCOL)`.
+Under any other server the outboxes fall back to ASGI `send` and behave the same, only slower.
+"""
+
+from __future__ import annotations
+
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.http11 import Request
+
+from unified.transport import CLOSED, DIRECT_TRANSPORT_EXTENSION, PAUSED, WRITTEN
+
+DIRECT_WS_PROTOCOL = "bridge.ws_protocol:DirectWebSocketProtocol"
+
+
+class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
+    """A `unified.transport.DirectTransport` over uvicorn's sans-I/O websockets protocol.
+
+    `write_frames` runs once per socket and loop turn of every fan-out, so it reads plain
+    attributes only (and the transport's `is_closing`): `paused` mirrors uvicorn's `writable` event,
+    kept by the flow-control callbacks below, instead of asking the event each time.
+    """
+
+    paused = False
+
+    def handle_connect(self, event: Request) -> None:
+        super().handle_connect(event)
+        if self.handshake_initiated and self.response.status_code == 101:
+            self.scope["extensions"][DIRECT_TRANSPORT_EXTENSION] = self  # type: ignore[assignment]
+
+    def pause_writing(self) -> None:
+        self.paused = True
+        super().pause_writing()
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        super().resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.paused = False  # as uvicorn sets `writable`: nothing waits for a lost connection
+        super().connection_lost(exc)
+
+    def write_frames(self, data: bytes) -> int:
+        if self.close_sent or self.disconnected or not self.handshake_complete or self.transport.is_closing():
+            return CLOSED
+        if self.paused:
+            return PAUSED
+        self.transport.write(data)
+        return WRITTEN
+
+    async def wait_writable(self) -> None:
+        await self.writable.wait()
