@@ -15,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from bridge.auth import Principal, access
+from bridge.auth import Principal
 from bridge.chat import ChatService, ThreadNotFoundError
 from bridge.db import Agent, Thread
 from bridge.schemas import (
@@ -88,8 +88,7 @@ def _thread(db: Session, thread_id: int, user: Principal | None) -> Thread:
 
 
 async def _check_thread(request: Request, thread_id: int, user: Principal | None) -> None:
-    verdict = await run_in_threadpool(access, runtime_of(request).db, "thread", thread_id,
-                                      None if user is None else user.user_id)
+    verdict = await runtime_of(request).ownership.access("thread", thread_id, None if user is None else user.user_id)
     if verdict != "ok":
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"Thread {thread_id} not found")
 

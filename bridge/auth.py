@@ -6,7 +6,8 @@ query parameter. With `WSMIGRATE_AUTH=off` nobody is authenticated and nothing i
 is for local development and tests, and the server logs a warning at start.
 
 Ownership: users own agents, agents own threads. Every check answers `ok`, `not_found` or
-`forbidden`, so REST, the unified topic gate and the legacy sockets all enforce the same rule.
+`forbidden` (`Access`); `bridge.ownership` answers it for the unified topic gate, the legacy sockets
+and the REST routes alike, so all of them enforce the same rule.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import HTTPConnection
 
-from bridge.db import Agent, Database, Thread, User
+from bridge.db import Database, User
 
 TOKEN_COOKIE = "wsmigrate_token"
 Access = Literal["ok", "not_found", "forbidden"]
@@ -98,24 +99,6 @@ class Authenticator:
             session.commit()
             self._cache.clear()
             return Principal(str(user.id), user.name), user.token
-
-
-def access(db: Database, kind: Literal["agent", "thread"], resource_id: int, user_id: str | None) -> Access:
-    """May `user_id` (None: auth off) use this agent or thread?"""
-    with db.session() as session:
-        if kind == "agent":
-            agent = session.get(Agent, resource_id)
-            owner = None if agent is None else agent.owner_id
-            exists = agent is not None
-        else:
-            thread = session.get(Thread, resource_id)
-            owner = None if thread is None else thread.agent.owner_id
-            exists = thread is not None
-    if not exists:
-        return "not_found"
-    if user_id is None or owner is None or str(owner) == user_id:
-        return "ok"
-    return "forbidden"
 
 
 class OriginPolicy:

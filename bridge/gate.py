@@ -3,25 +3,20 @@ belongs to the subscriber (`not_found` / `forbidden` otherwise)."""
 
 from __future__ import annotations
 
-from typing import Literal
-
-from starlette.concurrency import run_in_threadpool
-
-from bridge.auth import access
-from bridge.db import Database
+from bridge.ownership import Ownership
 from unified.protocol import ErrorCode
 from unified.topics import Topic
 
 
 class DatabaseGate:
-    def __init__(self, db: Database) -> None:
-        self.db = db
+    def __init__(self, ownership: Ownership) -> None:
+        self.ownership = ownership
 
     async def check(self, topic: Topic, user_id: str | None) -> ErrorCode | None:
         if topic.resource_id is None or topic.kind not in ("agent", "thread"):
             return None
-        kind: Literal["agent", "thread"] = "agent" if topic.kind == "agent" else "thread"
-        verdict = await run_in_threadpool(access, self.db, kind, topic.resource_id, user_id)
+        verdict = await self.ownership.access("agent" if topic.kind == "agent" else "thread", topic.resource_id,
+                                              user_id)
         if verdict == "not_found":
             return ErrorCode.NOT_FOUND
         return ErrorCode.FORBIDDEN if verdict == "forbidden" else None

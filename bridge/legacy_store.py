@@ -7,20 +7,20 @@ from typing import Any, Literal
 
 from starlette.concurrency import run_in_threadpool
 
-from bridge.auth import Access, access
+from bridge.auth import Access
 from bridge.chat import ChatService, ThreadNotFoundError
-from bridge.db import Database
+from bridge.ownership import Ownership
 
 
 class DatabaseLegacyStore:
     """`legacy.store.LegacyStore` over the reference app's database."""
 
-    def __init__(self, db: Database, chat: ChatService) -> None:
-        self.db = db
+    def __init__(self, ownership: Ownership, chat: ChatService) -> None:
+        self.ownership = ownership
         self.chat = chat
 
     async def access(self, scope: Literal["thread", "agent"], target_id: int, user_id: str | None) -> Access:
-        return await run_in_threadpool(access, self.db, scope, target_id, user_id)
+        return await self.ownership.access(scope, target_id, user_id)
 
     async def thread_history(self, thread_id: int) -> list[Mapping[str, Any]] | None:
         history = await run_in_threadpool(self.chat.history, thread_id)

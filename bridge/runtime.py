@@ -21,6 +21,7 @@ from bridge.flags_redis import RedisFlagStore
 from bridge.gate import DatabaseGate
 from bridge.gc_policy import CollectorPolicy, parse_thresholds
 from bridge.legacy_store import DatabaseLegacyStore
+from bridge.ownership import Ownership
 from bridge.probes import ProbeRunner
 from bridge.settings import Settings
 from bridge.stages import FlagsDocument, parse_document, resolve
@@ -77,11 +78,12 @@ class Runtime:
         self.bus = EventBus(make_backend(settings, self.metrics, self._on_bus_discontinuity), metrics=hot,
                             handler_queue_size=settings.handler_queue_size)
         self.manager = ConnectionManager(self.bus, metrics=hot, max_topics=settings.max_topics)
-        self.gate = DatabaseGate(self.db)
+        self.ownership = Ownership(self.db, ttl_s=settings.ownership_cache_ttl_s)
+        self.gate = DatabaseGate(self.ownership)
         self.legacy = LegacyConnectionManager(metrics=hot)
         self.chat = ChatService(self.db, LegacyCallSites(self.legacy), chunks=settings.stream_chunks,
                                 delay_ms=settings.stream_delay_ms)
-        self.legacy_store = DatabaseLegacyStore(self.db, self.chat)
+        self.legacy_store = DatabaseLegacyStore(self.ownership, self.chat)
         self.flags = make_flag_store(settings)
         self.flags.add_listener(self._export_flags)
         self.comparator = Comparator(metrics=hot, window_s=settings.compare_window_s,
@@ -89,6 +91,7 @@ class Runtime:
         self.bridge = Bridge(self.bus, self.manager, self.legacy, self.flags, metrics=hot,
                              observer=self.comparator)
         self.bridge.install()
+        self.bus.attach(self.ownership.on_publication)  # deletions reach the access cache at once
         self._expiry: asyncio.Task[None] | None = None
         self.auth = Authenticator(self.db, enabled=settings.auth)
         self.quota = ConnectionQuota(settings.max_connections_per_user)

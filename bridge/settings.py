@@ -35,6 +35,7 @@ class Settings(BaseModel):
     gc_freeze: bool = True
     gc_thresholds: str = Field("700,10,100", pattern=r"^\s*(\d+\s*,\s*\d+\s*,\s*\d+)?\s*$")
     # reference application
+    ownership_cache_ttl_s: float = Field(30.0, ge=0)  # bridge/ownership.py; 0: ask the database every time
     stream_delay_ms: float = Field(15.0, ge=0)
     stream_chunks: int = Field(24, ge=1, le=100_000)
     # flags and operations
