@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/profile.py unified --phases connect,warmup,paced --paced-events 10000
     .venv/bin/python bench/profile.py legacy --phases connect,warmup,burst --events 40000 --top 40
+    .venv/bin/python bench/profile.py unified --env WSMIGRATE_BUS_URL=redis://127.0.0.1:6379/0
 
 The server runs exactly as in `bench/run.py` (pinned to core 0, the generator on core 1). py-spy
 samples the server process from the first event of the workload to its end (`--gil`: only samples
@@ -79,16 +80,19 @@ def main() -> int:
     parser.add_argument("--idle", action="store_true", help="also sample threads that are waiting")
     parser.add_argument("--skip-seconds", type=float, default=0.0,
                         help="start sampling this long after the workload starts (skip connect and warmup)")
+    parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                        help="extra server environment, e.g. WSMIGRATE_BUS_URL=redis://127.0.0.1:6379/0")
     parser.add_argument("--top", type=int, default=30)
     parser.add_argument("--run-timeout", type=int, default=600)
     args = parser.parse_args()
     spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     spec = specs()[args.server]
+    extra_env = dict(item.split("=", 1) for item in args.env)
     outdir = BENCH / "results" / f"profile-{time.strftime('%Y%m%d-%H%M%S')}"
     outdir.mkdir(parents=True)
     raw = outdir / f"{args.server}.txt"
     port = free_port()
-    with running_server(spec, port, outdir / f"{args.server}.log") as (proc, _):
+    with running_server(spec, port, outdir / f"{args.server}.log", extra_env) as (proc, _):
         time.sleep(0.3)
         pids = descendants(proc.pid)
         command = [spy, "record", "--format", "raw", "--rate", str(args.sample_rate), "--output", str(raw),

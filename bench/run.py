@@ -264,7 +264,7 @@ def one_run(spec: ServerSpec, args: argparse.Namespace, outdir: Path, tag: str, 
 def fanout_matrix(args: argparse.Namespace, outdir: Path, all_specs: dict[str, ServerSpec]) -> dict[str, list[Any]]:
     names = [n for n in args.servers.split(",") if n]
     runs: dict[str, list[Any]] = {n: [] for n in names}
-    for rep in range(args.reps):
+    for rep in range(args.reps if names else 0):
         order = names[rep % len(names):] + names[:rep % len(names)]
         for name in order:
             spec = all_specs[name]

@@ -22,6 +22,7 @@ an append whose reply was lost still reports True, and the event is delivered on
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 import socket
@@ -67,6 +68,7 @@ DEFAULT_STALE_AFTER_S = 3.5
 DEFAULT_SOCKET_TIMEOUT_S = 3.0
 DEFAULT_CATCH_UP_TIMEOUT_S = 5.0
 _INGRESS_MEMORY = 10_000
+APPEND_PIPELINE = 500  # appends per pipeline (one round trip)
 _T = TypeVar("_T")
 
 
@@ -138,6 +140,9 @@ class RedisBackend:
         self._append: AsyncScript | None = None
         self._snapshot_script: AsyncScript | None = None
         self._ingress: OrderedDict[str, int] = OrderedDict()
+        # appends waiting for the next pipeline: (script, keys, args, reply)
+        self._appends: list[tuple[AsyncScript, list[str], list[Any], asyncio.Future[Any]]] = []
+        self._appender: asyncio.Task[None] | None = None
 
     @property
     def reader_client_name(self) -> str:
@@ -178,6 +183,10 @@ class RedisBackend:
             raise
 
     async def stop(self) -> None:
+        if self._appender is not None:
+            self._appender.cancel()
+            await asyncio.gather(self._appender, return_exceptions=True)
+        self._fail_appends(BusUnavailableError("the Redis bus backend stopped"))
         if self.listener is not None:
             await self.listener.stop()
         await self._close_clients()
@@ -207,12 +216,53 @@ class RedisBackend:
             *topics, *(new_epoch() for _ in topics),
         ]
         self._remember_ingress(event.event_id)
+        reply: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._appends.append((script, keys, args, reply))
+        if self._appender is None:
+            self._appender = asyncio.get_running_loop().create_task(self._send_appends())
         try:
-            accepted, detail = await script(keys=keys, args=args)
+            accepted, detail = await reply
         except CONNECTION_ERRORS as exc:
             raise BusUnavailableError(f"cannot publish {event.event_id} on the Redis bus: {exc!r}") from exc
         # A duplicate whose dedup key holds our own nonce is a retried append that did go through.
         return int(accepted) == 1 or str(detail) == nonce
+
+    async def _send_appends(self) -> None:
+        """Send the appends waiting now as one pipeline, one round trip for all; repeat while more wait.
+
+        Appends are queued in call order and each pipeline runs in order, after the previous one
+        returned, so the global stream keeps the order in which `append` was called. Concurrent
+        publishers therefore share round trips instead of queueing behind each other's.
+        """
+        batch: list[tuple[AsyncScript, list[str], list[Any], asyncio.Future[Any]]] = []
+        try:
+            while self._appends:
+                batch, self._appends = self._appends[:APPEND_PIPELINE], self._appends[APPEND_PIPELINE:]
+                replies: list[Any]
+                try:
+                    pipeline = self._require(self._writer).pipeline(transaction=False)
+                    for script, keys, args, _ in batch:
+                        await script(keys=keys, args=args, client=pipeline)
+                    replies = await pipeline.execute(raise_on_error=False)
+                except CONNECTION_ERRORS as exc:
+                    replies = [exc] * len(batch)
+                for (_, _, _, reply), result in zip(batch, replies, strict=True):
+                    if reply.done():
+                        continue
+                    if isinstance(result, BaseException):
+                        reply.set_exception(result)
+                    else:
+                        reply.set_result(result)
+        finally:  # normally nothing is left; after a cancellation, nobody may wait forever
+            self._appender = None
+            self._appends = batch + self._appends
+            self._fail_appends(BusUnavailableError("the Redis bus backend stopped"))
+
+    def _fail_appends(self, error: Exception) -> None:
+        waiting, self._appends = self._appends, []
+        for _, _, _, reply in waiting:
+            if not reply.done():
+                reply.set_exception(error)
 
     def _remember_ingress(self, event_id: str) -> None:
         """Keep the local ingress time so latency covers the bus round trip for local publishes."""

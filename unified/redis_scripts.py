@@ -204,7 +204,7 @@ def decode_publication(fields: Mapping[str, str], ingress_ns: int | None = None)
     epochs = dict(zip(topics, (str(e) for e in json.loads(fields[F_EPOCHS])), strict=True))
     event = Event.model_validate_json(fields[F_EVENT])
     primary = topics[0]
-    stamped = event.model_copy(update={"topic": primary, "seq": seqs[primary], "epoch": epochs[primary]})
+    stamped = event.stamped(primary, seqs[primary], epochs[primary])
     meta = json.loads(fields[F_META])
     if not isinstance(meta, dict):
         raise ValueError("publication meta is not a JSON object")

@@ -3,7 +3,8 @@
 `/bench/publish` reads frames {"type": ..., "topic": ..., "data": {...}} and publishes each one
 through the normal ingress exactly as `POST /api/admin/events` does (`Event(...)` then
 `bus.publish(event, origin="admin")`), but one event per WebSocket frame, so that injecting an
-event costs the same class of work for every server in the benchmark. Settings come from the
+event costs the same class of work for every server in the benchmark. With a remote bus (Redis)
+up to PIPELINE publishes are in flight at once (see `app_factory`). Settings come from the
 `WSMIGRATE_*` environment like `wsmigrate serve` (e.g. WSMIGRATE_HISTORY_SIZE=0,
 WSMIGRATE_METRICS_ENABLED=false, WSMIGRATE_BUS_URL=redis://...).
 """
@@ -11,7 +12,9 @@ WSMIGRATE_METRICS_ENABLED=false, WSMIGRATE_BUS_URL=redis://...).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -23,12 +26,27 @@ from bridge.app import create_app
 from bridge.cli import UVICORN_WS_OPTIONS
 from bridge.settings import Settings
 from metrics.exposition import MULTIPROCESS_ENV, prepare_multiprocess_dir
-from unified import Event, EventType
+from unified import Event, EventType, MemoryBackend
+
+PIPELINE = 256
+log = logging.getLogger("wsmigrate.bench")
 
 
 def app_factory() -> FastAPI:
     app = create_app()
     bus = app.state.runtime.bus
+    # An in-process bus sequences an event inside `publish`; a remote one (Redis) takes a round trip.
+    # There the publisher keeps up to PIPELINE events in flight, as concurrent request handlers
+    # would, and the backend pipelines them (order is kept: each publish starts in arrival order).
+    remote = not isinstance(bus.backend, MemoryBackend)
+    window = asyncio.Semaphore(PIPELINE)
+    in_flight: set[asyncio.Task[bool]] = set()
+
+    def finished(task: asyncio.Task[bool]) -> None:
+        in_flight.discard(task)
+        window.release()
+        if not task.cancelled() and task.exception() is not None:
+            log.error("publish failed: %r", task.exception())
 
     async def publisher(ws: WebSocket) -> None:
         await ws.accept()
@@ -37,7 +55,13 @@ def app_factory() -> FastAPI:
                 message = json.loads(await ws.receive_text())
                 event = Event(type=EventType(message.get("type", "stream_chunk")), topic=message["topic"],
                               data=message["data"])
-                await bus.publish(event, origin="admin")
+                if not remote:
+                    await bus.publish(event, origin="admin")
+                    continue
+                await window.acquire()
+                task = asyncio.get_running_loop().create_task(bus.publish(event, origin="admin"))
+                in_flight.add(task)
+                task.add_done_callback(finished)
         except WebSocketDisconnect:
             pass
 
