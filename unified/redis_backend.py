@@ -143,6 +143,7 @@ class RedisBackend:
         # appends waiting for the next pipeline: (script, keys, args, reply)
         self._appends: list[tuple[AsyncScript, list[str], list[Any], asyncio.Future[Any]]] = []
         self._appender: asyncio.Task[None] | None = None
+        self.append_pipelines = 0  # round trips that carried appends (for tests and the curious)
 
     @property
     def reader_client_name(self) -> str:
@@ -243,6 +244,7 @@ class RedisBackend:
                     pipeline = self._require(self._writer).pipeline(transaction=False)
                     for script, keys, args, _ in batch:
                         await script(keys=keys, args=args, client=pipeline)
+                    self.append_pipelines += 1
                     replies = await pipeline.execute(raise_on_error=False)
                 except CONNECTION_ERRORS as exc:
                     replies = [exc] * len(batch)

@@ -68,6 +68,21 @@ async def test_two_workers_each_deliver_every_event_once_in_the_same_order(
     assert [i for i in at_b.ids if i in set(from_a)] == from_a  # a publisher's order survives fan-out
 
 
+async def test_concurrent_publishes_share_round_trips_and_keep_call_order(
+    redis_url: str, redis_prefix: str, start_worker: StartWorker  # this order: workers stop before keys go
+) -> None:
+    worker, delivered = await start_worker(redis_url, redis_prefix, worker_id="w")
+    events = [chunk(1 + i % 3, f"c{i}") for i in range(300)]
+    pipelines_before = worker.append_pipelines
+    accepted = await asyncio.gather(*(append(worker, event) for event in events))  # started in this order
+    assert all(accepted)
+    assert worker.append_pipelines - pipelines_before < len(events) / 10  # shared, not one each
+    await delivered.wait_for(300)
+    assert delivered.ids == [e.event_id for e in events]  # the global stream keeps the call order
+    for topic in ("thread:1", "thread:2", "thread:3"):
+        assert delivered.seqs(topic) == list(range(1, 101))
+
+
 async def test_reader_resumes_without_a_gap_after_its_connection_is_killed(
     redis_url: str, redis_prefix: str, start_worker: StartWorker  # this order: workers stop before keys go
 ) -> None:
