@@ -95,6 +95,8 @@ def specs() -> dict[str, ServerSpec]:
         ServerSpec("unified-lean", "wsmigrate unified (metrics + history off)", wsm, "unified", env=off,
                    wsmigrate=True),
         ServerSpec("legacy", "wsmigrate legacy path", wsm, "legacy", env=on, wsmigrate=True),
+        ServerSpec("unified-asgi", "wsmigrate unified under stock uvicorn (ASGI send, no direct transport)",
+                   [*wsm, "--stock-uvicorn"], "unified", env=on, wsmigrate=True),
         ServerSpec("node", "calibration: Node.js `ws` server", ["node", "node_ceiling.mjs", "--port", "{port}"],
                    "plain", calibration=True),
     )}
@@ -588,8 +590,9 @@ def render(args: argparse.Namespace, runs: dict[str, list[Any]], idle: dict[str,
                    "delivery (both workers + master; Redis not included). "
                    f"Paced: p50 {fmt(p.get('p50_ms'), '.2f')} ms, "
                    f"p99 {fmt(p.get('p99_ms'), '.2f')} ms, lost {p.get('lost')}, duplicated {p.get('duplicated')}. "
-                   "Both workers and Redis share core 0 with each other, so this row shows the cost and correctness "
-                   "of the Redis path, not a scale-out gain.\n")
+                   "Both workers share core 0 (a private Redis started by the runner is pinned there too; one already "
+                   "running is not), so this row shows the cost and correctness of the Redis path, not a scale-out "
+                   "gain; the publisher keeps up to 256 publishes in flight (bench/servers/wsmigrate_server.py).\n")
     else:
         out.append(f"**Not run**: {redis.get('note', 'skipped')}.\n")
     return "\n".join(out)
@@ -614,7 +617,8 @@ def write_doc(text: str) -> None:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--servers", default="bare,fastapi,socketio,pubsub,unified,unified-lean,legacy,node")
+    parser.add_argument("--servers",
+                        default="bare,fastapi,socketio,pubsub,unified,unified-lean,legacy,unified-asgi,node")
     parser.add_argument("--clients", type=int, default=1000)
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--paced-events", type=int, default=20_000)
@@ -624,7 +628,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--nav-count", type=int, default=40)
     parser.add_argument("--no-navigation", dest="navigation", action="store_false")
     parser.add_argument("--idle-clients", type=int, default=10_000)
-    parser.add_argument("--idle-seconds", type=int, default=10)
+    # 30 s: longer than the keepalive cycles (uvicorn's protocol ping every 20 s, the unified
+    # heartbeat after 25 quiet seconds), so "at rest" includes what keeping 10,000 sockets alive costs
+    parser.add_argument("--idle-seconds", type=int, default=30)
     parser.add_argument("--idle-servers", default="bare,fastapi,unified,legacy")
     parser.add_argument("--no-idle", dest="idle", action="store_false")
     parser.add_argument("--no-redis", dest="redis", action="store_false")

@@ -20,6 +20,16 @@ from bridge.runtime import Runtime
 RECV_TIMEOUT = 10.0
 
 
+class FakeClock:
+    """A monotonic clock that only moves when a test moves it (`clock.now += 31`)."""
+
+    def __init__(self, start: float = 100.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+
 class _Server(uvicorn.Server):
     def __init__(self, config: uvicorn.Config) -> None:
         super().__init__(config)

@@ -74,12 +74,15 @@ if __name__ == "__main__":
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8105)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--stock-uvicorn", action="store_true",
+                        help="uvicorn's own WebSocket protocol: outboxes fall back to ASGI send")
     args = parser.parse_args()
     os.environ.update(Settings.from_env().to_env())  # as `wsmigrate serve`: every worker agrees
     if args.workers > 1:  # as `wsmigrate serve`: Prometheus multiprocess mode across workers
         directory = Path(tempfile.mkdtemp(prefix="wsmigrate-bench-prom-"))
         prepare_multiprocess_dir(directory)
         os.environ[MULTIPROCESS_ENV] = str(directory)
+    options = {"ws_max_size": UVICORN_WS_OPTIONS["ws_max_size"]} if args.stock_uvicorn else UVICORN_WS_OPTIONS
     uvicorn.run("wsmigrate_server:app_factory", factory=True, host=args.host, port=args.port,
                 workers=args.workers, log_level="warning", timeout_graceful_shutdown=10,
-                **UVICORN_WS_OPTIONS)  # type: ignore[arg-type]
+                **options)  # type: ignore[arg-type]

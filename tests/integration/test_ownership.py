@@ -8,15 +8,8 @@ import pytest
 
 from bridge.db import Agent, Database, Thread, User
 from bridge.ownership import Ownership
+from tests.support import FakeClock
 from unified import Event, EventBus, EventType
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
@@ -47,7 +40,7 @@ async def test_answers_the_rule_and_asks_the_database_once_per_resource(db: Data
 
 
 async def test_remembered_answers_expire(db: Database) -> None:
-    clock = Clock()
+    clock = FakeClock()
     ownership = Ownership(db, ttl_s=30, clock=clock)
     await ownership.access("thread", 10, "7")
     with db.session() as session:  # behind the application's back: only the expiry can notice

@@ -9,23 +9,16 @@ from prometheus_client import CollectorRegistry
 
 from bridge.comparator import Comparator
 from metrics import WsMetrics
+from tests.support import FakeClock
 from unified import EventType
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
+def clock() -> FakeClock:
+    return FakeClock()
 
 
-def comparator(clock: Clock, **kwargs: object) -> Comparator:
+def comparator(clock: FakeClock, **kwargs: object) -> Comparator:
     metrics = WsMetrics(CollectorRegistry(), event_types=[t.value for t in EventType])
     return Comparator(metrics=metrics, window_s=5.0, clock=clock, **kwargs)  # type: ignore[arg-type]
 
@@ -39,7 +32,7 @@ def count(c: Comparator, outcome: str, event_type: str = "message_created") -> f
 T = "message_created"
 
 
-def test_match_needs_both_paths_once_with_the_same_payload(clock: Clock) -> None:
+def test_match_needs_both_paths_once_with_the_same_payload(clock: FakeClock) -> None:
     c = comparator(clock)
     c.record("e1", T, "legacy", "r1", '{"a":1}')
     c.record("e1", T, "unified", "r1", '{"a":1}')
@@ -50,7 +43,7 @@ def test_match_needs_both_paths_once_with_the_same_payload(clock: Clock) -> None
     assert len(c.samples) == 0
 
 
-def test_mismatch_missing_and_duplicates(clock: Clock) -> None:
+def test_mismatch_missing_and_duplicates(clock: FakeClock) -> None:
     c = comparator(clock)
     c.record("e1", T, "legacy", "r1", '{"a":1}')
     c.record("e1", T, "unified", "r1", '{"a":2}')
@@ -74,7 +67,7 @@ def test_mismatch_missing_and_duplicates(clock: Clock) -> None:
     assert (sample["legacy"], sample["unified"]) == ('{"a":1}', '{"a":2}')
 
 
-def test_a_stall_between_the_two_halves_of_a_pair_never_reads_as_missing(clock: Clock) -> None:
+def test_a_stall_between_the_two_halves_of_a_pair_never_reads_as_missing(clock: FakeClock) -> None:
     c = comparator(clock)
     c.record("e1", T, "unified", "r1", "x")
     clock.now += 60  # the process stalls mid-dispatch (GC pause, descheduled)
@@ -84,7 +77,7 @@ def test_a_stall_between_the_two_halves_of_a_pair_never_reads_as_missing(clock: 
     assert count(c, "missing_legacy") + count(c, "missing_unified") == 0
 
 
-def test_late_arrivals_are_counted_once_each_and_never_change_the_outcome(clock: Clock) -> None:
+def test_late_arrivals_are_counted_once_each_and_never_change_the_outcome(clock: FakeClock) -> None:
     c = comparator(clock)
     c.record("e1", T, "legacy", "r1", "x")
     clock.now += 6
@@ -98,7 +91,7 @@ def test_late_arrivals_are_counted_once_each_and_never_change_the_outcome(clock:
     assert sum(count(c, o) for o in ("missing_unified", "late")) == 2
 
 
-def test_clean_and_ignore_hooks(clock: Clock) -> None:
+def test_clean_and_ignore_hooks(clock: FakeClock) -> None:
     c = comparator(clock)
     c.add_clean(T, lambda frame: {k: v for k, v in frame.items() if k != "ts"})
     c.record("e1", T, "legacy", "r1", json.dumps({"a": 1, "ts": 1}))
@@ -112,7 +105,7 @@ def test_clean_and_ignore_hooks(clock: Clock) -> None:
     assert count(c, "ignored", "stream_chunk") == 1
 
 
-def test_overflow_is_counted_so_zero_mismatches_is_never_vacuous(clock: Clock) -> None:
+def test_overflow_is_counted_so_zero_mismatches_is_never_vacuous(clock: FakeClock) -> None:
     c = comparator(clock, capacity=3)
     for index in range(5):
         c.record(f"e{index}", T, "legacy", "r1", "x")
@@ -130,7 +123,7 @@ def test_overflow_is_counted_so_zero_mismatches_is_never_vacuous(clock: Clock) -
     assert count(c, "missing_legacy") == 0
 
 
-def test_sampling_is_by_event_so_both_paths_skip_the_same_pairs(clock: Clock) -> None:
+def test_sampling_is_by_event_so_both_paths_skip_the_same_pairs(clock: FakeClock) -> None:
     c = comparator(clock, sample_rate=0.5)
     for index in range(400):
         c.record(f"e{index}", T, "legacy", "r1", "x")

@@ -2,18 +2,11 @@ from __future__ import annotations
 
 import gc
 
+from tests.support import FakeClock
 from unified import Event, EventType
 from unified.backend import sequence
 from unified.history import TopicHistory
 from unified.publication import Position
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def add(history: TopicHistory, thread_id: int = 1) -> None:
@@ -34,7 +27,7 @@ def test_replay_is_all_or_nothing_within_the_size_bound() -> None:
 
 
 def test_history_expires_by_age() -> None:
-    clock = Clock()
+    clock = FakeClock(1000.0)
     history = TopicHistory(size=100, ttl_s=60, clock=clock)
     add(history)
     add(history)
