@@ -104,12 +104,13 @@ class MetricBatch:
         self._arm()
 
     def _arm(self) -> None:
+        """Schedule a flush. Called before the caller adds its counts, so it must not flush now; with
+        no running loop (synchronous use) the next read of the registry publishes them."""
         if self._timer is not None:
             return
         try:
             loop = asyncio.get_running_loop()
-        except RuntimeError:  # no loop (synchronous use): publish at once
-            self.flush()
+        except RuntimeError:
             return
         self._loop = loop
         self._timer = loop.call_later(self.interval_s, self.flush)

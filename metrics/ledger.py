@@ -95,9 +95,6 @@ class DeliveryTicket:
         self._failed = False
         self._dropped = False
 
-    def add_recipients(self, count: int) -> None:
-        self._remaining += count
-
     def done(self, outcome: RecipientOutcome) -> None:
         """One recipient's write finished with `outcome`."""
         if outcome == "sent":

@@ -57,6 +57,18 @@ async def test_counts_are_exact_on_read_and_complete_per_event() -> None:
     assert value(metrics, "wsmigrate_path_events_inflight") == 0
 
 
+def test_counts_recorded_without_a_loop_are_published_on_the_next_read() -> None:
+    metrics, ledger = fresh()
+    for _ in range(3):
+        ledger.open("stream_chunk", 0, 0)
+    metrics.batch.add(metrics.events_published.labels("stream_chunk", "admin"))
+    assert value(metrics, "wsmigrate_path_events_accepted_total") == 3
+    assert value(metrics, "wsmigrate_path_events_completed_total", outcome="no_recipients") == 3
+    published = metrics.registry.get_sample_value("wsmigrate_events_published_total",
+                                                   {"event_type": "stream_chunk", "origin": "admin"})
+    assert published == 1
+
+
 async def test_pending_counts_are_published_by_the_timer_without_a_read() -> None:
     metrics, ledger = fresh()
     metrics.batch.interval_s = 0.01
