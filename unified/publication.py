@@ -57,7 +57,7 @@ class Publication:
 
     def envelope(self, topic: str) -> Event:
         """The envelope as a subscriber of `topic` sees it (topic, seq and epoch of that topic)."""
-        return self.event.model_copy(update={"topic": topic, "seq": self.seqs[topic], "epoch": self.epochs[topic]})
+        return self.event.stamped(topic, self.seqs[topic], self.epochs[topic])
 
     def memo(self, key: str, build: Callable[[], str]) -> EncodedFrame:
         """A frame of another protocol (say, the legacy one), built once per publication."""
