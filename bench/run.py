@@ -158,8 +158,9 @@ def running_server(spec: ServerSpec, port: int, log: Path, extra_env: dict[str, 
             # Workers starting on a fresh SQLite file race each other (`create_all`: "table already
             # exists"; the demo user: "UNIQUE constraint failed") and the loser takes the server
             # down. Create the schema and the user first (reported; not a benchmark concern).
-            subprocess.run([python(), "-c", "import sys; from bridge.db import Database; "
-                            "from bridge.auth import Authenticator; db = Database(sys.argv[1]); db.create_all(); "
+            subprocess.run([python(), "-c", "import sys; from wsmigrate.bridge.db import Database; "
+                            "from wsmigrate.bridge.auth import Authenticator; "
+                            "db = Database(sys.argv[1]); db.create_all(); "
                             "Authenticator(db, enabled=True).ensure_user('demo', sys.argv[2])",
                             env["WSMIGRATE_DATABASE_URL"], TOKEN], check=True, cwd=ROOT)
     with log.open("wb") as out:

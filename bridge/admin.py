@@ -14,17 +14,17 @@ from fastapi import APIRouter, Depends, HTTPException, Request, status
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 
-from bridge.errors import FlagsError
-from bridge.flags import FlagChange
-from bridge.report import Thresholds, build_report, parse_samples
-from bridge.stages import FlagsDocument, Stage, resolve
-from metrics.exposition import render as render_metrics
-from unified import Event, EventType
-from unified.errors import InvalidTopicError
-from unified.topics import parse_topic
+from wsmigrate.bridge.errors import FlagsError
+from wsmigrate.bridge.flags import FlagChange
+from wsmigrate.bridge.report import Thresholds, build_report, parse_samples
+from wsmigrate.bridge.stages import FlagsDocument, Stage, resolve
+from wsmigrate.metrics.exposition import render as render_metrics
+from wsmigrate.unified import Event, EventType
+from wsmigrate.unified.errors import InvalidTopicError
+from wsmigrate.unified.topics import parse_topic
 
 if TYPE_CHECKING:
-    from bridge.runtime import Runtime
+    from wsmigrate.bridge.runtime import Runtime
 
 router = APIRouter(prefix="/api/admin")
 

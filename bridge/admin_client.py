@@ -6,7 +6,7 @@ from typing import Any
 
 import httpx
 
-from bridge.errors import BridgeError
+from wsmigrate.bridge.errors import BridgeError
 
 TIMEOUT_S = 10.0
 

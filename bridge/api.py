@@ -15,10 +15,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from bridge.auth import Principal
-from bridge.chat import ChatService, ThreadNotFoundError
-from bridge.db import Agent, Thread
-from bridge.schemas import (
+from wsmigrate.bridge.auth import Principal
+from wsmigrate.bridge.chat import ChatService, ThreadNotFoundError
+from wsmigrate.bridge.db import Agent, Thread
+from wsmigrate.bridge.schemas import (
     AgentIn,
     AgentOut,
     AgentPatch,
@@ -30,10 +30,10 @@ from bridge.schemas import (
     ThreadOut,
     ThreadPatch,
 )
-from unified import Event, EventType, current_bus, publish_event
+from wsmigrate.unified import Event, EventType, current_bus, publish_event
 
 if TYPE_CHECKING:
-    from bridge.runtime import Runtime
+    from wsmigrate.bridge.runtime import Runtime
 
 router = APIRouter(prefix="/api")
 

@@ -10,21 +10,21 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CollectorRegistry
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from bridge import admin, api
-from bridge.pages import install_pages
-from bridge.routing import legacy_view
-from bridge.runtime import Runtime
-from bridge.settings import Settings
-from bridge.shutdown import install_sigterm_drain
-from legacy.endpoint import LegacyLimits, LegacySession
-from metrics.exposition import CONTENT_TYPE_LATEST
-from metrics.exposition import render as render_metrics
-from unified import EventBus, current_bus
-from unified.endpoint import SessionLimits, UnifiedSession
-from unified.outbox import Outbox
-from unified.outbox_direct import open_outbox
-from unified.protocol import CloseCode
-from unified.ratelimit import TokenBucket
+from wsmigrate.bridge import admin, api
+from wsmigrate.bridge.pages import install_pages
+from wsmigrate.bridge.routing import legacy_view
+from wsmigrate.bridge.runtime import Runtime
+from wsmigrate.bridge.settings import Settings
+from wsmigrate.bridge.shutdown import install_sigterm_drain
+from wsmigrate.legacy.endpoint import LegacyLimits, LegacySession
+from wsmigrate.metrics.exposition import CONTENT_TYPE_LATEST
+from wsmigrate.metrics.exposition import render as render_metrics
+from wsmigrate.unified import EventBus, current_bus
+from wsmigrate.unified.endpoint import SessionLimits, UnifiedSession
+from wsmigrate.unified.outbox import Outbox
+from wsmigrate.unified.outbox_direct import open_outbox
+from wsmigrate.unified.protocol import CloseCode
+from wsmigrate.unified.ratelimit import TokenBucket
 
 
 class BusContext:

@@ -23,7 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import HTTPConnection
 
-from bridge.db import Database, User
+from wsmigrate.bridge.db import Database, User
 
 TOKEN_COOKIE = "wsmigrate_token"
 Access = Literal["ok", "not_found", "forbidden"]

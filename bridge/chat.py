@@ -15,11 +15,11 @@ from typing import Protocol
 
 from starlette.concurrency import run_in_threadpool
 
-from bridge.db import Database, Message, Thread
-from bridge.responder import reply_tokens
-from bridge.schemas import MessageOut, RunAccepted
-from legacy import frames
-from legacy.manager import LegacyConnectionManager
+from wsmigrate.bridge.db import Database, Message, Thread
+from wsmigrate.bridge.responder import reply_tokens
+from wsmigrate.bridge.schemas import MessageOut, RunAccepted
+from wsmigrate.legacy import frames
+from wsmigrate.legacy.manager import LegacyConnectionManager
 
 log = logging.getLogger(__name__)
 

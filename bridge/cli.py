@@ -14,13 +14,13 @@ from pathlib import Path
 import httpx
 import uvicorn
 
-from bridge.admin_client import AdminClient, AdminError, render_flags
-from bridge.report import Thresholds, TypeReport, build_report
-from bridge.report import render as render_report
-from bridge.settings import Settings
-from bridge.stages import STAGE_ORDER, Stage
-from bridge.ws_protocol import DIRECT_WS_PROTOCOL
-from metrics.exposition import MULTIPROCESS_ENV, prepare_multiprocess_dir
+from wsmigrate.bridge.admin_client import AdminClient, AdminError, render_flags
+from wsmigrate.bridge.report import Thresholds, TypeReport, build_report
+from wsmigrate.bridge.report import render as render_report
+from wsmigrate.bridge.settings import Settings
+from wsmigrate.bridge.stages import STAGE_ORDER, Stage
+from wsmigrate.bridge.ws_protocol import DIRECT_WS_PROTOCOL
+from wsmigrate.metrics.exposition import MULTIPROCESS_ENV, prepare_multiprocess_dir
 
 log = logging.getLogger("wsmigrate")
 
@@ -56,7 +56,7 @@ def _serve(args: argparse.Namespace) -> int:
     print(f"wsmigrate: admin API {'enabled' if settings.admin_token else 'disabled (set WSMIGRATE_ADMIN_TOKEN)'}",
           flush=True)
     uvicorn.run(
-        "bridge.app:app_from_env",
+        "wsmigrate.bridge.app:app_from_env",
         factory=True,
         host=args.host,
         port=args.port,
@@ -69,7 +69,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from bridge.simulate import render, simulate
+    from wsmigrate.bridge.simulate import render, simulate
 
     report = asyncio.run(simulate(args.url, legacy=args.legacy, unified=args.unified, duration=args.duration,
                                   seed=args.seed))

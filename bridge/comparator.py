@@ -31,8 +31,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from metrics import WsMetrics
-from unified import Publication
+from wsmigrate.metrics import WsMetrics
+from wsmigrate.unified import Publication
 
 Clean = Callable[[dict[str, Any]], dict[str, Any]]
 Ignore = Callable[[str, str], bool]

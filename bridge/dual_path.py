@@ -25,18 +25,26 @@ import logging
 from collections.abc import Collection
 from typing import Any, Protocol
 
-from bridge import translation
-from bridge.errors import BridgeError, TranslationError
-from bridge.flags import FlagStore
-from bridge.stages import FlagsDocument, Stage, cohort_bucket, in_live_cohort, is_compared, resolve, serving_path
-from legacy.frames import encode
-from legacy.manager import Broadcast, LegacyConnection, LegacyConnectionManager, Scope
-from metrics import WsMetrics
-from unified import Connection, ConnectionManager, Event, EventBus, EventType, Publication
-from unified.errors import RoutingError
-from unified.events import AGENT_EVENTS
-from unified.outbox import Outbox
-from unified.wire import EncodedFrame
+from wsmigrate.bridge import translation
+from wsmigrate.bridge.errors import BridgeError, TranslationError
+from wsmigrate.bridge.flags import FlagStore
+from wsmigrate.bridge.stages import (
+    FlagsDocument,
+    Stage,
+    cohort_bucket,
+    in_live_cohort,
+    is_compared,
+    resolve,
+    serving_path,
+)
+from wsmigrate.legacy.frames import encode
+from wsmigrate.legacy.manager import Broadcast, LegacyConnection, LegacyConnectionManager, Scope
+from wsmigrate.metrics import WsMetrics
+from wsmigrate.unified import Connection, ConnectionManager, Event, EventBus, EventType, Publication
+from wsmigrate.unified.errors import RoutingError
+from wsmigrate.unified.events import AGENT_EVENTS
+from wsmigrate.unified.outbox import Outbox
+from wsmigrate.unified.wire import EncodedFrame
 
 log = logging.getLogger(__name__)
 

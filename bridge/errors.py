@@ -1,6 +1,6 @@
 """Errors of the bridge and the reference server, rooted in `WsMigrateError`."""
 
-from metrics.errors import WsMigrateError
+from wsmigrate.metrics.errors import WsMigrateError
 
 
 class BridgeError(WsMigrateError):

@@ -21,9 +21,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from bridge.errors import FlagsError
-from bridge.stages import FlagsDocument, Stage, TypeFlags, check_transition, parse_document, resolve
-from unified import EventType
+from wsmigrate.bridge.errors import FlagsError
+from wsmigrate.bridge.stages import FlagsDocument, Stage, TypeFlags, check_transition, parse_document, resolve
+from wsmigrate.unified import EventType
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, WatchError
 
-from bridge.flags import FlagChange, MemoryFlagStore, apply_change
-from bridge.stages import FlagsDocument
+from wsmigrate.bridge.flags import FlagChange, MemoryFlagStore, apply_change
+from wsmigrate.bridge.stages import FlagsDocument
 
 log = logging.getLogger(__name__)
 

@@ -3,9 +3,9 @@ belongs to the subscriber (`not_found` / `forbidden` otherwise)."""
 
 from __future__ import annotations
 
-from bridge.ownership import Ownership
-from unified.protocol import ErrorCode
-from unified.topics import Topic
+from wsmigrate.bridge.ownership import Ownership
+from wsmigrate.unified.protocol import ErrorCode
+from wsmigrate.unified.topics import Topic
 
 
 class DatabaseGate:

@@ -7,9 +7,9 @@ from typing import Any, Literal
 
 from starlette.concurrency import run_in_threadpool
 
-from bridge.auth import Access
-from bridge.chat import ChatService, ThreadNotFoundError
-from bridge.ownership import Ownership
+from wsmigrate.bridge.auth import Access
+from wsmigrate.bridge.chat import ChatService, ThreadNotFoundError
+from wsmigrate.bridge.ownership import Ownership
 
 
 class DatabaseLegacyStore:

@@ -21,9 +21,9 @@ from typing import Literal, NamedTuple
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
-from bridge.auth import Access
-from bridge.db import Agent, Database, Thread
-from unified import EventType, Publication
+from wsmigrate.bridge.auth import Access
+from wsmigrate.bridge.db import Agent, Database, Thread
+from wsmigrate.unified import EventType, Publication
 
 Kind = Literal["agent", "thread"]
 DEFAULT_TTL_S = 30.0

@@ -23,9 +23,9 @@ from starlette.concurrency import run_in_threadpool
 from websockets.asyncio.client import connect
 from websockets.exceptions import WebSocketException
 
-from bridge.db import Agent, Database, Thread
-from metrics import WsMetrics
-from unified import Event, EventBus, EventType
+from wsmigrate.bridge.db import Agent, Database, Thread
+from wsmigrate.metrics import WsMetrics
+from wsmigrate.unified import Event, EventBus, EventType
 
 log = logging.getLogger(__name__)
 

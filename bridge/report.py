@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from bridge.stages import STAGE_ORDER, Stage
-from unified import EventType
+from wsmigrate.bridge.stages import STAGE_ORDER, Stage
+from wsmigrate.unified import EventType
 
 FAILURES = ("mismatch_payload", "missing_legacy", "missing_unified", "duplicate_legacy", "duplicate_unified")
 Samples = dict[str, list[tuple[dict[str, str], float]]]

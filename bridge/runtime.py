@@ -11,28 +11,28 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 from starlette.concurrency import run_in_threadpool
 
-from bridge.auth import Authenticator, ConnectionQuota, OriginPolicy
-from bridge.chat import ChatService, LegacyCallSites
-from bridge.comparator import Comparator
-from bridge.db import Database
-from bridge.dual_path import Bridge
-from bridge.flags import FileFlagStore, FlagStore, MemoryFlagStore
-from bridge.flags_redis import RedisFlagStore
-from bridge.gate import DatabaseGate
-from bridge.gc_policy import CollectorPolicy, parse_thresholds
-from bridge.legacy_store import DatabaseLegacyStore
-from bridge.ownership import Ownership
-from bridge.probes import ProbeRunner
-from bridge.settings import Settings
-from bridge.stages import FlagsDocument, parse_document, resolve
-from legacy.manager import LegacyConnectionManager
-from metrics import WsMetrics
-from unified import ConnectionManager, EventBus, EventType, MemoryBackend
-from unified.backend import BusBackend
-from unified.events import now_ms
-from unified.history import TopicHistory
-from unified.protocol import CloseCode, ServerPing
-from unified.redis_backend import RedisBackend, split_bus_url
+from wsmigrate.bridge.auth import Authenticator, ConnectionQuota, OriginPolicy
+from wsmigrate.bridge.chat import ChatService, LegacyCallSites
+from wsmigrate.bridge.comparator import Comparator
+from wsmigrate.bridge.db import Database
+from wsmigrate.bridge.dual_path import Bridge
+from wsmigrate.bridge.flags import FileFlagStore, FlagStore, MemoryFlagStore
+from wsmigrate.bridge.flags_redis import RedisFlagStore
+from wsmigrate.bridge.gate import DatabaseGate
+from wsmigrate.bridge.gc_policy import CollectorPolicy, parse_thresholds
+from wsmigrate.bridge.legacy_store import DatabaseLegacyStore
+from wsmigrate.bridge.ownership import Ownership
+from wsmigrate.bridge.probes import ProbeRunner
+from wsmigrate.bridge.settings import Settings
+from wsmigrate.bridge.stages import FlagsDocument, parse_document, resolve
+from wsmigrate.legacy.manager import LegacyConnectionManager
+from wsmigrate.metrics import WsMetrics
+from wsmigrate.unified import ConnectionManager, EventBus, EventType, MemoryBackend
+from wsmigrate.unified.backend import BusBackend
+from wsmigrate.unified.events import now_ms
+from wsmigrate.unified.history import TopicHistory
+from wsmigrate.unified.protocol import CloseCode, ServerPing
+from wsmigrate.unified.redis_backend import RedisBackend, split_bus_url
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ def make_flag_store(settings: Settings) -> FlagStore:
         return RedisFlagStore(url, prefix=prefix or "wsmigrate", seed=seed)
     if settings.flags_file:
         return FileFlagStore(Path(settings.flags_file), audit_file=audit)
-    default = resources.files("bridge").joinpath("flags.default.toml").read_text(encoding="utf-8")
+    default = resources.files("wsmigrate.bridge").joinpath("flags.default.toml").read_text(encoding="utf-8")
     return MemoryFlagStore(parse_document(default, fmt="toml"), audit_file=audit)
 
 

@@ -20,7 +20,7 @@ import httpx
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, WebSocketException
 
-from legacy.client import LegacyClient
+from wsmigrate.legacy.client import LegacyClient
 
 DWELL_S = (0.05, 0.2)
 

@@ -28,8 +28,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from bridge.errors import FlagsError
-from unified import EventType
+from wsmigrate.bridge.errors import FlagsError
+from wsmigrate.unified import EventType
 
 
 class Stage(StrEnum):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from bridge.comparator import Comparator
-from bridge.report import FAILURES
+from wsmigrate.bridge.comparator import Comparator
+from wsmigrate.bridge.report import FAILURES
 
 
 def assert_no_divergence(

@@ -12,9 +12,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
-from bridge.errors import TranslationError
-from legacy.frames import Frame
-from unified import EventType
+from wsmigrate.bridge.errors import TranslationError
+from wsmigrate.legacy.frames import Frame
+from wsmigrate.unified import EventType
 
 Scope = Literal["thread", "agent", "global"]
 

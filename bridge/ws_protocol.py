@@ -20,9 +20,9 @@ from __future__ import annotations
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.http11 import Request
 
-from unified.transport import CLOSED, DIRECT_TRANSPORT_EXTENSION, PAUSED, WRITTEN
+from wsmigrate.unified.transport import CLOSED, DIRECT_TRANSPORT_EXTENSION, PAUSED, WRITTEN
 
-DIRECT_WS_PROTOCOL = "bridge.ws_protocol:DirectWebSocketProtocol"
+DIRECT_WS_PROTOCOL = "wsmigrate.bridge.ws_protocol:DirectWebSocketProtocol"
 
 
 class DirectWebSocketProtocol(WebSocketsSansIOProtocol):

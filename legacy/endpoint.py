@@ -17,11 +17,11 @@ from typing import Literal
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from legacy import frames
-from legacy.errors import LegacyProtocolError
-from legacy.manager import LEGACY_AGENT, LEGACY_THREAD, LegacyConnectionManager, LegacyOutbox
-from legacy.store import LegacyStore
-from metrics.registry import WsMetrics
+from wsmigrate.legacy import frames
+from wsmigrate.legacy.errors import LegacyProtocolError
+from wsmigrate.legacy.manager import LEGACY_AGENT, LEGACY_THREAD, LegacyConnectionManager, LegacyOutbox
+from wsmigrate.legacy.store import LegacyStore
+from wsmigrate.metrics.registry import WsMetrics
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from metrics.errors import WsMigrateError
+from wsmigrate.metrics.errors import WsMigrateError
 
 
 class LegacyError(WsMigrateError):

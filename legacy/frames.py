@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from legacy.errors import LegacyProtocolError
+from wsmigrate.legacy.errors import LegacyProtocolError
 
 MAX_FRAME_BYTES = 64 * 1024
 MAX_JSON_DEPTH = 32

@@ -24,9 +24,9 @@ from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-from legacy.frames import Frame, encode
-from metrics.ledger import DeliveryTicket, PathLedger
-from metrics.registry import WsMetrics
+from wsmigrate.legacy.frames import Frame, encode
+from wsmigrate.metrics.ledger import DeliveryTicket, PathLedger
+from wsmigrate.metrics.registry import WsMetrics
 
 log = logging.getLogger(__name__)
 

@@ -4,9 +4,9 @@
 it without creating cycles. No other package constructs a Counter, Gauge or Histogram.
 """
 
-from metrics.errors import WsMigrateError
-from metrics.ledger import DeliveryTicket, PathLedger
-from metrics.registry import (
+from wsmigrate.metrics.errors import WsMigrateError
+from wsmigrate.metrics.ledger import DeliveryTicket, PathLedger
+from wsmigrate.metrics.registry import (
     BRIDGE_OUTCOMES,
     COMPARISON_OUTCOMES,
     COMPLETION_OUTCOMES,

@@ -17,8 +17,8 @@ from bisect import bisect_left
 from collections import Counter
 from typing import Any, Literal
 
-from metrics.batch import COMPLETIONS, RECIPIENT_OUTCOMES, Latency, MetricBatch, Tally
-from metrics.registry import WsMetrics
+from wsmigrate.metrics.batch import COMPLETIONS, RECIPIENT_OUTCOMES, Latency, MetricBatch, Tally
+from wsmigrate.metrics.registry import WsMetrics
 
 RecipientOutcome = Literal["sent", "send_error", "slow_consumer_drop"]
 

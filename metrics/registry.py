@@ -16,7 +16,7 @@ from itertools import product
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Metric, disable_created_metrics
 from prometheus_client.registry import Collector
 
-from metrics.batch import MetricBatch
+from wsmigrate.metrics.batch import MetricBatch
 
 # `_created` series double the exposition size and no wsmigrate dashboard or alert reads them.
 disable_created_metrics()  # type: ignore[no-untyped-call]

@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from bridge.app import create_app
-from bridge.settings import Settings
 from tests.support import RunningServer, bind_free_port
+from wsmigrate.bridge.app import create_app
+from wsmigrate.bridge.settings import Settings
 
 ServerFactory = Callable[..., RunningServer]
 

@@ -14,8 +14,8 @@ import uvicorn
 from fastapi import FastAPI
 from websockets.asyncio.client import ClientConnection, connect
 
-from bridge.cli import UVICORN_WS_OPTIONS, WS_MAX_SIZE
-from bridge.runtime import Runtime
+from wsmigrate.bridge.cli import UVICORN_WS_OPTIONS, WS_MAX_SIZE
+from wsmigrate.bridge.runtime import Runtime
 
 RECV_TIMEOUT = 10.0
 

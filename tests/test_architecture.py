@@ -25,15 +25,33 @@ def parse(path: Path) -> ast.Module:
         return pool.submit(ast.parse, path.read_text(), str(path)).result()
 
 
-def imported_packages(path: Path) -> set[str]:
+def imported_modules(path: Path) -> set[str]:
     tree = parse(path)
     found: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            found.update(alias.name.split(".")[0] for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            found.add(node.module.split(".")[0])
-    return found & OURS
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            assert node.level == 0, f"{path}: relative import of {node.module}; import from wsmigrate.<layer>"
+            found.add(node.module)
+    return found
+
+
+def imported_packages(path: Path) -> set[str]:
+    """The layers `path` imports, as `wsmigrate.<layer>` (the only way they are importable)."""
+    parts = (name.split(".") for name in imported_modules(path))
+    return {p[1] for p in parts if len(p) > 1 and p[0] == "wsmigrate"} & OURS
+
+
+# An adopter's app, run outside the repository beside its own `metrics`, `legacy`, `bridge`, `unified`.
+OWN_LAYER_NAMES = {Path("tests/packaging/adopter_app.py")}
+
+
+def python_files() -> list[Path]:
+    """Every Python file of the repository that is ours (not a venv, not a dependency)."""
+    skip = {".venv", "node_modules", ".git", "build", "var", "wsmigrate"}
+    return [p for p in ROOT.rglob("*.py")
+            if not skip & set(p.relative_to(ROOT).parts) and p.relative_to(ROOT) not in OWN_LAYER_NAMES]
 
 
 @pytest.mark.parametrize("package", sorted(OURS))
@@ -45,10 +63,25 @@ def test_layers_import_only_what_they_may(package: str) -> None:
     assert {k: v for k, v in violations.items() if v} == {}
 
 
+def test_nothing_imports_a_layer_by_its_bare_folder_name() -> None:
+    """From the repository root `import unified` would also work, as a second copy of every module
+    (other classes, other globals): everything goes through the `wsmigrate` namespace instead."""
+    offenders = {
+        str(path.relative_to(ROOT)): sorted(n for n in imported_modules(path) if n.split(".")[0] in OURS)
+        for path in python_files()
+    }
+    assert {k: v for k, v in offenders.items() if v} == {}
+
+
 def test_the_top_level_is_exactly_the_design_card() -> None:
     packages = {p.name for p in ROOT.iterdir() if (p / "__init__.py").exists() and p.name != "tests"}
-    assert packages == OURS
+    assert packages == OURS | {"wsmigrate"}
     assert not (ROOT / "src").exists()
+    # the namespace root holds links to the four folders, never copies of them
+    for layer in OURS:
+        link = ROOT / "wsmigrate" / layer
+        assert link.is_symlink(), link
+        assert link.resolve() == (ROOT / layer).resolve(), link
 
 
 METRIC_CLASSES = {"Counter", "Gauge", "Histogram", "Summary", "Info", "Enum"}

@@ -3,12 +3,12 @@
 `unified` never imports `legacy` or `bridge`; it may import `metrics`.
 """
 
-from unified.backend import BusBackend, MemoryBackend
-from unified.bus import EventBus
-from unified.decorator import current_bus, publish_event
-from unified.events import Event, EventType, route_topics, topics_for
-from unified.manager import Connection, ConnectionManager
-from unified.publication import Position, Publication
+from wsmigrate.unified.backend import BusBackend, MemoryBackend
+from wsmigrate.unified.bus import EventBus
+from wsmigrate.unified.decorator import current_bus, publish_event
+from wsmigrate.unified.events import Event, EventType, route_topics, topics_for
+from wsmigrate.unified.manager import Connection, ConnectionManager
+from wsmigrate.unified.publication import Position, Publication
 
 __all__ = [
     "BusBackend",

@@ -12,9 +12,9 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-from unified.events import Event
-from unified.history import TopicHistory
-from unified.publication import Position, Publication
+from wsmigrate.unified.events import Event
+from wsmigrate.unified.history import TopicHistory
+from wsmigrate.unified.publication import Position, Publication
 
 Deliver = Callable[[Publication], None]
 DEFAULT_DEDUP_WINDOW = 100_000

@@ -21,11 +21,11 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from metrics import WsMetrics
-from unified.backend import BusBackend, MemoryBackend
-from unified.errors import BusClosedError
-from unified.events import Event, EventType, route_topics
-from unified.publication import Position, Publication
+from wsmigrate.metrics import WsMetrics
+from wsmigrate.unified.backend import BusBackend, MemoryBackend
+from wsmigrate.unified.errors import BusClosedError
+from wsmigrate.unified.events import Event, EventType, route_topics
+from wsmigrate.unified.publication import Position, Publication
 
 log = logging.getLogger(__name__)
 

@@ -17,9 +17,9 @@ from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from typing import Any, ParamSpec, TypeVar, cast
 
-from unified.bus import EventBus
-from unified.errors import BusClosedError
-from unified.events import Event, EventType
+from wsmigrate.unified.bus import EventBus
+from wsmigrate.unified.errors import BusClosedError
+from wsmigrate.unified.events import Event, EventType
 
 P = ParamSpec("P")
 R = TypeVar("R")

@@ -16,12 +16,12 @@ from typing import Protocol
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from metrics import WsMetrics
-from unified.errors import BusUnavailableError, InvalidTopicError
-from unified.manager import Connection, ConnectionManager
-from unified.outbox import DEFAULT_OUTBOX_CAPACITY
-from unified.outbox_direct import open_outbox
-from unified.protocol import (
+from wsmigrate.metrics import WsMetrics
+from wsmigrate.unified.errors import BusUnavailableError, InvalidTopicError
+from wsmigrate.unified.manager import Connection, ConnectionManager
+from wsmigrate.unified.outbox import DEFAULT_OUTBOX_CAPACITY
+from wsmigrate.unified.outbox_direct import open_outbox
+from wsmigrate.unified.protocol import (
     CloseCode,
     ErrorCode,
     PingRequest,
@@ -34,9 +34,9 @@ from unified.protocol import (
     error_frame,
     parse_client_frame,
 )
-from unified.publication import Position
-from unified.ratelimit import TokenBucket
-from unified.topics import Topic, parse_topic
+from wsmigrate.unified.publication import Position
+from wsmigrate.unified.ratelimit import TokenBucket
+from wsmigrate.unified.topics import Topic, parse_topic
 
 log = logging.getLogger(__name__)
 

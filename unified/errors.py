@@ -1,6 +1,6 @@
 """Errors raised by the unified path, all rooted in `WsMigrateError`."""
 
-from metrics.errors import WsMigrateError
+from wsmigrate.metrics.errors import WsMigrateError
 
 
 class UnifiedError(WsMigrateError):

@@ -22,8 +22,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from unified.errors import RoutingError
-from unified.topics import agent_topic, thread_topic
+from wsmigrate.unified.errors import RoutingError
+from wsmigrate.unified.topics import agent_topic, thread_topic
 
 PROTOCOL_VERSION: Literal[1] = 1
 

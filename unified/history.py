@@ -26,8 +26,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from unified.events import Event
-from unified.publication import Position, Publication
+from wsmigrate.unified.events import Event
+from wsmigrate.unified.publication import Position, Publication
 
 DEFAULT_HISTORY_SIZE = 300
 DEFAULT_HISTORY_TTL_S = 300.0

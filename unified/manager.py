@@ -23,14 +23,14 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
-from metrics import WsMetrics
-from metrics.ledger import PathLedger
-from unified.backend import RecentIds
-from unified.bus import EventBus
-from unified.outbox import Outbox
-from unified.protocol import CloseCode, SubscribedAck, TopicPosition
-from unified.publication import Position, Publication
-from unified.wire import EncodedFrame
+from wsmigrate.metrics import WsMetrics
+from wsmigrate.metrics.ledger import PathLedger
+from wsmigrate.unified.backend import RecentIds
+from wsmigrate.unified.bus import EventBus
+from wsmigrate.unified.outbox import Outbox
+from wsmigrate.unified.protocol import CloseCode, SubscribedAck, TopicPosition
+from wsmigrate.unified.publication import Position, Publication
+from wsmigrate.unified.wire import EncodedFrame
 
 log = logging.getLogger(__name__)
 

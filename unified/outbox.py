@@ -28,9 +28,9 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Generator
 from typing import Any
 
-from metrics.ledger import DeliveryTicket, RecipientOutcome
-from unified.protocol import CloseCode
-from unified.wire import Encoded
+from wsmigrate.metrics.ledger import DeliveryTicket, RecipientOutcome
+from wsmigrate.unified.protocol import CloseCode
+from wsmigrate.unified.wire import Encoded
 
 log = logging.getLogger(__name__)
 

@@ -26,10 +26,10 @@ from collections.abc import Callable
 
 from starlette.websockets import WebSocket
 
-from metrics.ledger import DeliveryTicket, settle
-from unified.outbox import DEFAULT_OUTBOX_CAPACITY, AsgiOutbox, CloseSocket, Outbox, OutFrame
-from unified.transport import PAUSED, WRITTEN, DirectTransport, direct_transport
-from unified.wire import text_frame
+from wsmigrate.metrics.ledger import DeliveryTicket, settle
+from wsmigrate.unified.outbox import DEFAULT_OUTBOX_CAPACITY, AsgiOutbox, CloseSocket, Outbox, OutFrame
+from wsmigrate.unified.transport import PAUSED, WRITTEN, DirectTransport, direct_transport
+from wsmigrate.unified.wire import text_frame
 
 
 class FlushScheduler:

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from unified.errors import UnifiedError
+from wsmigrate.unified.errors import UnifiedError
 
 MAX_FRAME_BYTES = 64 * 1024
 MAX_JSON_DEPTH = 32

@@ -13,8 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from unified.events import Event
-from unified.wire import EncodedFrame
+from wsmigrate.unified.events import Event
+from wsmigrate.unified.wire import EncodedFrame
 
 
 @dataclass(frozen=True, slots=True)

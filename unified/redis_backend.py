@@ -38,14 +38,14 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.commands.core import AsyncScript
 
-from metrics import WsMetrics
-from unified.backend import Deliver
-from unified.errors import BusUnavailableError
-from unified.events import Event
-from unified.history import DEFAULT_HISTORY_SIZE, DEFAULT_HISTORY_TTL_S, new_epoch
-from unified.publication import Position, Publication
-from unified.redis_listener import CONNECTION_ERRORS, OnDiscontinuity, StreamListener
-from unified.redis_scripts import (
+from wsmigrate.metrics import WsMetrics
+from wsmigrate.unified.backend import Deliver
+from wsmigrate.unified.errors import BusUnavailableError
+from wsmigrate.unified.events import Event
+from wsmigrate.unified.history import DEFAULT_HISTORY_SIZE, DEFAULT_HISTORY_TTL_S, new_epoch
+from wsmigrate.unified.publication import Position, Publication
+from wsmigrate.unified.redis_listener import CONNECTION_ERRORS, OnDiscontinuity, StreamListener
+from wsmigrate.unified.redis_scripts import (
     APPEND,
     F_TS,
     SNAPSHOT,

@@ -38,11 +38,11 @@ from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
-from metrics import WsMetrics
-from unified.errors import BusUnavailableError
-from unified.history import new_epoch
-from unified.publication import Publication
-from unified.redis_scripts import (
+from wsmigrate.metrics import WsMetrics
+from wsmigrate.unified.errors import BusUnavailableError
+from wsmigrate.unified.history import new_epoch
+from wsmigrate.unified.publication import Publication
+from wsmigrate.unified.redis_scripts import (
     F_AT,
     F_HEARTBEAT,
     F_INCARNATION,

@@ -30,8 +30,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from unified.events import Event
-from unified.publication import Publication
+from wsmigrate.unified.events import Event
+from wsmigrate.unified.publication import Publication
 
 StreamId = tuple[int, int]
 ZERO_ID = "0-0"

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-from unified.errors import InvalidTopicError
+from wsmigrate.unified.errors import InvalidTopicError
 
 TopicKind = Literal["agents", "system", "agent", "thread", "probe"]
 

@@ -22,11 +22,11 @@ from pathlib import Path
 import uvicorn
 from fastapi import FastAPI, WebSocket, WebSocketDisconnect
 
-from bridge.app import create_app
-from bridge.cli import UVICORN_WS_OPTIONS
-from bridge.settings import Settings
-from metrics.exposition import MULTIPROCESS_ENV, prepare_multiprocess_dir
-from unified import Event, EventType, MemoryBackend
+from wsmigrate.bridge.app import create_app
+from wsmigrate.bridge.cli import UVICORN_WS_OPTIONS
+from wsmigrate.bridge.settings import Settings
+from wsmigrate.metrics.exposition import MULTIPROCESS_ENV, prepare_multiprocess_dir
+from wsmigrate.unified import Event, EventType, MemoryBackend
 
 PIPELINE = 256
 log = logging.getLogger("wsmigrate.bench")

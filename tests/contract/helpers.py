@@ -6,8 +6,8 @@ import asyncio
 import json
 from typing import Any
 
-from unified import BusBackend, Event, EventType, Publication
-from unified.events import route_topics
+from wsmigrate.unified import BusBackend, Event, EventType, Publication
+from wsmigrate.unified.events import route_topics
 
 META = {"origin": "bus"}
 

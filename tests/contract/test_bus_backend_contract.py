@@ -13,11 +13,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 
 from tests.contract.helpers import META, Delivered, Sink, agent_updated, append, chunk, thread_updated
-from unified import Connection, ConnectionManager, EventBus, Position
-from unified.backend import BusBackend, MemoryBackend
-from unified.history import TopicHistory
-from unified.outbox import AsgiOutbox
-from unified.redis_backend import RedisBackend
+from wsmigrate.unified import Connection, ConnectionManager, EventBus, Position
+from wsmigrate.unified.backend import BusBackend, MemoryBackend
+from wsmigrate.unified.history import TopicHistory
+from wsmigrate.unified.outbox import AsgiOutbox
+from wsmigrate.unified.redis_backend import RedisBackend
 
 MakeBackend = Callable[..., Awaitable[tuple[BusBackend, Delivered]]]
 

@@ -10,8 +10,8 @@ import httpx
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from legacy.client import LegacyClient
 from tests.support import Client, RunningServer
+from wsmigrate.legacy.client import LegacyClient
 
 
 class Users:

@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 
-from bridge.schemas import AgentOut
-from legacy import frames
-from legacy.client import LegacyClient
 from tests.support import ADMIN_TOKEN, Client, RunningServer, rest, set_stage
-from unified import Event, EventType
+from wsmigrate.bridge.schemas import AgentOut
+from wsmigrate.legacy import frames
+from wsmigrate.legacy.client import LegacyClient
+from wsmigrate.unified import Event, EventType
 
 STAGES = ["off", "shadow", "live", "complete"]
 ORIGINS = ["legacy_call", "bus"]

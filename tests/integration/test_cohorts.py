@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from legacy import frames
-from legacy.client import LegacyClient
 from tests.support import ADMIN_TOKEN, RunningServer, rest
+from wsmigrate.legacy import frames
+from wsmigrate.legacy.client import LegacyClient
 
 SOCKETS = 40
 

@@ -8,8 +8,8 @@ from websockets.asyncio.client import connect
 
 from tests.conftest import ServerFactory
 from tests.support import Client, rest
-from unified.outbox import AsgiOutbox
-from unified.outbox_direct import DirectOutbox
+from wsmigrate.unified.outbox import AsgiOutbox
+from wsmigrate.unified.outbox_direct import DirectOutbox
 
 
 @pytest.mark.parametrize(("direct", "outbox_type"), [(True, DirectOutbox), (False, AsgiOutbox)])

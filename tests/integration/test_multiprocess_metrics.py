@@ -10,8 +10,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from metrics.batch import FLUSH_INTERVAL_S
 from tests.process.server_process import ServerProcess
+from wsmigrate.metrics.batch import FLUSH_INTERVAL_S
 
 
 @pytest.fixture

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from bridge.db import Agent, Database, Thread, User
-from bridge.ownership import Ownership
 from tests.support import FakeClock
-from unified import Event, EventBus, EventType
+from wsmigrate.bridge.db import Agent, Database, Thread, User
+from wsmigrate.bridge.ownership import Ownership
+from wsmigrate.unified import Event, EventBus, EventType
 
 
 @pytest.fixture

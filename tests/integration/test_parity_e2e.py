@@ -13,10 +13,10 @@ import sys
 from collections import Counter
 from typing import Any
 
-from bridge import translation
-from legacy.client import LegacyClient
 from tests.support import ADMIN_TOKEN, Client, RunningServer, rest, set_stage
-from unified import EventType
+from wsmigrate.bridge import translation
+from wsmigrate.legacy.client import LegacyClient
+from wsmigrate.unified import EventType
 
 LEGACY_CLIENTS = UNIFIED_CLIENTS = 50
 EVENTS_PER_PHASE = 5_000  # 10,000 events in all: 5,000 in shadow, then 5,000 in live
@@ -108,7 +108,7 @@ async def test_shadow_then_live_is_fully_consistent_and_counters_match_clients(s
 
     server.call(server.runtime.comparator.flush)
     result = await asyncio.to_thread(
-        subprocess.run, [sys.executable, "-m", "bridge.cli", "report", "--url", server.http, "--json"],
+        subprocess.run, [sys.executable, "-m", "wsmigrate.bridge.cli", "report", "--url", server.http, "--json"],
         capture_output=True, text=True, timeout=60)
     report = json.loads(result.stdout)
     published = sum(sample(server, "wsmigrate_events_published_total", event_type=t.value, origin="admin")

@@ -9,14 +9,14 @@ from typing import Any
 
 import pytest
 
-from bridge.comparator import Comparator
-from bridge.testing import assert_no_divergence
-from legacy.client import LegacyClient
 from tests.support import ADMIN_TOKEN, RunningServer, rest, set_stage
+from wsmigrate.bridge.comparator import Comparator
+from wsmigrate.bridge.testing import assert_no_divergence
+from wsmigrate.legacy.client import LegacyClient
 
 
 def promote(server: RunningServer, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "bridge.cli", "promote", *args, "--url", server.http,
+    return subprocess.run([sys.executable, "-m", "wsmigrate.bridge.cli", "promote", *args, "--url", server.http,
                            "--token", ADMIN_TOKEN], capture_output=True, text=True, timeout=30)
 
 

@@ -15,13 +15,13 @@ import pytest
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
-from bridge.runtime import make_backend
-from bridge.settings import Settings
-from metrics import WsMetrics
 from tests.contract.helpers import Delivered, append, chunk
 from tests.redis_server import RedisServer
-from unified import Event, EventType, Position
-from unified.redis_backend import BusUnavailableError, RedisBackend
+from wsmigrate.bridge.runtime import make_backend
+from wsmigrate.bridge.settings import Settings
+from wsmigrate.metrics import WsMetrics
+from wsmigrate.unified import Event, EventType, Position
+from wsmigrate.unified.redis_backend import BusUnavailableError, RedisBackend
 
 Worker = tuple[RedisBackend, Delivered]
 StartWorker = Callable[..., Awaitable[Worker]]

@@ -7,9 +7,9 @@ import threading
 import time
 from typing import Any
 
-from bridge.stages import Stage, resolve
 from tests.support import ADMIN_TOKEN, Client, RunningServer, rest, set_stage
-from unified import EventType
+from wsmigrate.bridge.stages import Stage, resolve
+from wsmigrate.unified import EventType
 
 
 def bus_url(redis_url: str, prefix: str) -> str:

@@ -13,7 +13,7 @@ from tests.support import RunningServer
 async def test_simulator_reports_one_socket_per_legacy_navigation_and_none_for_unified(
     server: RunningServer,
 ) -> None:
-    command = [sys.executable, "-m", "bridge.cli", "simulate", "--url", server.http,
+    command = [sys.executable, "-m", "wsmigrate.bridge.cli", "simulate", "--url", server.http,
                "--legacy", "4", "--unified", "4", "--duration", "3", "--json"]
     result = await asyncio.to_thread(subprocess.run, command, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr

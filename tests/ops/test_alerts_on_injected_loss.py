@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from legacy.client import LegacyClient
 from tests.support import ADMIN_TOKEN, RunningServer, rest, set_stage
-from unified import Publication
+from wsmigrate.legacy.client import LegacyClient
+from wsmigrate.unified import Publication
 
 
 class DropOneUnifiedObservation:

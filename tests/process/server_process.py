@@ -39,7 +39,7 @@ class ServerProcess:
         self.log: list[str] = []
         environment = {**os.environ, "WSMIGRATE_AUTH": "off", "WSMIGRATE_STREAM_DELAY_MS": "0", **(env or {})}
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "bridge.cli", "serve", "--port", str(self.port), "--workers", str(workers),
+            [sys.executable, "-m", "wsmigrate.bridge.cli", "serve", "--port", str(self.port), "--workers", str(workers),
              "--log-level", "info", "--database-url", f"sqlite:///{tmp_path}/app.db"],
             env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, bufsize=0,
             start_new_session=True,  # its own process group: `stop` takes the uvicorn workers down too

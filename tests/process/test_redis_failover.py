@@ -8,10 +8,10 @@ from typing import Any
 import httpx
 from websockets.exceptions import ConnectionClosed
 
-from bridge.responder import reply_text
 from tests.process.server_process import ServerProcess
 from tests.redis_server import RedisServer
 from tests.support import Client
+from wsmigrate.bridge.responder import reply_text
 
 CHUNKS = 1500
 

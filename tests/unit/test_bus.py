@@ -7,10 +7,10 @@ from collections.abc import AsyncIterator
 import pytest
 from prometheus_client import CollectorRegistry
 
-from metrics import WsMetrics
-from unified import Event, EventBus, EventType, Publication
-from unified.errors import BusClosedError
-from unified.events import route_topics
+from wsmigrate.metrics import WsMetrics
+from wsmigrate.unified import Event, EventBus, EventType, Publication
+from wsmigrate.unified.errors import BusClosedError
+from wsmigrate.unified.events import route_topics
 
 
 def chunk(thread_id: int, text: str) -> Event:

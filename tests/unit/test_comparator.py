@@ -7,10 +7,10 @@ import json
 import pytest
 from prometheus_client import CollectorRegistry
 
-from bridge.comparator import Comparator
-from metrics import WsMetrics
 from tests.support import FakeClock
-from unified import EventType
+from wsmigrate.bridge.comparator import Comparator
+from wsmigrate.metrics import WsMetrics
+from wsmigrate.unified import EventType
 
 
 @pytest.fixture

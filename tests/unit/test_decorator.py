@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 import pytest
 from pydantic import BaseModel
 
-from unified import EventBus, EventType, Publication, current_bus, publish_event
+from wsmigrate.unified import EventBus, EventType, Publication, current_bus, publish_event
 
 
 class AgentModel(BaseModel):

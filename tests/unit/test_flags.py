@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from bridge.errors import FlagsError
-from bridge.flags import FileFlagStore, FlagChange, MemoryFlagStore, apply_change
-from bridge.stages import FlagsDocument, Stage, resolve
-from unified import EventType
+from wsmigrate.bridge.errors import FlagsError
+from wsmigrate.bridge.flags import FileFlagStore, FlagChange, MemoryFlagStore, apply_change
+from wsmigrate.bridge.stages import FlagsDocument, Stage, resolve
+from wsmigrate.unified import EventType
 
 MC = EventType.MESSAGE_CREATED
 

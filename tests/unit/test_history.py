@@ -3,10 +3,10 @@ from __future__ import annotations
 import gc
 
 from tests.support import FakeClock
-from unified import Event, EventType
-from unified.backend import sequence
-from unified.history import TopicHistory
-from unified.publication import Position
+from wsmigrate.unified import Event, EventType
+from wsmigrate.unified.backend import sequence
+from wsmigrate.unified.history import TopicHistory
+from wsmigrate.unified.publication import Position
 
 
 def add(history: TopicHistory, thread_id: int = 1) -> None:

@@ -8,10 +8,10 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Histogram
 
-from metrics import WsMetrics
-from metrics.batch import add_observations
-from metrics.ledger import PathLedger, settle
-from metrics.registry import LATENCY_BUCKETS
+from wsmigrate.metrics import WsMetrics
+from wsmigrate.metrics.batch import add_observations
+from wsmigrate.metrics.ledger import PathLedger, settle
+from wsmigrate.metrics.registry import LATENCY_BUCKETS
 
 
 def fresh() -> tuple[WsMetrics, PathLedger]:

@@ -9,10 +9,10 @@ from collections.abc import AsyncIterator
 import pytest
 from prometheus_client import CollectorRegistry
 
-from metrics import WsMetrics
-from unified import ConnectionManager, Event, EventBus, EventType
-from unified.outbox import AsgiOutbox
-from unified.publication import Position
+from wsmigrate.metrics import WsMetrics
+from wsmigrate.unified import ConnectionManager, Event, EventBus, EventType
+from wsmigrate.unified.outbox import AsgiOutbox
+from wsmigrate.unified.publication import Position
 
 
 class Sink:

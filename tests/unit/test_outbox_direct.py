@@ -11,13 +11,13 @@ import asyncio
 import pytest
 from prometheus_client import CollectorRegistry
 
-from metrics import WsMetrics
-from metrics.ledger import PathLedger
 from tests.unit.test_wire import decode
-from unified.outbox_direct import DirectOutbox, FlushScheduler
-from unified.protocol import CloseCode
-from unified.transport import CLOSED, PAUSED, WRITTEN
-from unified.wire import EncodedFrame
+from wsmigrate.metrics import WsMetrics
+from wsmigrate.metrics.ledger import PathLedger
+from wsmigrate.unified.outbox_direct import DirectOutbox, FlushScheduler
+from wsmigrate.unified.protocol import CloseCode
+from wsmigrate.unified.transport import CLOSED, PAUSED, WRITTEN
+from wsmigrate.unified.wire import EncodedFrame
 
 
 class MemoryTransport:

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from unified.protocol import (
+from wsmigrate.unified.protocol import (
     MAX_FRAME_BYTES,
     CloseCode,
     ErrorCode,

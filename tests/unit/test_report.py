@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, generate_latest
 
-from bridge.report import Thresholds, build_report
-from metrics import WsMetrics
-from unified import EventType
+from wsmigrate.bridge.report import Thresholds, build_report
+from wsmigrate.metrics import WsMetrics
+from wsmigrate.unified import EventType
 
 
 def exposition(matches: int, missing: int = 0, stage: str = "shadow") -> str:

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from bridge.errors import FlagsError
-from bridge.stages import (
+from wsmigrate.bridge.errors import FlagsError
+from wsmigrate.bridge.stages import (
     FlagsDocument,
     Stage,
     TypeFlags,
@@ -15,7 +15,7 @@ from bridge.stages import (
     resolve,
     serving_path,
 )
-from unified import EventType
+from wsmigrate.unified import EventType
 
 
 @pytest.mark.parametrize(

@@ -3,9 +3,9 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from unified.errors import InvalidTopicError
-from unified.events import Event, EventType, route_topics, topics_for
-from unified.topics import Topic, parse_topic
+from wsmigrate.unified.errors import InvalidTopicError
+from wsmigrate.unified.events import Event, EventType, route_topics, topics_for
+from wsmigrate.unified.topics import Topic, parse_topic
 
 
 @pytest.mark.parametrize(

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from bridge import translation
-from legacy import frames
-from unified import Event, EventType, route_topics
+from wsmigrate.bridge import translation
+from wsmigrate.legacy import frames
+from wsmigrate.unified import Event, EventType, route_topics
 
 AGENT = {"id": 7, "agent_id": 7, "name": "Ada", "system_prompt": "", "status": "idle", "owner_id": None,
          "created_at": "2026-01-01T00:00:00.000Z", "updated_at": "2026-01-01T00:00:00.000Z"}

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from websockets.frames import Frame, Opcode
 
-from unified.wire import EncodedFrame, text_frame
+from wsmigrate.unified.wire import EncodedFrame, text_frame
 
 
 def decode(data: bytes) -> list[Frame]:
