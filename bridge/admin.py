@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hmac
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request, status
@@ -19,9 +20,8 @@ from wsmigrate.bridge.flags import FlagChange
 from wsmigrate.bridge.report import Thresholds, build_report, parse_samples
 from wsmigrate.bridge.stages import FlagsDocument, Stage, resolve
 from wsmigrate.metrics.exposition import render as render_metrics
-from wsmigrate.unified import Event, EventType
+from wsmigrate.unified import Event
 from wsmigrate.unified.errors import InvalidTopicError
-from wsmigrate.unified.topics import parse_topic
 
 if TYPE_CHECKING:
     from wsmigrate.bridge.runtime import Runtime
@@ -60,12 +60,12 @@ class StageChange(BaseModel):
     unpin: bool = False
 
 
-def flags_view(document: FlagsDocument, last_error: str | None) -> dict[str, Any]:
+def flags_view(document: FlagsDocument, last_error: str | None, event_types: Sequence[str]) -> dict[str, Any]:
     types: dict[str, Any] = {}
-    for event_type in EventType:
+    for event_type in event_types:
         resolution = resolve(document, event_type)
         configured = document.flags_for(event_type)
-        types[event_type.value] = {
+        types[event_type] = {
             "stage": resolution.stage.value,
             "source": resolution.source,
             "live_percent": resolution.live_percent,
@@ -81,18 +81,25 @@ def flags_view(document: FlagsDocument, last_error: str | None) -> dict[str, Any
 
 
 async def _apply(request: Request, change: FlagChange, who: str) -> dict[str, Any]:
-    store = _runtime(request).flags
+    runtime = _runtime(request)
     try:
-        document = await store.apply(change, who)
+        document = await runtime.flags.apply(change, who)
     except FlagsError as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
-    return flags_view(document, store.last_error)
+    return flags_view(document, runtime.flags.last_error, runtime.catalog.names)
+
+
+def _declared(request: Request, event_type: str, status_code: int = status.HTTP_404_NOT_FOUND) -> str:
+    catalog = _runtime(request).catalog
+    if event_type not in catalog:
+        raise HTTPException(status_code, f"unknown event type {event_type!r}; declared: {', '.join(catalog.names)}")
+    return event_type
 
 
 @router.get("/flags")
 async def get_flags(request: Request, _: Admin) -> dict[str, Any]:
-    store = _runtime(request).flags
-    return flags_view(store.current(), store.last_error)
+    runtime = _runtime(request)
+    return flags_view(runtime.flags.current(), runtime.flags.last_error, runtime.catalog.names)
 
 
 @router.get("/flags/audit")
@@ -111,7 +118,8 @@ async def unkill(request: Request, who: Admin) -> dict[str, Any]:
 
 
 @router.put("/flags/{event_type}")
-async def put_flag(event_type: EventType, body: StageChange, request: Request, who: Admin) -> dict[str, Any]:
+async def put_flag(event_type: str, body: StageChange, request: Request, who: Admin) -> dict[str, Any]:
+    _declared(request, event_type)
     result: dict[str, Any] = {}
     if body.unpin:
         result = await _apply(request, FlagChange(kind="unpin", event_type=event_type), who)
@@ -157,7 +165,7 @@ def _ops_report(runtime: Runtime) -> dict[str, Any]:
     generated_at = time.time()  # when the counters were read
     runtime.metrics.batch.flush()
     text = render_metrics(runtime.registry).decode()
-    reports = build_report(text)
+    reports = build_report(text, runtime.catalog.names)
     gauge = "\n".join(line for line in text.splitlines() if line.startswith("wsmigrate_connections{"))
     connections: dict[str, int] = {}
     for labels, value in parse_samples(gauge + "\n").get("wsmigrate_connections", []):
@@ -166,15 +174,15 @@ def _ops_report(runtime: Runtime) -> dict[str, Any]:
     document = runtime.flags.current()
     thresholds = Thresholds()
     types: dict[str, Any] = {}
-    for event_type in EventType:
-        parity = reports[event_type.value]
+    for event_type in runtime.catalog.names:
+        parity = reports[event_type]
         resolution = resolve(document, event_type)
         configured = (document.flags_for(event_type).stage or document.default_stage).value
         metrics_stage = parity.stage
         parity.stage = configured  # the verdict judges the move promote would make: from the configured stage
         safe, verdict = parity.verdict(thresholds)
         consistency = parity.consistency
-        types[event_type.value] = {
+        types[event_type] = {
             "stage": resolution.stage.value,
             "source": resolution.source,
             "live_percent": resolution.live_percent,
@@ -204,8 +212,8 @@ def _ops_report(runtime: Runtime) -> dict[str, Any]:
 
 class SyntheticEvents(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    type: EventType
-    topic: str = Field(max_length=64)
+    type: str = Field(max_length=64)
+    topic: str = Field(max_length=128)
     count: int = Field(1, ge=1, le=100_000)
     data: dict[str, Any] = Field(default_factory=dict)
 
@@ -213,8 +221,9 @@ class SyntheticEvents(BaseModel):
 @router.post("/events", status_code=status.HTTP_202_ACCEPTED)
 async def publish_events(body: SyntheticEvents, request: Request, _: Admin) -> dict[str, Any]:
     """Publish a batch of synthetic events through the normal ingress (`origin="admin"`)."""
+    _declared(request, body.type, status.HTTP_422_UNPROCESSABLE_CONTENT)
     try:
-        parse_topic(body.topic)
+        _runtime(request).catalog.parse_topic(body.topic)
     except InvalidTopicError as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
     bus = _runtime(request).bus

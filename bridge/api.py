@@ -17,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 
 from wsmigrate.bridge.auth import Principal
 from wsmigrate.bridge.chat import ChatService, ThreadNotFoundError
+from wsmigrate.bridge.chat_events import ChatEvent
 from wsmigrate.bridge.db import Agent, Thread
 from wsmigrate.bridge.schemas import (
     AgentIn,
@@ -30,7 +31,7 @@ from wsmigrate.bridge.schemas import (
     ThreadOut,
     ThreadPatch,
 )
-from wsmigrate.unified import Event, EventType, current_bus, publish_event
+from wsmigrate.unified import current_bus, publish_event
 
 if TYPE_CHECKING:
     from wsmigrate.bridge.runtime import Runtime
@@ -110,7 +111,7 @@ def get_agent(agent_id: int, db: DB, user: User) -> AgentOut:
 
 
 @router.post("/agents", status_code=status.HTTP_201_CREATED)
-@publish_event(EventType.AGENT_CREATED)
+@publish_event(ChatEvent.AGENT_CREATED)
 def create_agent(body: AgentIn, db: DB, user: User) -> AgentOut:
     agent = Agent(name=body.name, system_prompt=body.system_prompt, status=body.status,
                   owner_id=None if user is None else int(user.user_id))
@@ -120,7 +121,7 @@ def create_agent(body: AgentIn, db: DB, user: User) -> AgentOut:
 
 
 @router.patch("/agents/{agent_id}")
-@publish_event(EventType.AGENT_UPDATED)
+@publish_event(ChatEvent.AGENT_UPDATED)
 def update_agent(agent_id: int, body: AgentPatch, db: DB, user: User) -> AgentOut:
     agent = _agent(db, agent_id, user)
     old_status = agent.status
@@ -131,12 +132,12 @@ def update_agent(agent_id: int, body: AgentPatch, db: DB, user: User) -> AgentOu
     if result.status != old_status:
         bus = current_bus.get()
         if bus is not None:
-            bus.publish_sync(Event.create(EventType.AGENT_STATUS_CHANGED, result.model_dump()))
+            bus.publish_sync(bus.new_event(ChatEvent.AGENT_STATUS_CHANGED, result.model_dump()))
     return result
 
 
 @router.delete("/agents/{agent_id}")
-@publish_event(EventType.AGENT_DELETED)
+@publish_event(ChatEvent.AGENT_DELETED)
 def delete_agent(agent_id: int, db: DB, user: User) -> AgentOut:
     agent = _agent(db, agent_id, user)
     result = AgentOut.of(agent)
@@ -164,7 +165,7 @@ def get_thread(thread_id: int, db: DB, user: User) -> ThreadOut:
 
 
 @router.post("/threads", status_code=status.HTTP_201_CREATED)
-@publish_event(EventType.THREAD_CREATED)
+@publish_event(ChatEvent.THREAD_CREATED)
 def create_thread(body: ThreadIn, db: DB, user: User) -> ThreadOut:
     _agent(db, body.agent_id, user)
     thread = Thread(agent_id=body.agent_id, title=body.title)
@@ -174,7 +175,7 @@ def create_thread(body: ThreadIn, db: DB, user: User) -> ThreadOut:
 
 
 @router.patch("/threads/{thread_id}")
-@publish_event(EventType.THREAD_UPDATED)
+@publish_event(ChatEvent.THREAD_UPDATED)
 def update_thread(thread_id: int, body: ThreadPatch, db: DB, user: User) -> ThreadOut:
     thread = _thread(db, thread_id, user)
     thread.title = body.title
@@ -183,7 +184,7 @@ def update_thread(thread_id: int, body: ThreadPatch, db: DB, user: User) -> Thre
 
 
 @router.delete("/threads/{thread_id}")
-@publish_event(EventType.THREAD_DELETED)
+@publish_event(ChatEvent.THREAD_DELETED)
 def delete_thread(thread_id: int, db: DB, user: User) -> ThreadOut:
     thread = _thread(db, thread_id, user)
     result = ThreadOut.of(thread)

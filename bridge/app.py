@@ -109,7 +109,8 @@ def create_app(settings: Settings | None = None, *, registry: CollectorRegistry 
         if not admitted:
             return
         try:
-            session = UnifiedSession(websocket, runtime.manager, runtime.gate, limits=limits, user_id=user_id,
+            session = UnifiedSession(websocket, runtime.manager, runtime.catalog.grammar, runtime.authorize,
+                                     limits=limits, user_id=user_id,
                                      metrics=runtime.metrics)
             await session.run(_topics_param(websocket.query_params.get("topics")))
         finally:

@@ -2,7 +2,7 @@
 
 This is the part of the sample app that a half-migrated codebase has not moved yet: it announces
 what happened through a `ChatAnnouncer`, which the reference app wires to the legacy call sites
-(`LegacyCallSites`: `broadcast_to_thread` with the old frames), exactly as the old code did. The
+(`LegacyCallSites`: broadcasts to the thread's sockets with the old frames), exactly as the old code did. The
 bridge mirrors those broadcasts onto the bus so unified clients see them too.
 """
 
@@ -45,19 +45,19 @@ class LegacyCallSites:
         self.manager = manager
 
     async def message_created(self, message: MessageOut) -> None:
-        await self.manager.broadcast_to_thread(message.thread_id, frames.thread_message(message.model_dump()))
+        await self.manager.broadcast("thread", message.thread_id, frames.thread_message(message.model_dump()))
 
     async def stream_start(self, thread_id: int) -> None:
-        await self.manager.broadcast_to_thread(thread_id, frames.stream_start(thread_id))
+        await self.manager.broadcast("thread", thread_id, frames.stream_start(thread_id))
 
     async def stream_chunk(self, thread_id: int, content: str) -> None:
-        await self.manager.broadcast_to_thread(thread_id, frames.stream_chunk(thread_id, content))
+        await self.manager.broadcast("thread", thread_id, frames.stream_chunk(thread_id, content))
 
     async def stream_end(self, thread_id: int) -> None:
-        await self.manager.broadcast_to_thread(thread_id, frames.stream_end(thread_id))
+        await self.manager.broadcast("thread", thread_id, frames.stream_end(thread_id))
 
     async def stream_error(self, thread_id: int, error: str) -> None:
-        await self.manager.broadcast_to_thread(thread_id, frames.stream_error(thread_id, error))
+        await self.manager.broadcast("thread", thread_id, frames.stream_error(thread_id, error))
 
 
 class ThreadNotFoundError(LookupError):

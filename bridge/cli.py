@@ -127,9 +127,11 @@ def _report(args: argparse.Namespace) -> int:
 
 def _promote(args: argparse.Namespace) -> int:
     thresholds = Thresholds(args.min_compared, args.min_consistency)
-    report = _fetch_report(args.url).get(args.event_type)
+    reports = _fetch_report(args.url)
+    report = reports.get(args.event_type)
     if report is None:
-        print(f"wsmigrate: unknown event type {args.event_type!r}", file=sys.stderr)
+        print(f"wsmigrate: unknown event type {args.event_type!r}; the server declares: {', '.join(reports)}",
+              file=sys.stderr)
         return 2
     current = Stage(report.stage)
     if current is Stage.COMPLETE:

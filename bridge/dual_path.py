@@ -2,7 +2,7 @@
 
 How an event flows once the bridge is installed:
 
-1. **Ingress.** A legacy broadcast (`broadcast_to_thread`, …) is intercepted, translated into the
+1. **Ingress.** A legacy broadcast (`broadcast(scope, id, frame)`) is intercepted, translated into the
    canonical `Event` and published on the bus once (`origin="legacy_call"`); a legacy frame the
    table does not know is delivered the old way and counted. A bus publish enters directly. Either
    way the bus ingress hook stamps the event with its stage, cohort percentage and flag revision,
@@ -25,7 +25,8 @@ import logging
 from collections.abc import Collection
 from typing import Any, Protocol
 
-from wsmigrate.bridge import translation
+from redis.exceptions import RedisError
+
 from wsmigrate.bridge.errors import BridgeError, TranslationError
 from wsmigrate.bridge.flags import FlagStore
 from wsmigrate.bridge.stages import (
@@ -37,12 +38,11 @@ from wsmigrate.bridge.stages import (
     resolve,
     serving_path,
 )
+from wsmigrate.bridge.translation import LegacyRoute, TranslationTable
 from wsmigrate.legacy.frames import encode
-from wsmigrate.legacy.manager import Broadcast, LegacyConnection, LegacyConnectionManager, Scope
-from wsmigrate.metrics import WsMetrics
-from wsmigrate.unified import Connection, ConnectionManager, Event, EventBus, EventType, Publication
-from wsmigrate.unified.errors import RoutingError
-from wsmigrate.unified.events import AGENT_EVENTS
+from wsmigrate.legacy.manager import Broadcast, LegacyConnection, LegacyConnectionManager, Scope, TargetId
+from wsmigrate.metrics import WsMetrics, WsMigrateError
+from wsmigrate.unified import Connection, ConnectionManager, Event, EventBus, Publication
 from wsmigrate.unified.outbox import Outbox
 from wsmigrate.unified.wire import EncodedFrame
 
@@ -79,6 +79,7 @@ class Bridge:
         unified: ConnectionManager,
         legacy: LegacyConnectionManager,
         flags: FlagStore,
+        translations: TranslationTable,
         *,
         metrics: WsMetrics | None = None,
         observer: DeliveryObserver | None = None,
@@ -87,11 +88,12 @@ class Bridge:
         self.unified = unified
         self.legacy = legacy
         self.flags = flags
+        self.translations = translations
         self.metrics = metrics
         self.observer = observer
         self._buckets: dict[str, int] = {}
         # The stamp of each event type under the current flags document, resolved once per document.
-        self._stamps: dict[EventType, dict[str, Any]] = {}
+        self._stamps: dict[str, dict[str, Any]] = {}
         self._stamps_of: FlagsDocument | None = None
 
     def install(self) -> None:
@@ -103,7 +105,7 @@ class Bridge:
     # -- ingress ---------------------------------------------------------------------------------
 
     def stamp(self, event: Event, origin: str) -> dict[str, Any]:
-        """The ingress hook: stage, cohort and flag revision (and owner) travel with the event.
+        """The ingress hook: stage, cohort and flag revision travel with the event.
 
         The returned dict is shared by every event of the type until the flags change; the bus
         only reads it (it merges it into each publication's own `meta`).
@@ -117,16 +119,12 @@ class Bridge:
             stamp = self._stamps[event.type] = {"stage": resolution.stage.value,
                                                  "live_percent": resolution.live_percent,
                                                  "flags_revision": resolution.revision}
-        if event.type in AGENT_EVENTS:
-            owner = event.data.get("owner_id")
-            if owner is not None:  # agent events on the shared `agents` topic reach their owner only
-                return {**stamp, "owner": str(owner)}
         return stamp
 
     async def intercept(self, broadcast: Broadcast) -> bool:
         """Mirror a legacy broadcast onto the bus; False sends it the old way (never dropped)."""
         try:
-            translated = translation.to_event(broadcast.message)
+            translated = self.translations.to_event(broadcast.message)
         except TranslationError:
             translated = None
         if translated is None:
@@ -135,12 +133,12 @@ class Bridge:
             return False
         event_type, data = translated
         try:
-            await self.bus.publish(Event.create(event_type, data), origin="legacy_call")
-        except (RoutingError, BridgeError, OSError) as exc:
-            self._count(event_type.value, "error")
-            log.error("mirroring %s failed (%s); delivered the old way", event_type.value, exc)
+            await self.bus.publish(self.bus.new_event(event_type, data), origin="legacy_call")
+        except (WsMigrateError, OSError, RedisError) as exc:  # not started, bus down, bad data: never raise
+            self._count(event_type, "error")
+            log.error("mirroring %s failed (%s); delivered the old way", event_type, exc)
             return False
-        self._count(event_type.value, "mirrored")
+        self._count(event_type, "mirrored")
         return True
 
     def _count(self, event_type: str, outcome: str) -> None:
@@ -156,12 +154,12 @@ class Bridge:
         self._buckets[connection.client_id] = cohort_bucket(connection.user_id or connection.client_id)
         compat = self.unified.add(outbox, kind=connection.kind, user_id=connection.user_id,
                                   renderer=self.render_compat, client_id=connection.client_id)
-        self.unified.attach(compat, ["system"])
+        self.unified.attach(compat, [self.translations.global_topic])
 
-    def subscribed(self, connection: LegacyConnection, scope: Scope, target_id: int) -> None:
+    def subscribed(self, connection: LegacyConnection, scope: Scope, target_id: TargetId) -> None:
         compat = self.unified.get(connection.client_id)
         if compat is not None:
-            self.unified.attach(compat, [translation.LegacyRoute(scope, target_id).topic])
+            self.unified.attach(compat, [self.translations.topic_of(LegacyRoute(scope, target_id))])
 
     def disconnected(self, connection: LegacyConnection) -> None:
         self.unified.remove(connection.client_id)
@@ -178,18 +176,18 @@ class Bridge:
         """
         return bool(publication.meta.get("stage", Stage.OFF) != Stage.OFF)
 
-    def _legacy_route(self, publication: Publication) -> translation.LegacyRoute | None:
+    def _legacy_route(self, publication: Publication) -> LegacyRoute | None:
         try:
-            return translation.legacy_route(publication.event.type, publication.event.data)
+            return self.translations.legacy_route(publication.event.type, publication.event.data)
         except (TranslationError, KeyError) as exc:
             log.debug("event %s has no legacy form: %s", publication.event.event_id, exc)
             return None
 
-    @staticmethod
-    def _legacy_frame(publication: Publication) -> EncodedFrame:
+    def _legacy_frame(self, publication: Publication) -> EncodedFrame:
         """The legacy frame of an event, encoded once per publication for every legacy socket."""
         event = publication.event
-        return publication.memo(LEGACY_FRAME_KEY, lambda: encode(translation.legacy_frame(event.type, event.data)))
+        return publication.memo(LEGACY_FRAME_KEY,
+                                lambda: encode(self.translations.legacy_frame(event.type, event.data)))
 
     def _live(self, client_id: str, stamp: _Stamp) -> bool:
         return stamp.live_percent > 0 and in_live_cohort(self._buckets.get(client_id, 100), stamp.live_percent)
@@ -197,7 +195,7 @@ class Bridge:
     def render_compat(self, publication: Publication, topic: str, connection: Connection) -> EncodedFrame | None:
         """The unified path's frame for a legacy socket: legacy-shaped, and only where it serves."""
         route = self._legacy_route(publication)
-        if route is None or route.topic not in connection.topics:
+        if route is None or self.translations.topic_of(route) not in connection.topics:
             return None
         frame = self._legacy_frame(publication)
         stamp = _Stamp(publication.meta)

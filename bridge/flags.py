@@ -15,7 +15,7 @@ import logging
 import os
 import tempfile
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,7 +23,6 @@ from typing import Any, Literal, Protocol
 
 from wsmigrate.bridge.errors import FlagsError
 from wsmigrate.bridge.stages import FlagsDocument, Stage, TypeFlags, check_transition, parse_document, resolve
-from wsmigrate.unified import EventType
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +36,7 @@ class FlagChange:
     """One requested change. `kind` decides which other fields matter."""
 
     kind: Literal["stage", "pin", "unpin", "percent", "kill", "unkill", "default", "reload"]
-    event_type: EventType | None = None
+    event_type: str | None = None
     stage: Stage | None = None
     live_percent: int | None = None
     force: bool = False
@@ -98,7 +97,7 @@ class FlagStore(Protocol):
     async def stop(self) -> None: ...
 
 
-def _describe(document: FlagsDocument, event_type: EventType | None) -> str:
+def _describe(document: FlagsDocument, event_type: str | None) -> str:
     if event_type is None:
         return f"kill_switch={document.kill_switch} default={document.default_stage.value}"
     flags = document.flags_for(event_type)
@@ -133,7 +132,7 @@ class MemoryFlagStore:
             "at": datetime.now(UTC).isoformat(timespec="milliseconds"),
             "who": who,
             "change": change.kind,
-            "event_type": change.event_type.value if change.event_type else None,
+            "event_type": change.event_type,
             "from": _describe(before, change.event_type),
             "to": _describe(after, change.event_type),
             "force": change.force,
@@ -173,15 +172,17 @@ class MemoryFlagStore:
 class FileFlagStore(MemoryFlagStore):
     """Flags in a TOML or JSON file, reloaded within a second of an edit."""
 
-    def __init__(self, path: Path, *, audit_file: Path | None = None) -> None:
+    def __init__(self, path: Path, *, audit_file: Path | None = None,
+                 event_types: Collection[str] | None = None) -> None:
         self.path = path
+        self.event_types = event_types
         self.fmt: Literal["toml", "json"] = "json" if path.suffix == ".json" else "toml"
         super().__init__(self._read() if path.exists() else FlagsDocument(), audit_file=audit_file)
         self._stamp = self._file_stamp()
         self._watcher: asyncio.Task[None] | None = None
 
     def _read(self) -> FlagsDocument:
-        return parse_document(self.path.read_text(encoding="utf-8"), fmt=self.fmt)
+        return parse_document(self.path.read_text(encoding="utf-8"), fmt=self.fmt, event_types=self.event_types)
 
     def _file_stamp(self) -> tuple[int, int] | None:
         try:
@@ -244,7 +245,7 @@ def _render(document: FlagsDocument, fmt: Literal["toml", "json"]) -> str:
         f'default_stage = "{document.default_stage.value}"',
     ]
     for event_type, flags in sorted(document.types.items()):
-        lines.append(f"\n[types.{event_type.value}]")
+        lines.append(f"\n[types.{event_type}]")
         if flags.stage is not None:
             lines.append(f'stage = "{flags.stage.value}"')
         if flags.pin is not None:

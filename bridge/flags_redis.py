@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections.abc import Collection
 from typing import Any
 
 from redis.asyncio import Redis
@@ -33,8 +34,9 @@ class RedisFlagStore(MemoryFlagStore):
     """A `FlagStore` whose document lives in Redis (see module docstring)."""
 
     def __init__(self, url: str, *, prefix: str = "wsmigrate", seed: FlagsDocument | None = None,
-                 poll_s: float = POLL_S) -> None:
+                 poll_s: float = POLL_S, event_types: Collection[str] | None = None) -> None:
         super().__init__(seed or FlagsDocument())
+        self._context = None if event_types is None else {"event_types": tuple(event_types)}
         self._seed = seed or FlagsDocument()
         self._redis: Redis = Redis.from_url(url, decode_responses=True, socket_timeout=5)
         self.key = f"{prefix}:flags"
@@ -61,7 +63,7 @@ class RedisFlagStore(MemoryFlagStore):
         if raw is None:
             return False
         try:
-            document = FlagsDocument.model_validate_json(raw)
+            document = FlagsDocument.model_validate_json(raw, context=self._context)
         except ValueError as exc:
             self.last_error = f"flags document in Redis rejected: {exc}"
             log.error("%s; keeping revision %d", self.last_error, self.current().revision)
@@ -99,7 +101,7 @@ class RedisFlagStore(MemoryFlagStore):
                     try:
                         await pipe.watch(self.key)
                         raw = await pipe.get(self.key)
-                        before = FlagsDocument.model_validate_json(raw) if raw else self._seed
+                        before = FlagsDocument.model_validate_json(raw, context=self._context) if raw else self._seed
                         after = apply_change(before, change)
                         pipe.multi()  # type: ignore[no-untyped-call]
                         pipe.set(self.key, after.to_json())

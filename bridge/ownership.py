@@ -15,15 +15,16 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Literal, NamedTuple
 
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
 from wsmigrate.bridge.auth import Access
+from wsmigrate.bridge.chat_events import ChatEvent
 from wsmigrate.bridge.db import Agent, Database, Thread
-from wsmigrate.unified import EventType, Publication
+from wsmigrate.unified import Publication
 
 Kind = Literal["agent", "thread"]
 DEFAULT_TTL_S = 30.0
@@ -34,6 +35,14 @@ class _Owned(NamedTuple):
     owner: str | None  # None: nobody (created with auth off); everyone may use it
     agent_id: int  # the agent itself, or the thread's agent
     expires: float
+
+
+def _verdict(owned: _Owned | None, user_id: str | None) -> Access:
+    if owned is None:
+        return "not_found"
+    if user_id is None or owned.owner is None or owned.owner == user_id:
+        return "ok"
+    return "forbidden"
 
 
 class Ownership:
@@ -48,19 +57,34 @@ class Ownership:
 
     async def access(self, kind: Kind, resource_id: int, user_id: str | None) -> Access:
         """`ok`, `not_found` or `forbidden` for `user_id` (None: auth off) on this agent or thread."""
-        key = (kind, resource_id)
-        owned = self._known.get(key)
-        if owned is None or owned.expires <= self._clock():
-            found = await run_in_threadpool(self._lookup, kind, resource_id)
-            if found is None:
-                self._known.pop(key, None)
-                return "not_found"
-            owned = _Owned(found[0], found[1], self._clock() + self.ttl_s)
-            if self.ttl_s > 0:
-                self._remember(key, owned)
-        if user_id is None or owned.owner is None or owned.owner == user_id:
-            return "ok"
-        return "forbidden"
+        return (await self.access_many([(kind, resource_id)], user_id))[(kind, resource_id)]
+
+    async def access_many(self, keys: Sequence[tuple[Kind, int]],
+                          user_id: str | None) -> dict[tuple[Kind, int], Access]:
+        """`access` for several resources at once: what is not remembered is looked up in one
+        thread-pool hop, with one query per kind (a subscribe frame's topics, however many)."""
+        now = self._clock()
+        known: dict[tuple[Kind, int], _Owned | None] = {}
+        missing: list[tuple[Kind, int]] = []
+        for key in dict.fromkeys(keys):
+            owned = self._known.get(key)
+            if owned is None or owned.expires <= now:
+                missing.append(key)
+            else:
+                known[key] = owned
+        if missing:
+            found = await run_in_threadpool(self._lookup_many, missing)
+            expires = self._clock() + self.ttl_s
+            for key in missing:
+                row = found.get(key)
+                if row is None:
+                    self._known.pop(key, None)
+                    known[key] = None
+                    continue
+                known[key] = owned = _Owned(row[0], row[1], expires)
+                if self.ttl_s > 0:
+                    self._remember(key, owned)
+        return {key: _verdict(owned, user_id) for key, owned in known.items()}
 
     def _remember(self, key: tuple[Kind, int], owned: _Owned) -> None:
         self._known[key] = owned
@@ -68,32 +92,35 @@ class Ownership:
         if len(self._known) > self.capacity:
             self._known.popitem(last=False)
 
-    def _lookup(self, kind: Kind, resource_id: int) -> tuple[str | None, int] | None:
-        """(owner, agent id) from the database in one query, or None when it does not exist."""
+    def _lookup_many(self, keys: Sequence[tuple[Kind, int]]) -> dict[tuple[Kind, int], tuple[str | None, int]]:
+        """(owner, agent id) of each resource that exists, from the database: one query per kind."""
         self.lookups += 1
+        agents = [i for k, i in keys if k == "agent"]
+        threads = [i for k, i in keys if k == "thread"]
+        found: dict[tuple[Kind, int], tuple[str | None, int]] = {}
         with self.db.session() as session:
-            if kind == "agent":
-                row = session.execute(select(Agent.owner_id, Agent.id).where(Agent.id == resource_id)).first()
-            else:
-                row = session.execute(select(Agent.owner_id, Thread.agent_id).join(Agent, Thread.agent_id == Agent.id)
-                                      .where(Thread.id == resource_id)).first()
-        if row is None:
-            return None
-        owner, agent_id = row
-        return (None if owner is None else str(owner)), int(agent_id)
+            if agents:
+                for owner, agent_id in session.execute(select(Agent.owner_id, Agent.id).where(Agent.id.in_(agents))):
+                    found[("agent", int(agent_id))] = (None if owner is None else str(owner)), int(agent_id)
+            if threads:
+                query = (select(Agent.owner_id, Thread.agent_id, Thread.id).join(Agent, Thread.agent_id == Agent.id)
+                         .where(Thread.id.in_(threads)))
+                for owner, agent_id, thread_id in session.execute(query):
+                    found[("thread", int(thread_id))] = (None if owner is None else str(owner)), int(agent_id)
+        return found
 
     def on_publication(self, publication: Publication) -> None:
         """Bus sink: forget what was deleted (an agent takes its threads with it)."""
         event_type = publication.event.type
-        if event_type not in (EventType.AGENT_DELETED, EventType.THREAD_DELETED):
+        if event_type not in (ChatEvent.AGENT_DELETED, ChatEvent.THREAD_DELETED):
             return
         data = publication.event.data
-        resource_id = next((v for v in (data.get("id"), data.get("thread_id" if event_type is EventType.THREAD_DELETED
+        resource_id = next((v for v in (data.get("id"), data.get("thread_id" if event_type == ChatEvent.THREAD_DELETED
                                                                    else "agent_id"))
                             if isinstance(v, int) and not isinstance(v, bool)), None)
         if resource_id is None:
             return
-        if event_type is EventType.THREAD_DELETED:
+        if event_type == ChatEvent.THREAD_DELETED:
             self._known.pop(("thread", resource_id), None)
             return
         self._known.pop(("agent", resource_id), None)

@@ -23,9 +23,10 @@ from starlette.concurrency import run_in_threadpool
 from websockets.asyncio.client import connect
 from websockets.exceptions import WebSocketException
 
+from wsmigrate.bridge.chat_events import ChatEvent
 from wsmigrate.bridge.db import Agent, Database, Thread
 from wsmigrate.metrics import WsMetrics
-from wsmigrate.unified import Event, EventBus, EventType
+from wsmigrate.unified import EventBus
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +155,8 @@ class ProbeRunner:
         self._pending[content] = (time.monotonic(), set())
         self.status.sent += 1
         await self.bus.publish(
-            Event.create(EventType.STREAM_CHUNK, {"thread_id": self.thread_id, "content": content}), origin="probe")
+            self.bus.new_event(ChatEvent.STREAM_CHUNK, {"thread_id": self.thread_id, "content": content}),
+            origin="probe")
         return content
 
     def _check_missing(self) -> None:

@@ -8,12 +8,12 @@ see on their dashboards.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from prometheus_client.parser import text_string_to_metric_families
 
 from wsmigrate.bridge.stages import STAGE_ORDER, Stage
-from wsmigrate.unified import EventType
 
 FAILURES = ("mismatch_payload", "missing_legacy", "missing_unified", "duplicate_legacy", "duplicate_unified")
 Samples = dict[str, list[tuple[dict[str, str], float]]]
@@ -83,9 +83,22 @@ def parse_samples(text: str) -> Samples:
     return samples
 
 
-def build_report(text: str) -> dict[str, TypeReport]:
+def declared_event_types(samples: Samples) -> list[str]:
+    """The event types a server declares, read from its exposition: every declared type has its
+    `wsmigrate_event_type_stage` series from start-up on, so a client needs no catalogue of its own."""
+    seen: dict[str, None] = {}
+    for labels, _ in samples.get("wsmigrate_event_type_stage", []):
+        name = labels.get("event_type")
+        if name and name != "unknown":
+            seen.setdefault(name)
+    return list(seen)
+
+
+def build_report(text: str, event_types: Sequence[str] | None = None) -> dict[str, TypeReport]:
+    """Per event type (`event_types`, or the ones the exposition declares), its parity numbers."""
     samples = parse_samples(text)
-    reports = {t.value: TypeReport(t.value) for t in EventType}
+    names = declared_event_types(samples) if event_types is None else event_types
+    reports = {name: TypeReport(name) for name in names}
 
     def each(name: str) -> list[tuple[dict[str, str], float]]:
         return [(labels, value) for labels, value in samples.get(name, []) if labels.get("event_type") in reports]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
 
@@ -13,12 +13,13 @@ from starlette.concurrency import run_in_threadpool
 
 from wsmigrate.bridge.auth import Authenticator, ConnectionQuota, OriginPolicy
 from wsmigrate.bridge.chat import ChatService, LegacyCallSites
+from wsmigrate.bridge.chat_events import chat_catalog, chat_translations
 from wsmigrate.bridge.comparator import Comparator
 from wsmigrate.bridge.db import Database
 from wsmigrate.bridge.dual_path import Bridge
 from wsmigrate.bridge.flags import FileFlagStore, FlagStore, MemoryFlagStore
 from wsmigrate.bridge.flags_redis import RedisFlagStore
-from wsmigrate.bridge.gate import DatabaseGate
+from wsmigrate.bridge.gate import ChatAuthorizer
 from wsmigrate.bridge.gc_policy import CollectorPolicy, parse_thresholds
 from wsmigrate.bridge.legacy_store import DatabaseLegacyStore
 from wsmigrate.bridge.ownership import Ownership
@@ -27,7 +28,7 @@ from wsmigrate.bridge.settings import Settings
 from wsmigrate.bridge.stages import FlagsDocument, parse_document, resolve
 from wsmigrate.legacy.manager import LegacyConnectionManager
 from wsmigrate.metrics import WsMetrics
-from wsmigrate.unified import ConnectionManager, EventBus, EventType, MemoryBackend
+from wsmigrate.unified import ConnectionManager, EventBus, EventCatalog, MemoryBackend
 from wsmigrate.unified.backend import BusBackend
 from wsmigrate.unified.events import now_ms
 from wsmigrate.unified.history import TopicHistory
@@ -36,7 +37,6 @@ from wsmigrate.unified.redis_backend import RedisBackend, split_bus_url
 
 log = logging.getLogger(__name__)
 
-EVENT_TYPE_LABELS = (*(t.value for t in EventType), "unknown")
 SHUTDOWN_GRACE_S = 5.0
 
 
@@ -51,19 +51,19 @@ def make_backend(settings: Settings, metrics: WsMetrics | None = None,
     raise ValueError(f"unsupported WSMIGRATE_BUS_URL {settings.bus_url!r}: use memory:// or redis://")
 
 
-def make_flag_store(settings: Settings) -> FlagStore:
+def make_flag_store(settings: Settings, event_types: Sequence[str]) -> FlagStore:
     """Redis when the bus is Redis (one document for every worker), else a file, else memory."""
     audit = Path(settings.audit_log) if settings.audit_log else None
     if settings.bus_url.startswith(("redis://", "rediss://")):
         url, prefix = split_bus_url(settings.bus_url)
         seed = parse_document(Path(settings.flags_file).read_text(encoding="utf-8"),
-                              fmt="json" if settings.flags_file.endswith(".json") else "toml") \
-            if settings.flags_file else None
-        return RedisFlagStore(url, prefix=prefix or "wsmigrate", seed=seed)
+                              fmt="json" if settings.flags_file.endswith(".json") else "toml",
+                              event_types=event_types) if settings.flags_file else None
+        return RedisFlagStore(url, prefix=prefix or "wsmigrate", seed=seed, event_types=event_types)
     if settings.flags_file:
-        return FileFlagStore(Path(settings.flags_file), audit_file=audit)
+        return FileFlagStore(Path(settings.flags_file), audit_file=audit, event_types=event_types)
     default = resources.files("wsmigrate.bridge").joinpath("flags.default.toml").read_text(encoding="utf-8")
-    return MemoryFlagStore(parse_document(default, fmt="toml"), audit_file=audit)
+    return MemoryFlagStore(parse_document(default, fmt="toml", event_types=event_types), audit_file=audit)
 
 
 class Runtime:
@@ -72,23 +72,25 @@ class Runtime:
     def __init__(self, settings: Settings, *, registry: CollectorRegistry | None = None) -> None:
         self.settings = settings
         self.registry = registry if registry is not None else CollectorRegistry()
-        self.metrics = WsMetrics(self.registry, event_types=EVENT_TYPE_LABELS)
+        self.catalog: EventCatalog = chat_catalog()
+        self.translations = chat_translations()
+        self.metrics = WsMetrics(self.registry, event_types=(*self.catalog.names, "unknown"))
         self.db = Database(settings.database_url)
         hot = self.metrics if settings.metrics_enabled else None  # per-event/per-delivery instrumentation
-        self.bus = EventBus(make_backend(settings, self.metrics, self._on_bus_discontinuity), metrics=hot,
-                            handler_queue_size=settings.handler_queue_size)
+        self.bus = EventBus(make_backend(settings, self.metrics, self._on_bus_discontinuity), catalog=self.catalog,
+                            metrics=hot, handler_queue_size=settings.handler_queue_size)
         self.manager = ConnectionManager(self.bus, metrics=hot, max_topics=settings.max_topics)
         self.ownership = Ownership(self.db, ttl_s=settings.ownership_cache_ttl_s)
-        self.gate = DatabaseGate(self.ownership)
+        self.authorize = ChatAuthorizer(self.ownership).authorize
         self.legacy = LegacyConnectionManager(metrics=hot)
         self.chat = ChatService(self.db, LegacyCallSites(self.legacy), chunks=settings.stream_chunks,
                                 delay_ms=settings.stream_delay_ms)
         self.legacy_store = DatabaseLegacyStore(self.ownership, self.chat)
-        self.flags = make_flag_store(settings)
+        self.flags = make_flag_store(settings, self.catalog.names)
         self.flags.add_listener(self._export_flags)
         self.comparator = Comparator(metrics=hot, window_s=settings.compare_window_s,
                                      capacity=settings.compare_capacity, sample_rate=settings.compare_sample_rate)
-        self.bridge = Bridge(self.bus, self.manager, self.legacy, self.flags, metrics=hot,
+        self.bridge = Bridge(self.bus, self.manager, self.legacy, self.flags, self.translations, metrics=hot,
                              observer=self.comparator)
         self.bridge.install()
         self.bus.attach(self.ownership.on_publication)  # deletions reach the access cache at once
@@ -112,8 +114,8 @@ class Runtime:
         return {"Authorization": f"Bearer {self._probe_token}"} if self._probe_token else {}
 
     def _export_flags(self, document: FlagsDocument) -> None:
-        for event_type in EventType:
-            self.metrics.set_stage(event_type.value, resolve(document, event_type).stage.value)
+        for event_type in self.catalog.names:
+            self.metrics.set_stage(event_type, resolve(document, event_type).stage.value)
         self.metrics.flags_revision.set(document.revision)
 
     async def start(self) -> None:

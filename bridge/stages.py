@@ -22,14 +22,14 @@ from __future__ import annotations
 import json
 import tomllib
 import zlib
+from collections.abc import Collection
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from wsmigrate.bridge.errors import FlagsError
-from wsmigrate.unified import EventType
 
 
 class Stage(StrEnum):
@@ -94,19 +94,21 @@ class FlagsDocument(BaseModel):
     revision: int = Field(0, ge=0)
     kill_switch: bool = False
     default_stage: Stage = Stage.OFF
-    types: dict[EventType, TypeFlags] = Field(default_factory=dict)
+    types: dict[str, TypeFlags] = Field(default_factory=dict)
 
     @field_validator("types", mode="before")
     @classmethod
-    def _known_types(cls, value: Any) -> Any:
-        if isinstance(value, dict):
-            known = {t.value for t in EventType}
+    def _known_types(cls, value: Any, info: ValidationInfo) -> Any:
+        """With the application's event types as validation context (`parse_document` passes
+        them), a type the catalogue does not declare is an error rather than a silent no-op."""
+        known = (info.context or {}).get("event_types")
+        if isinstance(value, dict) and known is not None:
             unknown = sorted(str(k) for k in value if k not in known)
             if unknown:
-                raise ValueError(f"unknown event types: {', '.join(unknown)}")
+                raise ValueError(f"unknown event types: {', '.join(unknown)}; declared: {', '.join(known)}")
         return value
 
-    def flags_for(self, event_type: EventType) -> TypeFlags:
+    def flags_for(self, event_type: str) -> TypeFlags:
         return self.types.get(event_type, TypeFlags())
 
     def to_json(self) -> str:
@@ -123,7 +125,7 @@ class Resolution:
     source: Literal["kill_switch", "pin", "cohort", "type", "default"]
 
 
-def resolve(document: FlagsDocument, event_type: EventType) -> Resolution:
+def resolve(document: FlagsDocument, event_type: str) -> Resolution:
     """Apply precedence: kill switch > pin > cohort > per-type stage > default stage."""
     rev = document.revision
     if document.kill_switch:
@@ -139,14 +141,18 @@ def resolve(document: FlagsDocument, event_type: EventType) -> Resolution:
     return Resolution(document.default_stage, 0, rev, "default")
 
 
-def parse_document(text: str, *, fmt: Literal["toml", "json"]) -> FlagsDocument:
-    """Parse and validate a flags document, raising `FlagsError` with a readable reason."""
+def parse_document(text: str, *, fmt: Literal["toml", "json"],
+                   event_types: Collection[str] | None = None) -> FlagsDocument:
+    """Parse and validate a flags document, raising `FlagsError` with a readable reason.
+
+    `event_types`: the declared catalogue; a document naming another type is rejected."""
     try:
         raw = tomllib.loads(text) if fmt == "toml" else json.loads(text)
     except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
         raise FlagsError(f"flags document is not valid {fmt.upper()}: {exc}") from None
     try:
-        return FlagsDocument.model_validate(raw)
+        context = None if event_types is None else {"event_types": tuple(event_types)}
+        return FlagsDocument.model_validate(raw, context=context)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'document'}: {e['msg']}" for e in exc.errors())
         raise FlagsError(f"flags document rejected: {problems}") from None

@@ -1,125 +1,205 @@
-"""The translation table: the only module that knows both the legacy frames and the unified events.
+"""Translations: the only place that knows both a legacy frame and the unified event it carries.
 
-Pure functions, no I/O. Each row says, for one event type, which legacy frame type carries it,
-where the old code broadcast it (thread, agent or global), and how to turn one shape into the
-other. Round trips are exact: a legacy frame translated to an event and rendered back is equal to
-the original, so mirroring never changes what a legacy client sees.
+Pure functions, no I/O. The application declares one `Translation` per legacy frame type its old
+code broadcast: which event type the frame carries, where the old code broadcast it (a legacy
+scope, or `global` for every legacy socket), which field of the event's data holds the target id,
+and how to turn one shape into the other. Two builders cover the common shapes:
+
+    flat("task_moved", "task_moved", scope="board", target="board_id")
+        {"type": "task_moved", "board_id": ..., "column": ...}  <->  data {"board_id": ..., "column": ...}
+    nested("task_added", "task_created", key="task", scope="board", target="board_id", outer=("board_id",))
+        {"type": "task_added", "board_id": ..., "task": {...}}    <->  data {...the task...}
+
+A frame type with no event type (a legacy feature the new protocol does not carry) is declared
+`legacy_only(...)`: it is delivered the old way forever and counted, and `wsmigrate report` lists
+it as what still blocks retiring the legacy path. A frame type that is not declared at all is
+treated the same way (and logged), so nothing is ever dropped.
+
+Round trips should be exact: a legacy frame translated to an event and rendered back equal to the
+original, so mirroring never changes what a legacy client sees.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, NamedTuple
+from enum import Enum
+from typing import Any, NamedTuple
 
 from wsmigrate.bridge.errors import TranslationError
 from wsmigrate.legacy.frames import Frame
-from wsmigrate.unified import EventType
 
-Scope = Literal["thread", "agent", "global"]
+GLOBAL_SCOPE = "global"
+TargetId = int | str
+ToEvent = Callable[[Mapping[str, Any]], dict[str, Any]]
+ToFrame = Callable[[Mapping[str, Any]], Frame]
 
 
 class LegacyRoute(NamedTuple):
-    """Where the old code broadcast a frame: `broadcast_to_thread(id)`, `_to_agent(id)` or global.
+    """Where the old code broadcast a frame: a scope and its target id, or global (no id).
 
     A named tuple because one is built for every event the bridge sees."""
 
-    scope: Scope
-    target_id: int | None
+    scope: str
+    target_id: TargetId | None
 
-    @property
-    def topic(self) -> str:
-        """The unified topic a legacy socket following this scope is attached to."""
-        return "system" if self.scope == "global" else f"{self.scope}:{self.target_id}"
+
+def _name(value: str | Enum | None) -> str | None:
+    return value.value if isinstance(value, Enum) else value
 
 
 @dataclass(frozen=True, slots=True)
-class Row:
-    event_type: EventType
+class Translation:
+    """One legacy frame type and the event type it carries (None: `legacy_only`)."""
+
     frame_type: str
-    scope: Scope
-    route_fields: tuple[str, ...]  # data fields holding the thread or agent id, first present wins
-    to_data: Callable[[Mapping[str, Any]], dict[str, Any]]
-    to_frame: Callable[[str, Mapping[str, Any]], Frame]
+    event_type: str | None
+    scope: str
+    target: tuple[str, ...]  # event data fields holding the target id, the first present wins
+    to_event: ToEvent  # legacy frame -> event data
+    to_frame: ToFrame  # event data -> legacy frame
+
+    @property
+    def legacy_only(self) -> bool:
+        return self.event_type is None
 
 
-def _flat_data(frame: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in frame.items() if k != "type"}
+def _targets(target: str | Iterable[str]) -> tuple[str, ...]:
+    return (target,) if isinstance(target, str) else tuple(target)
 
 
-def _flat_frame(frame_type: str, data: Mapping[str, Any]) -> Frame:
-    return {"type": frame_type, **data}
+def flat(frame_type: str, event_type: str | Enum | None = None, *, scope: str,
+         target: str | Iterable[str] = ()) -> Translation:
+    """A frame whose fields, next to `type`, are the event's data (`event_type` defaults to the frame type)."""
+
+    def to_event(frame: Mapping[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in frame.items() if k != "type"}
+
+    def to_frame(data: Mapping[str, Any]) -> Frame:
+        return {"type": frame_type, **data}
+
+    return Translation(frame_type, _name(event_type) or frame_type, scope, _targets(target), to_event, to_frame)
 
 
-def _message_data(frame: Mapping[str, Any]) -> dict[str, Any]:
-    message = frame.get("message")
-    if not isinstance(message, Mapping):
-        raise TranslationError("thread_message without a message object")
-    return dict(message)
+def nested(frame_type: str, event_type: str | Enum, *, key: str, scope: str, target: str | Iterable[str] = (),
+           outer: Iterable[str] = ()) -> Translation:
+    """A frame carrying the event's data as one object under `key`, with `outer` fields of the data
+    repeated beside it (`{"type": "thread_message", "thread_id": 4, "message": {...}}`)."""
+    outer_fields = tuple(outer)
+
+    def to_event(frame: Mapping[str, Any]) -> dict[str, Any]:
+        inner = frame.get(key)
+        if not isinstance(inner, Mapping):
+            raise TranslationError(f"{frame_type} without a {key} object")
+        return dict(inner)
+
+    def to_frame(data: Mapping[str, Any]) -> Frame:
+        missing = [f for f in outer_fields if f not in data]
+        if missing:
+            raise TranslationError(f"{_name(event_type)} data lacks {', '.join(missing)} for {frame_type}")
+        return {"type": frame_type, **{f: data[f] for f in outer_fields}, key: dict(data)}
+
+    return Translation(frame_type, _name(event_type), scope, _targets(target), to_event, to_frame)
 
 
-def _message_frame(frame_type: str, data: Mapping[str, Any]) -> Frame:
-    return {"type": frame_type, "thread_id": data["thread_id"], "message": dict(data)}
+def legacy_only(frame_type: str, *, scope: str) -> Translation:
+    """A frame type that carries no event type: delivered the old way, counted, reported."""
+
+    def unsupported(_: Mapping[str, Any]) -> dict[str, Any]:
+        raise TranslationError(f"{frame_type} is legacy-only")
+
+    return Translation(frame_type, None, scope, (), unsupported, unsupported)
 
 
-def _flat_row(event_type: EventType, scope: Scope, *route_fields: str) -> Row:
-    return Row(event_type, event_type.value, scope, route_fields, _flat_data, _flat_frame)
-
-
-ROWS: tuple[Row, ...] = (
-    Row(EventType.MESSAGE_CREATED, "thread_message", "thread", ("thread_id",), _message_data, _message_frame),
-    _flat_row(EventType.STREAM_START, "thread", "thread_id"),
-    _flat_row(EventType.STREAM_CHUNK, "thread", "thread_id"),
-    _flat_row(EventType.STREAM_END, "thread", "thread_id"),
-    _flat_row(EventType.STREAM_ERROR, "thread", "thread_id"),
-    _flat_row(EventType.AGENT_CREATED, "agent", "agent_id", "id"),
-    _flat_row(EventType.AGENT_UPDATED, "agent", "agent_id", "id"),
-    _flat_row(EventType.AGENT_DELETED, "agent", "agent_id", "id"),
-    _flat_row(EventType.AGENT_STATUS_CHANGED, "agent", "agent_id", "id"),
-    _flat_row(EventType.THREAD_CREATED, "agent", "agent_id"),
-    _flat_row(EventType.THREAD_UPDATED, "agent", "agent_id"),
-    _flat_row(EventType.THREAD_DELETED, "agent", "agent_id"),
-    _flat_row(EventType.SYSTEM_STATUS, "global"),
-)
-BY_FRAME_TYPE: dict[str, Row] = {row.frame_type: row for row in ROWS}
-BY_EVENT_TYPE: dict[EventType, Row] = {row.event_type: row for row in ROWS}
-
-
-def event_type_of_frame(frame: Mapping[str, Any]) -> EventType | None:
-    row = BY_FRAME_TYPE.get(str(frame.get("type")))
-    return row.event_type if row else None
-
-
-def to_event(frame: Mapping[str, Any]) -> tuple[EventType, dict[str, Any]] | None:
-    """A legacy broadcast frame as (event type, data); None for a frame type the table lacks."""
-    row = BY_FRAME_TYPE.get(str(frame.get("type")))
-    if row is None:
+def _target_id(value: object) -> TargetId | None:
+    if isinstance(value, bool):
         return None
-    return row.event_type, row.to_data(frame)
+    if isinstance(value, int | str) and value != "":
+        return value
+    return None
 
 
-def _route_id(row: Row, data: Mapping[str, Any]) -> int | None:
-    if not row.route_fields:
-        return None
-    for field in row.route_fields:
-        value = data.get(field)
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    raise TranslationError(f"{row.event_type.value} data lacks an integer {' or '.join(row.route_fields)}")
+class TranslationTable:
+    """The application's translations, indexed both ways (see module docstring).
 
+    `scopes` names, for each legacy scope, the unified topic a legacy socket following one target
+    of it corresponds to (`{"board": "board:{id}"}`), and `global_topic` the topic of `global`
+    broadcasts: the unified path serves a legacy socket through exactly those topics.
+    """
 
-def legacy_route(event_type: EventType, data: Mapping[str, Any]) -> LegacyRoute:
-    """Where the old app would have broadcast this event (cheap: no frame is built)."""
-    row = BY_EVENT_TYPE[event_type]
-    return LegacyRoute(row.scope, _route_id(row, data))
+    def __init__(self, translations: Iterable[Translation] = (), *, scopes: Mapping[str, str],
+                 global_topic: str) -> None:
+        self._by_frame: dict[str, Translation] = {}
+        self._by_event: dict[str, Translation] = {}
+        for name, template in scopes.items():
+            if name == GLOBAL_SCOPE or template.count("{id}") != 1:
+                raise ValueError(f"legacy scope {name!r}: its topic template needs exactly one {{id}}")
+        self.scopes = dict(scopes)
+        self.global_topic = global_topic
+        for translation in translations:
+            self.add(translation)
 
+    def add(self, translation: Translation) -> Translation:
+        if translation.scope != GLOBAL_SCOPE and translation.scope not in self.scopes:
+            raise ValueError(f"{translation.frame_type}: unknown legacy scope {translation.scope!r} "
+                             f"(declared: {', '.join(self.scopes)}, {GLOBAL_SCOPE})")
+        if translation.frame_type in self._by_frame:
+            raise ValueError(f"legacy frame type {translation.frame_type!r} is translated twice")
+        if translation.event_type is not None and translation.event_type in self._by_event:
+            raise ValueError(f"event type {translation.event_type!r} has two legacy frames")
+        self._by_frame[translation.frame_type] = translation
+        if translation.event_type is not None:
+            self._by_event[translation.event_type] = translation
+        return translation
 
-def legacy_frame(event_type: EventType, data: Mapping[str, Any]) -> Frame:
-    """The frame the old app would have sent for this event."""
-    row = BY_EVENT_TYPE[event_type]
-    return row.to_frame(row.frame_type, data)
+    @property
+    def translations(self) -> tuple[Translation, ...]:
+        return tuple(self._by_frame.values())
 
+    @property
+    def event_types(self) -> tuple[str, ...]:
+        """The event types that have a legacy frame (and so reach legacy sockets)."""
+        return tuple(self._by_event)
 
-def to_legacy(event_type: EventType, data: Mapping[str, Any]) -> tuple[LegacyRoute, Frame]:
-    """Where the old app would have broadcast this event, and the frame it would have sent."""
-    return legacy_route(event_type, data), legacy_frame(event_type, data)
+    @property
+    def legacy_only_frames(self) -> tuple[str, ...]:
+        return tuple(t.frame_type for t in self._by_frame.values() if t.legacy_only)
+
+    def for_frame(self, frame: Mapping[str, Any]) -> Translation | None:
+        return self._by_frame.get(str(frame.get("type")))
+
+    def for_event(self, event_type: str) -> Translation | None:
+        return self._by_event.get(event_type)
+
+    def to_event(self, frame: Mapping[str, Any]) -> tuple[str, dict[str, Any]] | None:
+        """A legacy broadcast frame as (event type, data); None for a legacy-only or unknown frame type."""
+        translation = self.for_frame(frame)
+        if translation is None or translation.event_type is None:
+            return None
+        return translation.event_type, translation.to_event(frame)
+
+    def legacy_route(self, event_type: str, data: Mapping[str, Any]) -> LegacyRoute:
+        """Where the old app would have broadcast this event (cheap: no frame is built)."""
+        translation = self._by_event.get(event_type)
+        if translation is None:
+            raise TranslationError(f"{event_type} has no legacy frame")
+        if translation.scope == GLOBAL_SCOPE:
+            return LegacyRoute(GLOBAL_SCOPE, None)
+        for field in translation.target:
+            found = _target_id(data.get(field))
+            if found is not None:
+                return LegacyRoute(translation.scope, found)
+        raise TranslationError(f"{event_type} data lacks its legacy target {' or '.join(translation.target)}")
+
+    def topic_of(self, route: LegacyRoute) -> str:
+        """The unified topic a legacy socket following `route` is served through."""
+        if route.scope == GLOBAL_SCOPE:
+            return self.global_topic
+        return self.scopes[route.scope].replace("{id}", str(route.target_id))
+
+    def legacy_frame(self, event_type: str, data: Mapping[str, Any]) -> Frame:
+        """The frame the old app would have sent for this event."""
+        translation = self._by_event.get(event_type)
+        if translation is None:
+            raise TranslationError(f"{event_type} has no legacy frame")
+        return translation.to_frame(data)

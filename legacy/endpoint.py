@@ -19,12 +19,14 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from wsmigrate.legacy import frames
 from wsmigrate.legacy.errors import LegacyProtocolError
-from wsmigrate.legacy.manager import LEGACY_AGENT, LEGACY_THREAD, LegacyConnectionManager, LegacyOutbox
+from wsmigrate.legacy.manager import LegacyConnectionManager, LegacyOutbox
 from wsmigrate.legacy.store import LegacyStore
 from wsmigrate.metrics.registry import WsMetrics
 
 log = logging.getLogger(__name__)
 
+LEGACY_THREAD = "legacy_thread"
+LEGACY_AGENT = "legacy_agent"
 POLICY_VIOLATION = 1008
 FORBIDDEN = 4403
 CLOSE_TIMEOUT_S = 2.0
@@ -93,11 +95,11 @@ class LegacySession:
                 outbox.close_after_flush(POLICY_VIOLATION, "not found")
                 return None
             client_id = self.manager.connect(outbox, kind=LEGACY_THREAD, user_id=self.user_id)
-            self.manager.subscribe_to_thread(client_id, thread_id)
+            self.manager.follow(client_id, "thread", thread_id)
             self.manager.reply(client_id, frames.thread_history(thread_id, history))
             return client_id
         client_id = self.manager.connect(outbox, kind=LEGACY_AGENT, user_id=self.user_id)
-        self.manager.subscribe_to_agent(client_id, target)
+        self.manager.follow(client_id, "agent", target)
         return client_id
 
     async def _refusal(self, scope: Literal["thread", "agent"], target: int) -> tuple[int, str] | None:
@@ -149,7 +151,7 @@ class LegacySession:
             if history is None:
                 text = refusal[1] if refusal else f"Thread {frame.thread_id} not found"
                 raise LegacyProtocolError(text, message_id=frame.message_id)
-            self.manager.subscribe_to_thread(client_id, frame.thread_id)
+            self.manager.follow(client_id, "thread", frame.thread_id)
             self.manager.reply(client_id, frames.thread_history(frame.thread_id, history))
         else:
             refusal = await self._refusal("thread", frame.thread_id)
@@ -157,4 +159,4 @@ class LegacySession:
             if message is None:
                 text = refusal[1] if refusal else f"Thread {frame.thread_id} not found"
                 raise LegacyProtocolError(text, message_id=frame.message_id)
-            await self.manager.broadcast_to_thread(frame.thread_id, frames.thread_message(message))
+            await self.manager.broadcast("thread", frame.thread_id, frames.thread_message(message))

@@ -1,9 +1,11 @@
-"""`LegacyConnectionManager`: the old per-view connection manager, behaviour kept.
+"""`LegacyConnectionManager`: the old per-view connection manager, as a hub any old app delegates to.
 
-Its public methods are the ones the old application called (`connect`, `disconnect`,
-`subscribe_to_thread`, `subscribe_to_agent`, `broadcast_to_thread`, `broadcast_to_agent`,
-`broadcast_global`), with the same meaning: a socket follows the threads and agents it was
-subscribed to until it closes; there is no unsubscribe.
+Old applications' managers have methods such as `broadcast_to_thread(thread_id, frame)` or
+`broadcast_to_board(board_id, frame)`. Here they are one generic set: `connect`, `disconnect`,
+`follow(client_id, scope, target_id)` and `broadcast(scope, target_id, frame)` /
+`broadcast_global(frame)`, where a *scope* is the application's own name for what a legacy socket
+follows (`"thread"`, `"board"`) and a target id is an int or a string (a UUID). A socket follows
+the targets it was given until it closes; there is no unfollow, as in the old apps.
 
 Two seams are new, and neither changes what a legacy client sees:
 
@@ -22,7 +24,7 @@ import os
 import time
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Protocol
 
 from wsmigrate.legacy.frames import Frame, encode
 from wsmigrate.metrics.ledger import DeliveryTicket, PathLedger
@@ -30,9 +32,9 @@ from wsmigrate.metrics.registry import WsMetrics
 
 log = logging.getLogger(__name__)
 
-LEGACY_THREAD = "legacy_thread"
-LEGACY_AGENT = "legacy_agent"
-Scope = Literal["thread", "agent", "global"]
+GLOBAL = "global"  # the scope of a broadcast to every legacy socket
+Scope = str
+TargetId = int | str
 _ids = itertools.count(1)
 _PROCESS_TAG = f"{os.getpid():x}"
 
@@ -71,8 +73,7 @@ class LegacyConnection:
     kind: str
     outbox: LegacyOutbox
     user_id: str | None = None
-    threads: set[int] = field(default_factory=set)
-    agents: set[int] = field(default_factory=set)
+    follows: set[tuple[Scope, TargetId]] = field(default_factory=set)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +81,7 @@ class Broadcast:
     """One call of a broadcast method: where it goes and the frame the old code built."""
 
     scope: Scope
-    target_id: int | None
+    target_id: TargetId | None
     message: Frame
 
 
@@ -92,13 +93,13 @@ class BroadcastListener(Protocol):
 
     def connected(self, connection: LegacyConnection) -> None: ...
 
-    def subscribed(self, connection: LegacyConnection, scope: Scope, target_id: int) -> None: ...
+    def subscribed(self, connection: LegacyConnection, scope: Scope, target_id: TargetId) -> None: ...
 
     def disconnected(self, connection: LegacyConnection) -> None: ...
 
 
 class LegacyConnectionManager:
-    """Legacy sockets and their thread and agent subscriptions."""
+    """Legacy sockets and the (scope, target) pairs they follow."""
 
     def __init__(self, *, metrics: WsMetrics | None = None, label_for: Callable[[Frame], str] | None = None) -> None:
         self.metrics = metrics
@@ -106,9 +107,8 @@ class LegacyConnectionManager:
         self._label_for = label_for or (lambda frame: "unknown")
         self.listener: BroadcastListener | None = None
         self._connections: dict[str, LegacyConnection] = {}
-        # thread or agent id -> the connections following it
-        self._threads: dict[int, set[LegacyConnection]] = {}
-        self._agents: dict[int, set[LegacyConnection]] = {}
+        # (scope, target id) -> the connections following it
+        self._followers: dict[tuple[Scope, TargetId], set[LegacyConnection]] = {}
 
     def set_listener(self, listener: BroadcastListener | None) -> None:
         self.listener = listener
@@ -130,52 +130,40 @@ class LegacyConnectionManager:
         connection = self._connections.pop(client_id, None)
         if connection is None:
             return
-        for thread_id in connection.threads:
-            self._forget(self._threads, thread_id, connection)
-        for agent_id in connection.agents:
-            self._forget(self._agents, agent_id, connection)
+        for key in connection.follows:
+            members = self._followers.get(key)
+            if members is not None:
+                members.discard(connection)
+                if not members:
+                    del self._followers[key]
         if self.metrics:
             self.metrics.connections.labels(connection.kind).dec()
-            self.metrics.subscriptions.labels(connection.kind).dec(len(connection.threads) + len(connection.agents))
+            self.metrics.subscriptions.labels(connection.kind).dec(len(connection.follows))
         if self.listener:
             self.listener.disconnected(connection)
 
-    @staticmethod
-    def _forget(index: dict[int, set[LegacyConnection]], key: int, connection: LegacyConnection) -> None:
-        members = index.get(key)
-        if members is not None:
-            members.discard(connection)
-            if not members:
-                del index[key]
-
-    def subscribe_to_thread(self, client_id: str, thread_id: int) -> None:
-        self._subscribe(client_id, "thread", thread_id)
-
-    def subscribe_to_agent(self, client_id: str, agent_id: int) -> None:
-        self._subscribe(client_id, "agent", agent_id)
-
-    def _subscribe(self, client_id: str, scope: Scope, target_id: int) -> None:
+    def follow(self, client_id: str, scope: Scope, target_id: TargetId) -> None:
+        """From now on the socket receives what is broadcast to (`scope`, `target_id`)."""
         connection = self._connections.get(client_id)
-        if connection is None:
+        if connection is None or scope == GLOBAL:
             return
-        owned, index = (connection.threads, self._threads) if scope == "thread" else (connection.agents, self._agents)
-        if target_id in owned:
+        key = (scope, target_id)
+        if key in connection.follows:
             return
-        owned.add(target_id)
-        index.setdefault(target_id, set()).add(connection)
+        connection.follows.add(key)
+        self._followers.setdefault(key, set()).add(connection)
         if self.metrics:
             self.metrics.subscriptions.labels(connection.kind).inc()
         if self.listener:
             self.listener.subscribed(connection, scope, target_id)
 
-    async def broadcast_to_thread(self, thread_id: int, message: Frame) -> None:
-        await self._broadcast(Broadcast("thread", thread_id, message))
-
-    async def broadcast_to_agent(self, agent_id: int, message: Frame) -> None:
-        await self._broadcast(Broadcast("agent", agent_id, message))
+    async def broadcast(self, scope: Scope, target_id: TargetId, message: Frame) -> None:
+        """Send `message` to every socket following (`scope`, `target_id`)."""
+        await self._broadcast(Broadcast(scope, target_id, message))
 
     async def broadcast_global(self, message: Frame) -> None:
-        await self._broadcast(Broadcast("global", None, message))
+        """Send `message` to every legacy socket."""
+        await self._broadcast(Broadcast(GLOBAL, None, message))
 
     async def _broadcast(self, broadcast: Broadcast) -> None:
         if self.listener is not None and await self.listener.intercept(broadcast):
@@ -184,18 +172,17 @@ class LegacyConnectionManager:
 
     # -- delivery --------------------------------------------------------------------------------
 
-    def recipients(self, scope: Scope, target_id: int | None) -> list[LegacyConnection]:
+    def recipients(self, scope: Scope, target_id: TargetId | None) -> list[LegacyConnection]:
         """The connections a broadcast to (`scope`, `target_id`) reaches."""
         return list(self.followers(scope, target_id))
 
-    def followers(self, scope: Scope, target_id: int | None) -> Collection[LegacyConnection]:
+    def followers(self, scope: Scope, target_id: TargetId | None) -> Collection[LegacyConnection]:
         """Like `recipients`, without a copy: for a synchronous fan-out that does not subscribe or
         disconnect anyone while it iterates."""
-        if scope == "global":
+        if scope == GLOBAL:
             return self._connections.values()
-        index = self._threads if scope == "thread" else self._agents
         assert target_id is not None
-        return index.get(target_id, ())
+        return self._followers.get((scope, target_id), ())
 
     def deliver(self, broadcast: Broadcast, event_type_label: str, ingress_ns: int | None = None) -> int:
         """Send a broadcast's frame to its recipients the old way; returns how many were queued."""
@@ -227,7 +214,3 @@ class LegacyConnectionManager:
     @property
     def connection_count(self) -> int:
         return len(self._connections)
-
-    @property
-    def subscription_count(self) -> int:
-        return sum(len(m) for m in self._threads.values()) + sum(len(m) for m in self._agents.values())

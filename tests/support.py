@@ -14,6 +14,7 @@ import uvicorn
 from fastapi import FastAPI
 from websockets.asyncio.client import ClientConnection, connect
 
+from wsmigrate.bridge.chat_events import chat_catalog
 from wsmigrate.bridge.cli import UVICORN_WS_OPTIONS, WS_MAX_SIZE
 from wsmigrate.bridge.runtime import Runtime
 
@@ -216,3 +217,7 @@ class StalledClient:
 
     def close(self) -> None:
         self.sock.close()
+
+
+# The reference chat app's declaration, for tests that need an application's event types.
+CHAT = chat_catalog()

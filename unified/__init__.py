@@ -5,8 +5,9 @@
 
 from wsmigrate.unified.backend import BusBackend, MemoryBackend
 from wsmigrate.unified.bus import EventBus
+from wsmigrate.unified.catalog import EventCatalog, EventSpec
 from wsmigrate.unified.decorator import current_bus, publish_event
-from wsmigrate.unified.events import Event, EventType, route_topics, topics_for
+from wsmigrate.unified.events import Event
 from wsmigrate.unified.manager import Connection, ConnectionManager
 from wsmigrate.unified.publication import Position, Publication
 
@@ -16,12 +17,11 @@ __all__ = [
     "ConnectionManager",
     "Event",
     "EventBus",
-    "EventType",
+    "EventCatalog",
+    "EventSpec",
     "MemoryBackend",
     "Position",
     "Publication",
     "current_bus",
     "publish_event",
-    "route_topics",
-    "topics_for",
 ]

@@ -18,13 +18,14 @@ import concurrent.futures
 import inspect
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from wsmigrate.metrics import WsMetrics
 from wsmigrate.unified.backend import BusBackend, MemoryBackend
+from wsmigrate.unified.catalog import EventCatalog, EventName, event_name
 from wsmigrate.unified.errors import BusClosedError
-from wsmigrate.unified.events import Event, EventType, route_topics
+from wsmigrate.unified.events import Event
 from wsmigrate.unified.publication import Position, Publication
 
 log = logging.getLogger(__name__)
@@ -93,13 +94,15 @@ class EventBus:
         self,
         backend: BusBackend | None = None,
         *,
+        catalog: EventCatalog,
         metrics: WsMetrics | None = None,
         handler_queue_size: int = DEFAULT_HANDLER_QUEUE,
     ) -> None:
         self.backend: BusBackend = backend or MemoryBackend()
+        self.catalog = catalog
         self.metrics = metrics
         self.handler_queue_size = handler_queue_size
-        self._handlers: dict[EventType | None, dict[Handler, _HandlerWorker]] = {}
+        self._handlers: dict[str | None, dict[Handler, _HandlerWorker]] = {}
         self._sinks: list[Sink] = []
         self._ingress_hooks: list[IngressHook] = []
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -123,14 +126,16 @@ class EventBus:
 
     # -- subscribers -----------------------------------------------------------------------------
 
-    def subscribe(self, event_type: EventType | None, handler: Handler) -> None:
+    def subscribe(self, event_type: EventName | None, handler: Handler) -> None:
         """Call `handler(event)` for every event of `event_type` (None: every type)."""
-        workers = self._handlers.setdefault(event_type, {})
+        key = None if event_type is None else self.catalog.spec(event_type).name
+        workers = self._handlers.setdefault(key, {})
         if handler not in workers:
             workers[handler] = _HandlerWorker(handler, self.handler_queue_size, self.metrics)
 
-    def unsubscribe(self, event_type: EventType | None, handler: Handler) -> None:
-        worker = self._handlers.get(event_type, {}).pop(handler, None)
+    def unsubscribe(self, event_type: EventName | None, handler: Handler) -> None:
+        key = None if event_type is None else event_name(event_type)
+        worker = self._handlers.get(key, {}).pop(handler, None)
         if worker is not None and self._loop is not None:
             self._loop.create_task(worker.stop())
 
@@ -144,20 +149,30 @@ class EventBus:
 
     # -- publishing ------------------------------------------------------------------------------
 
+    def new_event(self, event_type: EventName, data: Mapping[str, Any], *, event_id: str | None = None) -> Event:
+        """An event of a declared type, addressed by the catalogue's topic rule."""
+        return self.catalog.create(event_type, data, event_id=event_id)
+
     async def publish(self, event: Event, *, origin: str = "bus") -> bool:
-        """Sequence and deliver `event`. Returns False if its `event_id` was already published."""
+        """Sequence and deliver `event`. Returns False if its `event_id` was already published.
+
+        Raises `UnknownEventTypeError` for a type the catalogue does not declare."""
         if self._loop is None:
             raise BusClosedError("the event bus is not running")
+        topics = self.catalog.route_topics(event)
         meta: dict[str, Any] = {"origin": origin}
+        audience = self.catalog.audience(event)
+        if audience is not None:
+            meta["audience"] = audience
         for hook in self._ingress_hooks:
             meta.update(hook(event, origin))
-        accepted = await self.backend.append(event, route_topics(event), meta)
+        accepted = await self.backend.append(event, topics, meta)
         if not accepted:
             if self.metrics:
                 self.metrics.bus_duplicates_suppressed.inc()
             return False
         if self.metrics:
-            key = (event.type.value, origin)
+            key = (event.type, origin)
             child = self._published.get(key)
             if child is None:  # `labels()` takes a lock and builds a key on every call: look it up once
                 child = self._published[key] = self.metrics.events_published.labels(*key)

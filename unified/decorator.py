@@ -18,8 +18,8 @@ from contextvars import ContextVar
 from typing import Any, ParamSpec, TypeVar, cast
 
 from wsmigrate.unified.bus import EventBus
+from wsmigrate.unified.catalog import EventName
 from wsmigrate.unified.errors import BusClosedError
-from wsmigrate.unified.events import Event, EventType
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -48,7 +48,7 @@ def _resolve(bus: EventBus | None) -> EventBus:
 
 
 def publish_event(
-    event_type: EventType,
+    event_type: EventName,
     *,
     bus: EventBus | None = None,
     data: Callable[[Any], Mapping[str, Any]] = to_event_data,
@@ -61,7 +61,8 @@ def publish_event(
             @functools.wraps(func)
             async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
                 result = await func(*args, **kwargs)
-                await _resolve(bus).publish(Event.create(event_type, data(result)))
+                target = _resolve(bus)
+                await target.publish(target.new_event(event_type, data(result)))
                 return result
 
             return cast(Callable[P, R], async_wrapper)
@@ -69,7 +70,8 @@ def publish_event(
         @functools.wraps(func)
         def sync_wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
             result = func(*args, **kwargs)
-            _resolve(bus).publish_sync(Event.create(event_type, data(result)))
+            target = _resolve(bus)
+            target.publish_sync(target.new_event(event_type, data(result)))
             return result
 
         return sync_wrapper

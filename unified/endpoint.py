@@ -11,8 +11,9 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
@@ -36,25 +37,22 @@ from wsmigrate.unified.protocol import (
 )
 from wsmigrate.unified.publication import Position
 from wsmigrate.unified.ratelimit import TokenBucket
-from wsmigrate.unified.topics import Topic, parse_topic
+from wsmigrate.unified.topics import PROBE_TOPIC, Topic, TopicGrammar
 
 log = logging.getLogger(__name__)
 
 CLOSE_TIMEOUT_S = 2.0
 
 
-class TopicGate(Protocol):
-    """Decides whether `user_id` may subscribe to an existing `topic` (the application's rule)."""
+Verdict = Literal["allow", "not_found", "forbidden"]
+# The application's access rule: one call for all the topics of one subscribe frame (so that it can
+# answer them with one query), a verdict per topic name. A topic missing from the answer is refused.
+Authorize = Callable[[str | None, Sequence[Topic]], Awaitable[Mapping[str, Verdict]]]
 
-    async def check(self, topic: Topic, user_id: str | None) -> ErrorCode | None:
-        """None to allow; `not_found` or `forbidden` to refuse."""
 
-
-class OpenGate:
-    """A gate that allows every well-formed topic (for tests and apps without resources)."""
-
-    async def check(self, topic: Topic, user_id: str | None) -> ErrorCode | None:
-        return None
+async def allow_all(user_id: str | None, topics: Sequence[Topic]) -> Mapping[str, Verdict]:
+    """The rule of an application without per-resource access control: every valid topic."""
+    return {topic.name: "allow" for topic in topics}
 
 
 @dataclass(frozen=True)
@@ -75,7 +73,8 @@ class UnifiedSession:
         self,
         websocket: WebSocket,
         manager: ConnectionManager,
-        gate: TopicGate,
+        grammar: TopicGrammar,
+        authorize: Authorize = allow_all,
         *,
         limits: SessionLimits | None = None,
         user_id: str | None = None,
@@ -83,7 +82,8 @@ class UnifiedSession:
     ) -> None:
         self.websocket = websocket
         self.manager = manager
-        self.gate = gate
+        self.grammar = grammar
+        self.authorize = authorize
         self.limits = limits or SessionLimits()
         self.user_id = user_id
         self.metrics = metrics
@@ -166,18 +166,23 @@ class UnifiedSession:
             raise ProtocolError(ErrorCode.RATE_LIMITED, f"at most {self.limits.subscribe_rate_per_s:g} subscribe "
                                 f"requests per second (burst {self.limits.subscribe_burst})",
                                 message_id=request.message_id)
-        accepted: list[str] = []
+        parsed: list[Topic] = []
         for raw in dict.fromkeys(request.topics):
             try:
-                topic = parse_topic(raw)
+                parsed.append(self.grammar.parse(raw))
             except InvalidTopicError as exc:
                 self._reply_error(connection, ProtocolError(ErrorCode.INVALID_TOPIC, str(exc),
                                                             message_id=request.message_id), raw)
-                continue
-            refusal = await self.gate.check(topic, self.user_id)
-            if refusal is not None:
-                text = f"{raw}: not found" if refusal == ErrorCode.NOT_FOUND else f"{raw}: not allowed"
-                self._reply_error(connection, ProtocolError(refusal, text, message_id=request.message_id), raw)
+        asked = [t for t in parsed if t.name != PROBE_TOPIC]  # wsmigrate's own topic: not the app's to rule
+        verdicts = await self.authorize(self.user_id, asked) if asked else {}
+        accepted: list[str] = []
+        for topic in parsed:
+            raw = topic.name
+            verdict = "allow" if raw == PROBE_TOPIC else verdicts.get(raw, "forbidden")
+            if verdict != "allow":
+                code, text = ((ErrorCode.NOT_FOUND, f"{raw}: not found") if verdict == "not_found"
+                              else (ErrorCode.FORBIDDEN, f"{raw}: not allowed"))
+                self._reply_error(connection, ProtocolError(code, text, message_id=request.message_id), raw)
                 continue
             if raw not in connection.topics and len(connection.topics) + len(accepted) >= self.manager.max_topics:
                 self._reply_error(connection, ProtocolError(

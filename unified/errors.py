@@ -21,3 +21,7 @@ class RoutingError(UnifiedError):
 
 class BusUnavailableError(UnifiedError):
     """The bus cannot be reached, or this worker's reader is too far behind to answer consistently."""
+
+
+class UnknownEventTypeError(RoutingError):
+    """An event type that the application's catalogue does not declare."""

@@ -40,7 +40,7 @@ def new_epoch() -> str:
 
 # One entry of a topic's log, a flat tuple of strings and numbers (module docstring): (recorded at,
 # seq on this topic, the frame text of the event's primary topic, its ingress time), followed, for an
-# event of several topics or with an owner, by (owner, then topic, seq, epoch of each of its topics).
+# event of several topics or with an audience, by (audience, then topic, seq, epoch of each of its topics).
 # Flat, because the collector untracks a tuple only once every element is untracked already.
 _Entry = tuple[Any, ...]
 _PLAIN = 4
@@ -48,11 +48,11 @@ _PLAIN = 4
 
 def _routing(publication: Publication) -> tuple[Any, ...]:
     topics = publication.topics
-    owner = publication.meta.get("owner")
-    if len(topics) == 1 and owner is None:
+    audience = publication.meta.get("audience")
+    if len(topics) == 1 and audience is None:
         return ()  # all of it is in the frame itself: topic, seq and epoch
     seqs, epochs = publication.seqs, publication.epochs
-    return (owner, *(part for topic in topics for part in (topic, seqs[topic], epochs[topic])))
+    return (audience, *(part for topic in topics for part in (topic, seqs[topic], epochs[topic])))
 
 
 def _restore(entry: _Entry) -> Publication:
@@ -62,11 +62,11 @@ def _restore(entry: _Entry) -> Publication:
     if len(entry) == _PLAIN:
         return Publication(event=event, topics=(event.topic,), seqs={event.topic: event.seq},
                            epochs={event.topic: event.epoch}, meta={}, ingress_ns=ingress_ns)
-    owner, routed = entry[_PLAIN], entry[_PLAIN + 1:]
+    audience, routed = entry[_PLAIN], entry[_PLAIN + 1:]
     topics = routed[0::3]
     return Publication(event=event, topics=topics, seqs=dict(zip(topics, routed[1::3], strict=True)),
                        epochs=dict(zip(topics, routed[2::3], strict=True)),
-                       meta={} if owner is None else {"owner": owner}, ingress_ns=ingress_ns)
+                       meta={} if audience is None else {"audience": audience}, ingress_ns=ingress_ns)
 
 
 @dataclass(slots=True)

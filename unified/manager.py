@@ -70,9 +70,9 @@ class Connection:
         self.ping_sent_at = None
 
     def may_see(self, publication: Publication) -> bool:
-        """Owner-scoped events (an agent's, on the shared `agents` topic) only reach their owner."""
-        owner = publication.meta.get("owner")
-        return owner is None or self.user_id is None or self.user_id == owner
+        """An event with an audience (the catalogue's audience rule) reaches that user only."""
+        audience = publication.meta.get("audience")
+        return audience is None or self.user_id is None or self.user_id == audience
 
     def first_time(self, event_id: str) -> bool:
         """False if this multi-topic event already reached the connection through another topic."""
@@ -310,7 +310,7 @@ class ConnectionManager:
 
     def on_publication(self, publication: Publication) -> None:
         """Bus sink: queue the event for every subscriber of its topics, once per connection."""
-        if len(publication.topics) > 1 or publication.meta.get("owner") is not None:
+        if len(publication.topics) > 1 or publication.meta.get("audience") is not None:
             self._fan_out_filtered(publication)
             return
         topic = publication.topics[0]
@@ -343,7 +343,7 @@ class ConnectionManager:
         return rendered
 
     def _fan_out_filtered(self, publication: Publication) -> None:
-        """The general fan-out: several topics (each connection served once) or owner-scoped."""
+        """The general fan-out: several topics (each connection served once) or with an audience."""
         multi = len(publication.topics) > 1
         event_id = publication.event.event_id
         foreign_open = bool(self._foreign) and self.foreign_gate(publication)

@@ -46,7 +46,7 @@ class Publication:
 
     @property
     def event_type(self) -> str:
-        return self.event.type.value
+        return self.event.type
 
     @property
     def origin(self) -> str:

@@ -26,7 +26,7 @@ from wsmigrate.bridge.app import create_app
 from wsmigrate.bridge.cli import UVICORN_WS_OPTIONS
 from wsmigrate.bridge.settings import Settings
 from wsmigrate.metrics.exposition import MULTIPROCESS_ENV, prepare_multiprocess_dir
-from wsmigrate.unified import Event, EventType, MemoryBackend
+from wsmigrate.unified import Event, MemoryBackend
 
 PIPELINE = 256
 log = logging.getLogger("wsmigrate.bench")
@@ -53,7 +53,7 @@ def app_factory() -> FastAPI:
         try:
             while True:
                 message = json.loads(await ws.receive_text())
-                event = Event(type=EventType(message.get("type", "stream_chunk")), topic=message["topic"],
+                event = Event(type=message.get("type", "stream_chunk"), topic=message["topic"],
                               data=message["data"])
                 if not remote:
                     await bus.publish(event, origin="admin")

@@ -6,15 +6,16 @@ import asyncio
 import json
 from typing import Any
 
-from wsmigrate.unified import BusBackend, Event, EventType, Publication
-from wsmigrate.unified.events import route_topics
+from tests.support import CHAT
+from wsmigrate.bridge.chat_events import ChatEvent
+from wsmigrate.unified import BusBackend, Event, Publication
 
 META = {"origin": "bus"}
 
 
 async def append(backend: BusBackend, event: Event) -> bool:
     """Publish `event` straight into a backend, on its rule's topics."""
-    return await backend.append(event, route_topics(event), META)
+    return await backend.append(event, CHAT.route_topics(event), META)
 
 
 class Delivered:
@@ -69,12 +70,12 @@ class Sink:
 
 
 def chunk(thread_id: int, content: str) -> Event:
-    return Event.create(EventType.STREAM_CHUNK, {"thread_id": thread_id, "content": content})
+    return CHAT.create(ChatEvent.STREAM_CHUNK, {"thread_id": thread_id, "content": content})
 
 
 def thread_updated(thread_id: int, agent_id: int) -> Event:
-    return Event.create(EventType.THREAD_UPDATED, {"id": thread_id, "agent_id": agent_id, "title": "t"})
+    return CHAT.create(ChatEvent.THREAD_UPDATED, {"id": thread_id, "agent_id": agent_id, "title": "t"})
 
 
 def agent_updated(agent_id: int) -> Event:
-    return Event.create(EventType.AGENT_UPDATED, {"id": agent_id, "name": "a", "status": "idle"})
+    return CHAT.create(ChatEvent.AGENT_UPDATED, {"id": agent_id, "name": "a", "status": "idle"})

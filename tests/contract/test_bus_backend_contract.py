@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 
 from tests.contract.helpers import META, Delivered, Sink, agent_updated, append, chunk, thread_updated
+from tests.support import CHAT
 from wsmigrate.unified import Connection, ConnectionManager, EventBus, Position
 from wsmigrate.unified.backend import BusBackend, MemoryBackend
 from wsmigrate.unified.history import TopicHistory
@@ -163,7 +164,7 @@ async def test_replay_refuses_events_older_than_the_history_ttl(make_backend: Ma
 async def test_subscribers_through_bus_and_manager_get_gapless_streams(make_backend: MakeBackend) -> None:
     """Resubscribing with `since` and subscribing fresh, both while a stream is being published."""
     backend, _ = await make_backend(start=False)
-    bus = EventBus(backend)
+    bus = EventBus(backend, catalog=CHAT)
     await bus.start()
     manager = ConnectionManager(bus)
 

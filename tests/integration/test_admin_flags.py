@@ -49,7 +49,11 @@ async def test_stage_changes_follow_the_rules_and_are_audited(server_factory: An
     assert await status_of(server, "PUT", path, {"stage": "shadow"}, auth) == 200
     assert await status_of(server, "PUT", path, {"stage": "complete", "force": True}, auth) == 200
     assert await status_of(server, "PUT", path, {"stage": "off"}, auth) == 200  # back is always allowed
-    assert await status_of(server, "PUT", "/api/admin/flags/not_a_type", {"stage": "off"}, auth) == 422
+    # a type the application does not declare is no flag at all: 404, naming what is declared
+    assert await status_of(server, "PUT", "/api/admin/flags/not_a_type", {"stage": "off"}, auth) == 404
+    async with httpx.AsyncClient(base_url=server.http, headers=auth) as http:
+        refused = await http.put("/api/admin/flags/not_a_type", json={"stage": "off"})
+    assert refused.json()["detail"].startswith("unknown event type 'not_a_type'; declared: agent_created")
     assert await status_of(server, "PUT", path, {"stage": "sideways"}, auth) == 422
     audit = await rest(server, "GET", "/api/admin/flags/audit", token=ADMIN_TOKEN)
     assert [(a["from"].split()[0], a["to"].split()[0], a["revision"]) for a in audit] == [

@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 
-from tests.support import ADMIN_TOKEN, Client, RunningServer, rest, set_stage
+from tests.support import ADMIN_TOKEN, CHAT, Client, RunningServer, rest, set_stage
+from wsmigrate.bridge.chat_events import ChatEvent
 from wsmigrate.bridge.schemas import AgentOut
 from wsmigrate.legacy import frames
 from wsmigrate.legacy.client import LegacyClient
-from wsmigrate.unified import Event, EventType
 
 STAGES = ["off", "shadow", "live", "complete"]
 ORIGINS = ["legacy_call", "bus"]
@@ -66,7 +66,7 @@ async def test_message_created_reaches_each_subscribed_client_exactly_once(
         message = await rest(server, "POST", f"/api/threads/{thread['id']}/messages", {"content": "m"})
     else:
         message = (await asyncio.to_thread(server.runtime.chat.store, thread["id"], "user", "m")).model_dump()
-        server.run(server.runtime.bus.publish(Event.create(EventType.MESSAGE_CREATED, message)))
+        server.run(server.runtime.bus.publish(CHAT.create(ChatEvent.MESSAGE_CREATED, message)))
 
     legacy_got = await legacy_ping_flush(legacy)
     unified_got = await unified_ping_flush(unified)
@@ -114,7 +114,7 @@ async def test_agent_updated_reaches_agent_sockets_and_subscribers_exactly_once(
         updated = await rest(server, "PATCH", f"/api/agents/{agent['id']}", {"name": "renamed"})
     else:
         updated = AgentOut(**{**agent, "name": "renamed"}).model_dump()
-        server.run(server.runtime.legacy.broadcast_to_agent(agent["id"], frames.flat("agent_updated", updated)))
+        server.run(server.runtime.legacy.broadcast("agent", agent["id"], frames.flat("agent_updated", updated)))
 
     assert await legacy_ping_flush(legacy) == [frames.flat("agent_updated", updated)]
     for client in (unified, collection):
@@ -137,7 +137,7 @@ async def test_an_unknown_legacy_frame_is_delivered_the_old_way_and_counted(serv
     legacy = LegacyClient(f"ws://127.0.0.1:{server.port}")
     await legacy.open_thread(thread["id"])
     typing = {"type": "typing_indicator", "thread_id": thread["id"], "user": "bob"}
-    server.run(server.runtime.legacy.broadcast_to_thread(thread["id"], typing))
+    server.run(server.runtime.legacy.broadcast("thread", thread["id"], typing))
     assert await legacy_ping_flush(legacy) == [typing]
     registry = server.runtime.registry
     assert registry.get_sample_value("wsmigrate_bridge_events_total",

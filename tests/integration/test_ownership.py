@@ -6,10 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import FakeClock
+from tests.support import CHAT, FakeClock
+from wsmigrate.bridge.chat_events import ChatEvent
 from wsmigrate.bridge.db import Agent, Database, Thread, User
 from wsmigrate.bridge.ownership import Ownership
-from wsmigrate.unified import Event, EventBus, EventType
+from wsmigrate.unified import EventBus
 
 
 @pytest.fixture
@@ -59,7 +60,7 @@ async def test_a_zero_ttl_asks_every_time(db: Database) -> None:
 
 
 async def test_deletions_on_the_bus_are_forgotten_at_once(db: Database) -> None:
-    bus = EventBus()
+    bus = EventBus(catalog=CHAT)
     ownership = Ownership(db)
     bus.attach(ownership.on_publication)
     await bus.start()
@@ -71,9 +72,9 @@ async def test_deletions_on_the_bus_are_forgotten_at_once(db: Database) -> None:
             session.query(Thread).filter(Thread.agent_id == 1).delete()
             session.query(Agent).filter(Agent.id == 1).delete()
             session.commit()
-        await bus.publish(Event.create(EventType.THREAD_DELETED, {"id": 20, "agent_id": 2}))
+        await bus.publish(CHAT.create(ChatEvent.THREAD_DELETED, {"id": 20, "agent_id": 2}))
         assert await ownership.access("thread", 20, "7") == "not_found"
-        await bus.publish(Event.create(EventType.AGENT_DELETED, {"id": 1, "owner_id": 7}))
+        await bus.publish(CHAT.create(ChatEvent.AGENT_DELETED, {"id": 1, "owner_id": 7}))
         assert await ownership.access("agent", 1, "7") == "not_found"
         assert await ownership.access("thread", 10, "7") == "not_found"  # the agent took its threads along
     finally:

@@ -14,9 +14,8 @@ from collections import Counter
 from typing import Any
 
 from tests.support import ADMIN_TOKEN, Client, RunningServer, rest, set_stage
-from wsmigrate.bridge import translation
+from wsmigrate.bridge.chat_events import ChatEvent, chat_translations
 from wsmigrate.legacy.client import LegacyClient
-from wsmigrate.unified import EventType
 
 LEGACY_CLIENTS = UNIFIED_CLIENTS = 50
 EVENTS_PER_PHASE = 5_000  # 10,000 events in all: 5,000 in shadow, then 5,000 in live
@@ -25,7 +24,7 @@ EVENTS_PER_PHASE = 5_000  # 10,000 events in all: 5,000 in shadow, then 5,000 in
 def batches(agents: list[int], threads: list[tuple[int, int]]) -> list[dict[str, Any]]:
     """Synthetic event batches covering every event type, about EVENTS_PER_PHASE in all."""
     plan: list[dict[str, Any]] = []
-    per = EVENTS_PER_PHASE // (len(EventType) * 2)
+    per = EVENTS_PER_PHASE // (len(ChatEvent) * 2)
     for agent_id in agents[:2]:
         agent = {"id": agent_id, "agent_id": agent_id, "name": "a", "status": "idle"}
         for t in ("agent_created", "agent_updated", "agent_status_changed", "agent_deleted"):
@@ -47,9 +46,12 @@ def sample(server: RunningServer, name: str, **labels: str) -> float:
     return server.runtime.registry.get_sample_value(name, labels) or 0.0
 
 
+TRANSLATIONS = chat_translations()
+
+
 def delivered(server: RunningServer, path: str) -> Counter[str]:
     return Counter({t.value: sample(server, "wsmigrate_recipient_deliveries_total", event_type=t.value, path=path,
-                                    outcome="sent") for t in EventType})
+                                    outcome="sent") for t in ChatEvent})
 
 
 async def flush_counts(legacy: list[LegacyClient], unified: list[Client]) -> tuple[Counter[str], Counter[str]]:
@@ -59,9 +61,9 @@ async def flush_counts(legacy: list[LegacyClient], unified: list[Client]) -> tup
         start = len(client.frames)
         await client.ping(1)
         for frame in client.frames[start:]:
-            event_type = translation.event_type_of_frame(frame)
-            if event_type is not None:
-                legacy_counts[event_type.value] += 1
+            known = TRANSLATIONS.for_frame(frame)
+            if known is not None and known.event_type is not None:
+                legacy_counts[known.event_type] += 1
     unified_counts: Counter[str] = Counter()
     for uclient in unified:
         start = len(uclient.frames)
@@ -89,7 +91,7 @@ async def test_shadow_then_live_is_fully_consistent_and_counters_match_clients(s
         await uclient.subscribe(topics[index % len(topics)], topics[(index + 3) % len(topics)])
 
     for phase in ("shadow", "live"):
-        for event_type in EventType:
+        for event_type in ChatEvent:
             await set_stage(server, event_type.value, phase)
         legacy_before, unified_before = delivered(server, "legacy"), delivered(server, "unified")
         for batch in batches(agents, threads):
@@ -104,7 +106,7 @@ async def test_shadow_then_live_is_fully_consistent_and_counters_match_clients(s
             assert +legacy_sent == Counter()
             assert +unified_sent == +(legacy_counts + unified_counts)
         assert sum(legacy_counts.values()) > EVENTS_PER_PHASE
-        assert set(legacy_counts) == {t.value for t in EventType}
+        assert set(legacy_counts) == {t.value for t in ChatEvent}
 
     server.call(server.runtime.comparator.flush)
     result = await asyncio.to_thread(
@@ -112,10 +114,10 @@ async def test_shadow_then_live_is_fully_consistent_and_counters_match_clients(s
         capture_output=True, text=True, timeout=60)
     report = json.loads(result.stdout)
     published = sum(sample(server, "wsmigrate_events_published_total", event_type=t.value, origin="admin")
-                    for t in EventType)
+                    for t in ChatEvent)
     assert published >= 2 * EVENTS_PER_PHASE * 0.95
     capacity_skips = sum(sample(server, "wsmigrate_comparisons_skipped_total", event_type=t.value, reason="capacity")
-                         for t in EventType)
+                         for t in ChatEvent)
     assert capacity_skips == 0  # the comparison covered every delivery
     for event_type, row in report.items():
         assert row["missing"] == 0, event_type
@@ -127,7 +129,7 @@ async def test_shadow_then_live_is_fully_consistent_and_counters_match_clients(s
     # every legacy delivery in shadow and live produced exactly one compared pair
     assert total_compared == total_legacy_frames + sum(
         sample(server, "wsmigrate_recipient_deliveries_total", event_type=t.value, path="legacy", outcome="shadow")
-        for t in EventType)
+        for t in ChatEvent)
     for client in legacy:
         await client.close()
     for uclient in unified:

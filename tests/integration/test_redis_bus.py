@@ -17,10 +17,11 @@ from redis.asyncio import Redis
 
 from tests.contract.helpers import Delivered, append, chunk
 from tests.redis_server import RedisServer
+from wsmigrate.bridge.chat_events import ChatEvent
 from wsmigrate.bridge.runtime import make_backend
 from wsmigrate.bridge.settings import Settings
 from wsmigrate.metrics import WsMetrics
-from wsmigrate.unified import Event, EventType, Position
+from wsmigrate.unified import Event, Position
 from wsmigrate.unified.redis_backend import BusUnavailableError, RedisBackend
 
 Worker = tuple[RedisBackend, Delivered]
@@ -150,7 +151,7 @@ async def test_a_reader_that_fell_behind_the_stream_trim_reports_the_gap(
 async def test_listener_up_drops_within_10s_when_redis_hangs_and_recovers(
     start_worker: StartWorker, private_redis: RedisServer
 ) -> None:
-    metrics = WsMetrics(CollectorRegistry(), event_types=[t.value for t in EventType])
+    metrics = WsMetrics(CollectorRegistry(), event_types=[t.value for t in ChatEvent])
     up, age = metrics.bus_listener_up, metrics.bus_heartbeat_age
     worker, delivered = await start_worker(private_redis.url, "live", metrics=metrics)  # production timings
     assert worker.listener is not None

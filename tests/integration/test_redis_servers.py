@@ -8,8 +8,8 @@ import time
 from typing import Any
 
 from tests.support import ADMIN_TOKEN, Client, RunningServer, rest, set_stage
+from wsmigrate.bridge.chat_events import ChatEvent
 from wsmigrate.bridge.stages import Stage, resolve
-from wsmigrate.unified import EventType
 
 
 def bus_url(redis_url: str, prefix: str) -> str:
@@ -25,7 +25,7 @@ async def test_a_flag_change_is_in_force_on_every_server_within_a_second(
     for server in servers:
         server.runtime.flags.add_listener(
             lambda doc, done=arrived[id(server)]: done.set()
-            if resolve(doc, EventType.MESSAGE_CREATED).stage is Stage.SHADOW else None)
+            if resolve(doc, ChatEvent.MESSAGE_CREATED).stage is Stage.SHADOW else None)
     started = time.monotonic()
     await set_stage(servers[0], "message_created", "shadow", force=False)
     for server in servers:

@@ -7,20 +7,21 @@ from collections.abc import AsyncIterator
 import pytest
 from prometheus_client import CollectorRegistry
 
+from tests.support import CHAT
+from wsmigrate.bridge.chat_events import ChatEvent
 from wsmigrate.metrics import WsMetrics
-from wsmigrate.unified import Event, EventBus, EventType, Publication
+from wsmigrate.unified import Event, EventBus, Publication
 from wsmigrate.unified.errors import BusClosedError
-from wsmigrate.unified.events import route_topics
 
 
 def chunk(thread_id: int, text: str) -> Event:
-    return Event.create(EventType.STREAM_CHUNK, {"thread_id": thread_id, "content": text})
+    return CHAT.create(ChatEvent.STREAM_CHUNK, {"thread_id": thread_id, "content": text})
 
 
 @pytest.fixture
 async def bus() -> AsyncIterator[EventBus]:
-    metrics = WsMetrics(CollectorRegistry(), event_types=[t.value for t in EventType])
-    bus = EventBus(metrics=metrics, handler_queue_size=5)
+    metrics = WsMetrics(CollectorRegistry(), event_types=[t.value for t in ChatEvent])
+    bus = EventBus(catalog=CHAT, metrics=metrics, handler_queue_size=5)
     await bus.start()
     yield bus
     await bus.stop()
@@ -35,10 +36,10 @@ async def test_handlers_see_events_of_their_type_in_publish_order(bus: EventBus)
         if len(seen) == 3:
             done.set()
 
-    bus.subscribe(EventType.STREAM_CHUNK, handler)
+    bus.subscribe(ChatEvent.STREAM_CHUNK, handler)
     for text in "abc":
         await bus.publish(chunk(1, text))
-    await bus.publish(Event.create(EventType.STREAM_END, {"thread_id": 1}))
+    await bus.publish(CHAT.create(ChatEvent.STREAM_END, {"thread_id": 1}))
     await asyncio.wait_for(done.wait(), 5)
     assert seen == ["a", "b", "c"]
 
@@ -58,7 +59,7 @@ async def test_a_failing_handler_is_isolated_and_logged(bus: EventBus, caplog: p
             done.set()
 
     bus.subscribe(None, broken)
-    bus.subscribe(EventType.STREAM_CHUNK, fine)
+    bus.subscribe(ChatEvent.STREAM_CHUNK, fine)
     first, second = chunk(1, "x"), chunk(1, "y")
     await bus.publish(first)
     await asyncio.wait_for(broke.wait(), 5)  # the handler raised in the same step it set the flag
@@ -77,7 +78,7 @@ async def test_a_slow_handler_never_blocks_publish_and_overflow_is_counted(bus: 
         entered.set()
         await release.wait()
 
-    bus.subscribe(EventType.STREAM_CHUNK, stuck)
+    bus.subscribe(ChatEvent.STREAM_CHUNK, stuck)
     await bus.publish(chunk(1, "first"))
     await asyncio.wait_for(entered.wait(), 5)
     async with asyncio.timeout(2):
@@ -90,10 +91,10 @@ async def test_a_slow_handler_never_blocks_publish_and_overflow_is_counted(bus: 
 
 async def test_unsubscribe_stops_a_handler(bus: EventBus) -> None:
     seen: list[Event] = []
-    bus.subscribe(EventType.STREAM_CHUNK, seen.append)
-    bus.unsubscribe(EventType.STREAM_CHUNK, seen.append)
+    bus.subscribe(ChatEvent.STREAM_CHUNK, seen.append)
+    bus.unsubscribe(ChatEvent.STREAM_CHUNK, seen.append)
     other = asyncio.Event()
-    bus.subscribe(EventType.STREAM_CHUNK, lambda event: other.set())
+    bus.subscribe(ChatEvent.STREAM_CHUNK, lambda event: other.set())
     assert await bus.publish(chunk(1, "x"))
     await asyncio.wait_for(other.wait(), 5)  # a later subscriber got it, so the removed one would have too
     assert seen == []
@@ -104,7 +105,7 @@ async def test_sinks_get_sequenced_publications_with_gapless_per_topic_seq(bus: 
     bus.attach(publications.append)
     for i in range(5):
         await bus.publish(chunk(1 + i % 2, str(i)))
-    await bus.publish(Event.create(EventType.THREAD_UPDATED, {"id": 1, "agent_id": 9}))
+    await bus.publish(CHAT.create(ChatEvent.THREAD_UPDATED, {"id": 1, "agent_id": 9}))
     assert [p.seqs["thread:1"] for p in publications if "thread:1" in p.seqs] == [1, 2, 3, 4]
     assert [p.seqs["thread:2"] for p in publications if "thread:2" in p.seqs] == [1, 2]
     last = publications[-1]
@@ -136,14 +137,14 @@ async def test_publish_threadsafe_from_a_worker_thread(bus: EventBus) -> None:
 
 async def test_publish_on_a_stopped_bus_raises() -> None:
     with pytest.raises(BusClosedError):
-        await EventBus().publish(chunk(1, "x"))
+        await EventBus(catalog=CHAT).publish(chunk(1, "x"))
 
 
 async def test_publications_encode_each_topic_frame_once(bus: EventBus) -> None:
     publications: list[Publication] = []
     bus.attach(publications.append)
-    await bus.publish(Event.create(EventType.AGENT_UPDATED, {"id": 3, "name": "n"}))
+    await bus.publish(CHAT.create(ChatEvent.AGENT_UPDATED, {"id": 3, "name": "n"}))
     pub = publications[0]
     assert pub.frame("agents") is pub.frame("agents")
     assert '"topic":"agents"' in pub.frame("agents")
-    assert route_topics(pub.event) == ["agent:3", "agents"]
+    assert CHAT.route_topics(pub.event) == ["agent:3", "agents"]

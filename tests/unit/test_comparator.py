@@ -8,9 +8,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from tests.support import FakeClock
+from wsmigrate.bridge.chat_events import ChatEvent
 from wsmigrate.bridge.comparator import Comparator
 from wsmigrate.metrics import WsMetrics
-from wsmigrate.unified import EventType
 
 
 @pytest.fixture
@@ -19,7 +19,7 @@ def clock() -> FakeClock:
 
 
 def comparator(clock: FakeClock, **kwargs: object) -> Comparator:
-    metrics = WsMetrics(CollectorRegistry(), event_types=[t.value for t in EventType])
+    metrics = WsMetrics(CollectorRegistry(), event_types=[t.value for t in ChatEvent])
     return Comparator(metrics=metrics, window_s=5.0, clock=clock, **kwargs)  # type: ignore[arg-type]
 
 

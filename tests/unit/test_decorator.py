@@ -6,7 +6,9 @@ from collections.abc import AsyncIterator
 import pytest
 from pydantic import BaseModel
 
-from wsmigrate.unified import EventBus, EventType, Publication, current_bus, publish_event
+from tests.support import CHAT
+from wsmigrate.bridge.chat_events import ChatEvent
+from wsmigrate.unified import EventBus, Publication, current_bus, publish_event
 
 
 class AgentModel(BaseModel):
@@ -16,7 +18,7 @@ class AgentModel(BaseModel):
 
 @pytest.fixture
 async def bus() -> AsyncIterator[EventBus]:
-    bus = EventBus()
+    bus = EventBus(catalog=CHAT)
     await bus.start()
     yield bus
     await bus.stop()
@@ -27,7 +29,7 @@ async def test_async_route_publishes_its_result_after_returning(bus: EventBus) -
     bus.attach(publications.append)
     order: list[str] = []
 
-    @publish_event(EventType.AGENT_CREATED, bus=bus)
+    @publish_event(ChatEvent.AGENT_CREATED, bus=bus)
     async def create() -> AgentModel:
         order.append("committed")
         assert publications == []  # nothing is published before the function returned
@@ -35,7 +37,7 @@ async def test_async_route_publishes_its_result_after_returning(bus: EventBus) -
 
     result = await create()
     assert result == AgentModel(id=5, name="x")
-    assert [p.event.type for p in publications] == [EventType.AGENT_CREATED]
+    assert [p.event.type for p in publications] == [ChatEvent.AGENT_CREATED]
     assert publications[0].event.data == {"id": 5, "name": "x"}
     assert publications[0].topics == ("agent:5", "agents")
     assert order == ["committed"]
@@ -48,11 +50,11 @@ async def test_nothing_is_published_when_the_route_raises(bus: EventBus) -> None
     class RollbackError(Exception):
         pass
 
-    @publish_event(EventType.AGENT_UPDATED, bus=bus)
+    @publish_event(ChatEvent.AGENT_UPDATED, bus=bus)
     async def fails() -> AgentModel:
         raise RollbackError
 
-    @publish_event(EventType.AGENT_UPDATED, bus=bus)
+    @publish_event(ChatEvent.AGENT_UPDATED, bus=bus)
     def fails_sync() -> AgentModel:
         raise RollbackError
 
@@ -67,7 +69,7 @@ async def test_sync_route_in_a_worker_thread_uses_the_current_bus(bus: EventBus)
     publications: list[Publication] = []
     bus.attach(publications.append)
 
-    @publish_event(EventType.AGENT_DELETED)
+    @publish_event(ChatEvent.AGENT_DELETED)
     def delete(agent_id: int) -> dict[str, object]:
         return {"id": agent_id, "name": "gone"}
 
@@ -83,7 +85,7 @@ async def test_sync_route_in_a_worker_thread_uses_the_current_bus(bus: EventBus)
 def test_decorator_keeps_the_signature_for_fastapi() -> None:
     import inspect
 
-    @publish_event(EventType.AGENT_CREATED)
+    @publish_event(ChatEvent.AGENT_CREATED)
     def route(name: str, limit: int = 3) -> dict[str, object]:
         """Docs stay."""
         return {"id": 1}

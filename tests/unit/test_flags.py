@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from wsmigrate.bridge.chat_events import ChatEvent
 from wsmigrate.bridge.errors import FlagsError
 from wsmigrate.bridge.flags import FileFlagStore, FlagChange, MemoryFlagStore, apply_change
 from wsmigrate.bridge.stages import FlagsDocument, Stage, resolve
-from wsmigrate.unified import EventType
 
-MC = EventType.MESSAGE_CREATED
+MC = ChatEvent.MESSAGE_CREATED
 
 
 def test_changes_bump_the_revision_and_obey_the_transition_rule() -> None:
@@ -37,9 +37,9 @@ def test_the_cohort_percentage_only_grows_unless_forced() -> None:
 
 def test_kill_switch_forces_every_type_off_and_unkill_restores() -> None:
     doc = apply_change(FlagsDocument(default_stage=Stage.LIVE), FlagChange(kind="kill"))
-    assert {resolve(doc, t).stage for t in EventType} == {Stage.OFF}
+    assert {resolve(doc, t).stage for t in ChatEvent} == {Stage.OFF}
     doc = apply_change(doc, FlagChange(kind="unkill"))
-    assert {resolve(doc, t).stage for t in EventType} == {Stage.LIVE}
+    assert {resolve(doc, t).stage for t in ChatEvent} == {Stage.LIVE}
 
 
 async def test_memory_store_audits_who_when_from_to_revision(tmp_path: Path) -> None:

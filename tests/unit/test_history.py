@@ -2,15 +2,15 @@ from __future__ import annotations
 
 import gc
 
-from tests.support import FakeClock
-from wsmigrate.unified import Event, EventType
+from tests.support import CHAT, FakeClock
+from wsmigrate.bridge.chat_events import ChatEvent
 from wsmigrate.unified.backend import sequence
 from wsmigrate.unified.history import TopicHistory
 from wsmigrate.unified.publication import Position
 
 
 def add(history: TopicHistory, thread_id: int = 1) -> None:
-    event = Event.create(EventType.STREAM_CHUNK, {"thread_id": thread_id, "content": "x"})
+    event = CHAT.create(ChatEvent.STREAM_CHUNK, {"thread_id": thread_id, "content": "x"})
     history.record(sequence(history, event, [f"thread:{thread_id}"], {}))
 
 
@@ -57,9 +57,9 @@ def test_retained_history_costs_the_cycle_collector_nothing() -> None:
     retained events never lengthen a full collection (see the module docstring)."""
     history = TopicHistory(size=300)
     for i in range(600):
-        event = Event.create(EventType.AGENT_UPDATED, {"id": i % 3, "owner_id": 9})  # two topics, an owner
-        history.record(sequence(history, event, [f"agent:{i % 3}", "agents"], {"owner": "9"}))
-        add(history, thread_id=i % 7)
+        event = CHAT.create(ChatEvent.AGENT_UPDATED, {"id": i % 3 + 1, "owner_id": 9})  # two topics, an owner
+        history.record(sequence(history, event, [f"agent:{i % 3 + 1}", "agents"], {"audience": "9"}))
+        add(history, thread_id=i % 7 + 1)
     gc.collect()
     entries = [entry for log in history._logs.values() for entry in log.entries]
     assert len(entries) > 1000
@@ -68,12 +68,12 @@ def test_retained_history_costs_the_cycle_collector_nothing() -> None:
 
 def test_replayed_publications_keep_the_routing_facts() -> None:
     history = TopicHistory(size=10)
-    event = Event.create(EventType.AGENT_UPDATED, {"id": 7, "owner_id": 3})
-    original = sequence(history, event, ["agent:7", "agents"], {"owner": "3", "stage": "off"})
+    event = CHAT.create(ChatEvent.AGENT_UPDATED, {"id": 7, "owner_id": 3})
+    original = sequence(history, event, ["agent:7", "agents"], {"audience": "3", "stage": "off"})
     history.record(original)
     for topic in ("agent:7", "agents"):
         (replayed,) = history.since(topic, Position(original.epochs[topic], 0)) or []
         assert replayed.event == original.event
         assert (replayed.topics, replayed.seqs, replayed.epochs) == (original.topics, original.seqs, original.epochs)
-        assert replayed.meta == {"owner": "3"}  # what delivery needs; ingress stamps are not kept
+        assert replayed.meta == {"audience": "3"}  # what delivery needs; ingress stamps are not kept
         assert replayed.frame(topic) == original.frame(topic)

@@ -9,8 +9,10 @@ from collections.abc import AsyncIterator
 import pytest
 from prometheus_client import CollectorRegistry
 
+from tests.support import CHAT
+from wsmigrate.bridge.chat_events import ChatEvent
 from wsmigrate.metrics import WsMetrics
-from wsmigrate.unified import ConnectionManager, Event, EventBus, EventType
+from wsmigrate.unified import ConnectionManager, Event, EventBus
 from wsmigrate.unified.outbox import AsgiOutbox
 from wsmigrate.unified.publication import Position
 
@@ -44,7 +46,7 @@ class Sink:
 
 @pytest.fixture
 async def bus() -> AsyncIterator[EventBus]:
-    bus = EventBus()
+    bus = EventBus(catalog=CHAT)
     await bus.start()
     yield bus
     await bus.stop()
@@ -58,7 +60,7 @@ def connect(manager: ConnectionManager, capacity: int = 100) -> tuple[Sink, obje
 
 
 def chunk(thread_id: int, content: str) -> Event:
-    return Event.create(EventType.STREAM_CHUNK, {"thread_id": thread_id, "content": content})
+    return CHAT.create(ChatEvent.STREAM_CHUNK, {"thread_id": thread_id, "content": content})
 
 
 async def test_routes_only_to_subscribers_of_the_topic(bus: EventBus) -> None:
@@ -75,7 +77,7 @@ async def test_routes_only_to_subscribers_of_the_topic(bus: EventBus) -> None:
 
 async def test_maps_are_clean_after_10000_connect_disconnect_cycles(bus: EventBus) -> None:
     registry = CollectorRegistry()
-    metrics = WsMetrics(registry, event_types=[t.value for t in EventType])
+    metrics = WsMetrics(registry, event_types=[t.value for t in ChatEvent])
     manager = ConnectionManager(bus, metrics=metrics)
     for i in range(10_000):
         outbox = AsgiOutbox(_noop_send, _noop_close)
@@ -102,7 +104,7 @@ async def _noop_close(code: int, reason: str) -> None:
 
 async def test_a_slow_consumer_is_closed_with_1013_and_others_keep_receiving(bus: EventBus) -> None:
     registry = CollectorRegistry()
-    metrics = WsMetrics(registry, event_types=[t.value for t in EventType])
+    metrics = WsMetrics(registry, event_types=[t.value for t in ChatEvent])
     manager = ConnectionManager(bus, metrics=metrics)
     slow_sink, slow = connect(manager, capacity=5)
     fast_sink, fast = connect(manager, capacity=5)

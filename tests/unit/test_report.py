@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, generate_latest
 
+from wsmigrate.bridge.chat_events import ChatEvent
 from wsmigrate.bridge.report import Thresholds, build_report
 from wsmigrate.metrics import WsMetrics
-from wsmigrate.unified import EventType
 
 
 def exposition(matches: int, missing: int = 0, stage: str = "shadow") -> str:
-    metrics = WsMetrics(CollectorRegistry(), event_types=[t.value for t in EventType])
+    metrics = WsMetrics(CollectorRegistry(), event_types=[t.value for t in ChatEvent])
     metrics.set_stage("message_created", stage)
     metrics.comparisons.labels("message_created", "match").inc(matches)
     metrics.comparisons.labels("message_created", "missing_unified").inc(missing)

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import pytest
 
+from tests.support import CHAT
+from wsmigrate.bridge.chat_events import ChatEvent
 from wsmigrate.bridge.errors import FlagsError
 from wsmigrate.bridge.stages import (
     FlagsDocument,
@@ -15,7 +17,6 @@ from wsmigrate.bridge.stages import (
     resolve,
     serving_path,
 )
-from wsmigrate.unified import EventType
 
 
 @pytest.mark.parametrize(
@@ -62,7 +63,7 @@ def test_forward_moves_skip_no_stage_unless_forced(current: Stage, target: Stage
 
 
 def test_precedence_kill_switch_pin_cohort_type_default() -> None:
-    t = EventType.MESSAGE_CREATED
+    t = ChatEvent.MESSAGE_CREATED
     doc = FlagsDocument(revision=4, default_stage=Stage.SHADOW,
                         types={t: TypeFlags(stage=Stage.SHADOW, live_percent=30, pin=Stage.COMPLETE)})
     assert resolve(doc, t).stage is Stage.COMPLETE
@@ -72,7 +73,7 @@ def test_precedence_kill_switch_pin_cohort_type_default() -> None:
     assert (resolve(unpinned, t).source, resolve(unpinned, t).live_percent) == ("cohort", 30)
     typed = doc.model_copy(update={"types": {t: TypeFlags(stage=Stage.LIVE)}})
     assert (resolve(typed, t).stage, resolve(typed, t).source) == (Stage.LIVE, "type")
-    assert (resolve(doc, EventType.STREAM_END).stage, resolve(doc, EventType.STREAM_END).source) == (
+    assert (resolve(doc, ChatEvent.STREAM_END).stage, resolve(doc, ChatEvent.STREAM_END).source) == (
         Stage.SHADOW, "default")
     assert resolve(doc, t).revision == 4
 
@@ -80,12 +81,14 @@ def test_precedence_kill_switch_pin_cohort_type_default() -> None:
 def test_documents_parse_from_toml_and_json_and_bad_ones_are_rejected_clearly() -> None:
     toml = 'revision = 2\nkill_switch = false\n[types.message_created]\nstage = "shadow"\nlive_percent = 10\n'
     doc = parse_document(toml, fmt="toml")
-    assert doc.flags_for(EventType.MESSAGE_CREATED).live_percent == 10
+    assert doc.flags_for(ChatEvent.MESSAGE_CREATED).live_percent == 10
     assert parse_document(doc.to_json(), fmt="json") == doc
     with pytest.raises(FlagsError, match="not valid TOML"):
         parse_document("revision = = 1", fmt="toml")
-    with pytest.raises(FlagsError, match="unknown event types: nope"):
-        parse_document('[types.nope]\nstage = "off"\n', fmt="toml")
+    with pytest.raises(FlagsError, match="unknown event types: nope; declared: agent_created"):
+        parse_document('[types.nope]\nstage = "off"\n', fmt="toml", event_types=CHAT.names)
+    # without a catalogue (a document read by a tool that knows none) any type name is kept
+    assert "nope" in parse_document('[types.nope]\nstage = "off"\n', fmt="toml").types
     with pytest.raises(FlagsError, match="stage"):
         parse_document('[types.message_created]\nstage = "sideways"\n', fmt="toml")
     with pytest.raises(FlagsError, match="live_percent"):
