@@ -1,5 +1,6 @@
 # wsmigrate: two commands on a fresh machine.
-#   make run   - venv + install + reference server on http://127.0.0.1:8000 (SQLite, in-memory bus)
+#   make run   - venv + install + the chat example on http://127.0.0.1:8000 (SQLite, in-memory bus);
+#                `make run APP=boards` serves the boards example instead
 #   make test  - venv + test dependencies + services the suite needs, then lint, types and the suite
 
 PYTHON ?= python3
@@ -7,6 +8,13 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
+APP    ?= chat
+# the chat example keeps the files it always had; another example gets its own
+ifeq ($(APP),chat)
+APP_FILES := var/flags.toml sqlite:///./var/wsmigrate.db
+else
+APP_FILES := var/$(APP)-flags.toml sqlite:///./var/$(APP).db
+endif
 
 .PHONY: run test lint typecheck pytest clean
 
@@ -32,8 +40,9 @@ run: $(VENV)/.installed
 	WSMIGRATE_DEV_MODE=$${WSMIGRATE_DEV_MODE:-true} \
 	WSMIGRATE_DEMO_TOKEN=$${WSMIGRATE_DEMO_TOKEN:-$$(cat var/demo-token)} \
 	WSMIGRATE_ADMIN_TOKEN=$${WSMIGRATE_ADMIN_TOKEN:-$$(cat var/admin-token)} \
-	WSMIGRATE_FLAGS_FILE=$${WSMIGRATE_FLAGS_FILE:-var/flags.toml} \
-	  $(BIN)/wsmigrate serve --host $(HOST) --port $(PORT) --database-url sqlite:///./var/wsmigrate.db
+	WSMIGRATE_FLAGS_FILE=$${WSMIGRATE_FLAGS_FILE:-$(word 1,$(APP_FILES))} \
+	WSMIGRATE_DATABASE_URL=$${WSMIGRATE_DATABASE_URL:-$(word 2,$(APP_FILES))} \
+	  $(BIN)/wsmigrate serve --app examples.$(APP).app:app_from_env --host $(HOST) --port $(PORT)
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .

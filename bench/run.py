@@ -148,8 +148,9 @@ def running_server(spec: ServerSpec, port: int, log: Path, extra_env: dict[str, 
     """Start `spec` pinned to the server core; yields (process, base_url); stops it by pid."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     db_dir = tempfile.mkdtemp(prefix="wsmigrate-bench-")
-    if spec.wsmigrate:
-        env |= WSMIGRATE_ENV | spec.env | {"WSMIGRATE_DATABASE_URL": f"sqlite:///{db_dir}/bench.db"}
+    if spec.wsmigrate:  # the chat example is importable from the repository root
+        env |= WSMIGRATE_ENV | spec.env | {"WSMIGRATE_DATABASE_URL": f"sqlite:///{db_dir}/bench.db",
+                                            "PYTHONPATH": str(ROOT)}
         env |= extra_env or {}
     command = [part.replace("{port}", str(port)) for part in spec.command]
     if workers > 1:
@@ -158,8 +159,8 @@ def running_server(spec: ServerSpec, port: int, log: Path, extra_env: dict[str, 
             # Workers starting on a fresh SQLite file race each other (`create_all`: "table already
             # exists"; the demo user: "UNIQUE constraint failed") and the loser takes the server
             # down. Create the schema and the user first (reported; not a benchmark concern).
-            subprocess.run([python(), "-c", "import sys; from wsmigrate.bridge.db import Database; "
-                            "from wsmigrate.bridge.auth import Authenticator; "
+            subprocess.run([python(), "-c", "import sys; from examples.chat.db import Database; "
+                            "from examples.chat.users import Authenticator; "
                             "db = Database(sys.argv[1]); db.create_all(); "
                             "Authenticator(db, enabled=True).ensure_user('demo', sys.argv[2])",
                             env["WSMIGRATE_DATABASE_URL"], TOKEN], check=True, cwd=ROOT)

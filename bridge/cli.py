@@ -1,4 +1,5 @@
-"""The `wsmigrate` command line: `serve` (and, as the toolkit grows, operator commands)."""
+"""The `wsmigrate` command line: `serve` an application, and the operator commands (`flags`,
+`report`, `promote`, `simulate`), which talk to a running server over HTTP."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import asyncio
 import json
 import logging
 import os
+import secrets
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,29 +37,36 @@ UVICORN_WS_OPTIONS: dict[str, object] = {
 
 
 def _serve(args: argparse.Namespace) -> int:
+    if not args.app:
+        print("wsmigrate: which application? --app module:factory (or WSMIGRATE_APP), e.g. "
+              "myapp.main:create_app", file=sys.stderr)
+        return 2
     host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
-    overrides = {"database_url": args.database_url, "bus_url": args.bus,
-                 "self_url": os.environ.get("WSMIGRATE_SELF_URL") or f"http://{host}:{args.port}"}
+    overrides = {"bus_url": args.bus, "self_url": os.environ.get("WSMIGRATE_SELF_URL") or f"http://{host}:{args.port}",
+                 "probe_token": os.environ.get("WSMIGRATE_PROBE_TOKEN") or secrets.token_urlsafe(24)}
     settings = Settings.from_env(**overrides)
+    if args.workers > 1 and settings.bus_url.startswith("memory"):
+        print(f"wsmigrate: {args.workers} workers cannot share the in-memory bus (each would see only its own "
+              "events): give a Redis bus (--bus redis://127.0.0.1:6379/0) or run one worker", file=sys.stderr)
+        return 2
     os.environ.update(settings.to_env())
     if args.workers > 1 or os.environ.get(MULTIPROCESS_ENV):
         directory = Path(os.environ.get(MULTIPROCESS_ENV) or "var/prometheus-multiproc").resolve()
         prepare_multiprocess_dir(directory)
         os.environ[MULTIPROCESS_ENV] = str(directory)
-    print(f"wsmigrate: serving on http://{args.host}:{args.port} (bus {settings.bus_url.split('@')[-1]}, "
-          f"database {settings.database_url.split('@')[-1]})", flush=True)
+    print(f"wsmigrate: serving {args.app} on http://{args.host}:{args.port} "
+          f"(bus {settings.bus_url.split('@')[-1]})", flush=True)
     if settings.auth:
         print("wsmigrate: auth ON: clients need a token (Authorization: Bearer, wsmigrate_token cookie, "
               "or ?token= on WebSockets)", flush=True)
-        if settings.demo_token:
-            print(f"wsmigrate: demo user 'demo', token {settings.demo_token}", flush=True)
     else:
         print("wsmigrate: auth OFF (WSMIGRATE_AUTH=off): development and tests only", flush=True)
     print(f"wsmigrate: admin API {'enabled' if settings.admin_token else 'disabled (set WSMIGRATE_ADMIN_TOKEN)'}",
           flush=True)
     uvicorn.run(
-        "wsmigrate.bridge.app:app_from_env",
+        args.app,
         factory=True,
+        app_dir=args.app_dir,
         host=args.host,
         port=args.port,
         workers=args.workers,
@@ -69,10 +78,14 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from wsmigrate.bridge.simulate import render, simulate
+    from wsmigrate.bridge.simulate import load_scenario, render, simulate
 
-    report = asyncio.run(simulate(args.url, legacy=args.legacy, unified=args.unified, duration=args.duration,
-                                  seed=args.seed))
+    if not args.scenario:
+        print("wsmigrate: which scenario? --scenario module:factory (or WSMIGRATE_SCENARIO), e.g. "
+              "myapp.simulation:Scenario (each example ships one)", file=sys.stderr)
+        return 2
+    report = asyncio.run(simulate(args.url, load_scenario(args.scenario), legacy=args.legacy, unified=args.unified,
+                                  duration=args.duration, seed=args.seed, token=args.user_token))
     print(json.dumps(report, indent=2) if args.json else render(report))
     return 0
 
@@ -167,10 +180,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="wsmigrate", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    serve = commands.add_parser("serve", help="run the reference server")
+    serve = commands.add_parser("serve", help="run an application with wsmigrate's uvicorn options")
+    serve.add_argument("--app", default=os.environ.get("WSMIGRATE_APP"),
+                       help="the app factory, module:function (default: $WSMIGRATE_APP)")
+    serve.add_argument("--app-dir", default=".", help="directory put first on sys.path to import --app")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000, help="0 picks a free port (printed at start-up)")
-    serve.add_argument("--database-url", default=None, help="SQLAlchemy URL (default: sqlite:///./wsmigrate.db)")
     serve.add_argument("--bus", default=None, help="bus URL: memory:// (default) or redis://host:port/db")
     serve.add_argument("--workers", type=int, default=1)
     serve.add_argument("--log-level", default="info")
@@ -178,6 +193,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     sim = commands.add_parser("simulate", help="drive a mixed legacy/unified client population")
     sim.add_argument("--url", default="http://127.0.0.1:8000")
+    sim.add_argument("--scenario", default=os.environ.get("WSMIGRATE_SCENARIO"),
+                     help="the application's scenario, module:factory (default: $WSMIGRATE_SCENARIO)")
+    sim.add_argument("--user-token", default=os.environ.get("WSMIGRATE_TOKEN"),
+                     help="a user's token for REST and sockets when auth is on (default: $WSMIGRATE_TOKEN)")
     sim.add_argument("--legacy", type=int, default=10, help="legacy clients (a socket per view)")
     sim.add_argument("--unified", type=int, default=10, help="unified clients (one socket each)")
     sim.add_argument("--duration", type=float, default=10.0, help="seconds")

@@ -1,11 +1,14 @@
 """Synthetic probes: close the loop at the client edge, on both paths, all the time.
 
-The server keeps one loopback legacy client (a real socket on `/api/ws?thread_id=<probe thread>`)
-and one unified client (a real socket subscribed to `thread:<probe thread>`). Every few seconds it
-publishes a probe event through the same ingress as real events (a `stream_chunk` on the probe
-thread, `origin="probe"`), so stage rules apply to it like to any chunk. Each client reports when
-the probe arrives: `probe_roundtrip_seconds{path}`; a probe that has not arrived within the window
-counts in `probe_missing_total{path}` and turns `/healthz` degraded.
+The server keeps one loopback legacy client (a real socket on the probe's own legacy view,
+`<unified path>?wsmigrate_probe=1`) and one unified client (a real socket subscribed to the
+reserved `probe` topic). Every few seconds it publishes a probe event through the same ingress as
+real events: wsmigrate's own type `wsmigrate_probe` on the `probe` topic (`origin="probe"`), so no
+application type's figures count it and no application client receives it. Each client reports
+when the probe arrives: `probe_roundtrip_seconds{path}`; a probe that has not arrived within the
+window counts in `probe_missing_total{path}` and turns `/healthz` degraded. The unified probe
+client answers the server's heartbeat like any client; a failed publish (the bus is down) is
+counted as missing on both paths and probing goes on.
 """
 
 from __future__ import annotations
@@ -18,74 +21,66 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select
-from starlette.concurrency import run_in_threadpool
+from redis.exceptions import RedisError
 from websockets.asyncio.client import connect
 from websockets.exceptions import WebSocketException
 
-from wsmigrate.bridge.chat_events import ChatEvent
-from wsmigrate.bridge.db import Agent, Database, Thread
-from wsmigrate.metrics import WsMetrics
+from wsmigrate.legacy.views import LegacyView
+from wsmigrate.metrics import WsMetrics, WsMigrateError
 from wsmigrate.unified import EventBus
+from wsmigrate.unified.topics import PROBE_TOPIC
 
 log = logging.getLogger(__name__)
 
-PROBE_AGENT = "wsmigrate probe"
+PROBE_EVENT = "wsmigrate_probe"
+PROBE_SCOPE = "wsmigrate_probe"
+PROBE_PARAM = "wsmigrate_probe"
+PROBE_KIND = "wsmigrate_probe"  # the connection kind of the legacy probe socket
+PROBE_TARGET = "1"  # the one target of the probe scope
 PATHS = ("legacy", "unified")
 RECONNECT_S = 1.0
+
+
+def probe_view(path: str) -> LegacyView:
+    """The probe's own legacy view, on the application's unified path."""
+    return LegacyView(kind=PROBE_KIND, scope=PROBE_SCOPE, path=path, param=PROBE_PARAM, id_type="slug")
 
 
 @dataclass
 class ProbeStatus:
     sent: int = 0
+    publish_failures: int = 0
     received: dict[str, int] = field(default_factory=lambda: dict.fromkeys(PATHS, 0))
     missing: dict[str, int] = field(default_factory=lambda: dict.fromkeys(PATHS, 0))
     last_roundtrip_ms: dict[str, float | None] = field(default_factory=lambda: dict.fromkeys(PATHS))
     failing: set[str] = field(default_factory=set)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"sent": self.sent, "received": self.received, "missing": self.missing,
-                "last_roundtrip_ms": self.last_roundtrip_ms, "failing": sorted(self.failing)}
+        return {"sent": self.sent, "publish_failures": self.publish_failures, "received": self.received,
+                "missing": self.missing, "last_roundtrip_ms": self.last_roundtrip_ms,
+                "failing": sorted(self.failing)}
 
 
 class ProbeRunner:
-    def __init__(self, bus: EventBus, db: Database, metrics: WsMetrics, *, base_url: str,
-                 interval_s: float, window_s: float, headers: Callable[[], dict[str, str]] | None = None) -> None:
+    def __init__(self, bus: EventBus, metrics: WsMetrics, *, base_url: str, path: str, interval_s: float,
+                 window_s: float, headers: Callable[[], dict[str, str]] | None = None) -> None:
         self.bus = bus
-        self.db = db
         self.metrics = metrics
-        self.ws_base = base_url.replace("http://", "ws://").replace("https://", "wss://").rstrip("/")
+        self.ws_url = base_url.replace("http://", "ws://").replace("https://", "wss://").rstrip("/") + path
         self.interval_s = interval_s
         self.window_s = window_s
         self.headers = headers or dict
         self.status = ProbeStatus()
-        self.thread_id: int | None = None
-        self.owner_id: int | None = None
         self._pending: dict[str, tuple[float, set[str]]] = {}
         self._ready: dict[str, asyncio.Event] = {p: asyncio.Event() for p in PATHS}
         self._tasks: list[asyncio.Task[None]] = []
         self._arrival = asyncio.Event()
 
-    def _ensure_thread(self) -> int:
-        with self.db.session() as session:
-            agent = session.scalars(select(Agent).where(Agent.name == PROBE_AGENT)).first()
-            if agent is None:
-                agent = Agent(name=PROBE_AGENT, system_prompt="synthetic probes", status="idle", owner_id=self.owner_id)
-                session.add(agent)
-                session.flush()
-                session.add(Thread(agent_id=agent.id, title="probe"))
-                session.commit()
-            thread = session.scalars(select(Thread).where(Thread.agent_id == agent.id)).first()
-            assert thread is not None
-            return thread.id
-
     async def start(self) -> None:
-        self.thread_id = await run_in_threadpool(self._ensure_thread)
         loop = asyncio.get_running_loop()
         self._tasks = [
-            loop.create_task(self._client("legacy", f"{self.ws_base}/api/ws?thread_id={self.thread_id}", None)),
-            loop.create_task(self._client("unified", f"{self.ws_base}/api/ws",
-                                          {"type": "subscribe", "topics": [f"thread:{self.thread_id}"]})),
+            loop.create_task(self._client("legacy", f"{self.ws_url}?{PROBE_PARAM}={PROBE_TARGET}", None)),
+            loop.create_task(self._client("unified", self.ws_url, {"type": "subscribe", "topics": [PROBE_TOPIC]})),
             loop.create_task(self._publish_loop()),
         ]
 
@@ -106,8 +101,14 @@ class ProbeRunner:
                 async with connect(url, open_timeout=10, additional_headers=self.headers()) as ws:
                     if hello is not None:
                         await ws.send(json.dumps(hello))
+                    else:
+                        self._ready[path].set()  # the legacy view is open once the handshake is
                     async for raw in ws:
-                        self._on_frame(path, json.loads(raw))
+                        frame = json.loads(raw)
+                        if frame.get("type") == "ping" and path == "unified":
+                            await ws.send('{"type":"pong"}')  # the heartbeat, as every client answers it
+                            continue
+                        self._on_frame(path, frame)
             except (WebSocketException, OSError, TimeoutError) as exc:
                 # The first attempt runs while the server is still starting: expected to fail.
                 level = logging.DEBUG if attempts == 1 else logging.WARNING
@@ -116,13 +117,13 @@ class ProbeRunner:
             await asyncio.sleep(RECONNECT_S)
 
     def _on_frame(self, path: str, frame: dict[str, Any]) -> None:
-        if frame.get("type") in ("thread_history", "subscribed"):
+        if frame.get("type") == "subscribed":
             self._ready[path].set()
             return
-        content = frame.get("content") if path == "legacy" else frame.get("data", {}).get("content")
-        if frame.get("type") != "stream_chunk" or not isinstance(content, str):
+        if frame.get("type") != PROBE_EVENT:
             return
-        pending = self._pending.get(content)
+        token = frame.get("token") if path == "legacy" else frame.get("data", {}).get("token")
+        pending = self._pending.get(token) if isinstance(token, str) else None
         if pending is None or path in pending[1]:
             return
         started, arrived = pending
@@ -146,25 +147,27 @@ class ProbeRunner:
         while True:
             await asyncio.sleep(self.interval_s)
             self._check_missing()
-            await self.probe_once(sequence)
+            try:
+                await self.probe_once(sequence)
+            except (WsMigrateError, OSError, RedisError) as exc:  # the bus is down: counted, probing goes on
+                self.status.publish_failures += 1
+                log.warning("probe %d not published: %r", sequence, exc)
             sequence += 1
 
     async def probe_once(self, sequence: int) -> str:
-        assert self.thread_id is not None
-        content = f"probe:{sequence}:{time.time_ns()}"
-        self._pending[content] = (time.monotonic(), set())
+        token = f"probe:{sequence}:{time.time_ns()}"
+        self._pending[token] = (time.monotonic(), set())
         self.status.sent += 1
-        await self.bus.publish(
-            self.bus.new_event(ChatEvent.STREAM_CHUNK, {"thread_id": self.thread_id, "content": content}),
-            origin="probe")
-        return content
+        await self.bus.publish(self.bus.new_event(PROBE_EVENT, {PROBE_PARAM: PROBE_TARGET, "token": token}),
+                               origin="probe")
+        return token
 
     def _check_missing(self) -> None:
         now = time.monotonic()
-        for content, (started, arrived) in list(self._pending.items()):
+        for token, (started, arrived) in list(self._pending.items()):
             if now - started < self.window_s:
                 continue
-            del self._pending[content]
+            del self._pending[token]
             for path in PATHS:
                 if path not in arrived:
                     self.metrics.probe_missing.labels(path).inc()

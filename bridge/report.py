@@ -85,11 +85,13 @@ def parse_samples(text: str) -> Samples:
 
 def declared_event_types(samples: Samples) -> list[str]:
     """The event types a server declares, read from its exposition: every declared type has its
-    `wsmigrate_event_type_stage` series from start-up on, so a client needs no catalogue of its own."""
+    `wsmigrate_event_type_stage` series from start-up on, so a client needs no catalogue of its own.
+    `unknown` (legacy frames without a type) and wsmigrate's own types (the probe) are not the
+    application's and are left out."""
     seen: dict[str, None] = {}
     for labels, _ in samples.get("wsmigrate_event_type_stage", []):
         name = labels.get("event_type")
-        if name and name != "unknown":
+        if name and name != "unknown" and not name.startswith("wsmigrate_"):
             seen.setdefault(name)
     return list(seen)
 

@@ -1,43 +1,66 @@
-"""The composed server: every long-lived component of one process, started and stopped together."""
+"""The composed toolkit of one process: every long-lived component, started and stopped together.
+
+Built from the application's declaration (`Declaration`: event catalogue, translations, legacy
+protocol) and `Settings`; `wsmigrate.bridge.mount.WsMigrate` builds one and mounts it into an app.
+Where each runtime callback is registered, in one place (`__init__`), so a reader can follow an
+event (docs/architecture.md walks the same path):
+
+* bus ingress hook: `Bridge.stamp` (stage, cohort, flag revision, read once per event);
+* bus sinks, in order: `ConnectionManager.on_publication` (unified sockets and the legacy sockets'
+  compat connections), `Bridge.on_publication` (the legacy path);
+* legacy hub listener: the `Bridge` (mirrors broadcasts onto the bus, attaches compat connections);
+* compat renderer and foreign gate on the unified manager: `Bridge.render_compat`,
+  `Bridge.unified_path_involved`;
+* delivery observer: the `Comparator`; flags listener: `_export_flags` (the stage gauges).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry
-from starlette.concurrency import run_in_threadpool
 
-from wsmigrate.bridge.auth import Authenticator, ConnectionQuota, OriginPolicy
-from wsmigrate.bridge.chat import ChatService, LegacyCallSites
-from wsmigrate.bridge.chat_events import chat_catalog, chat_translations
 from wsmigrate.bridge.comparator import Comparator
-from wsmigrate.bridge.db import Database
 from wsmigrate.bridge.dual_path import Bridge
 from wsmigrate.bridge.flags import FileFlagStore, FlagStore, MemoryFlagStore
 from wsmigrate.bridge.flags_redis import RedisFlagStore
-from wsmigrate.bridge.gate import ChatAuthorizer
 from wsmigrate.bridge.gc_policy import CollectorPolicy, parse_thresholds
-from wsmigrate.bridge.legacy_store import DatabaseLegacyStore
-from wsmigrate.bridge.ownership import Ownership
-from wsmigrate.bridge.probes import ProbeRunner
+from wsmigrate.bridge.guards import ConnectionQuota, OriginPolicy
+from wsmigrate.bridge.probes import PROBE_EVENT, PROBE_PARAM, PROBE_SCOPE, ProbeRunner, probe_view
 from wsmigrate.bridge.settings import Settings
 from wsmigrate.bridge.stages import FlagsDocument, parse_document, resolve
+from wsmigrate.bridge.translation import TranslationTable, flat
 from wsmigrate.legacy.manager import LegacyConnectionManager
+from wsmigrate.legacy.views import Access, LegacyProtocol, TargetId
 from wsmigrate.metrics import WsMetrics
 from wsmigrate.unified import ConnectionManager, EventBus, EventCatalog, MemoryBackend
 from wsmigrate.unified.backend import BusBackend
+from wsmigrate.unified.endpoint import Authorize, allow_all
 from wsmigrate.unified.events import now_ms
 from wsmigrate.unified.history import TopicHistory
 from wsmigrate.unified.protocol import CloseCode, ServerPing
 from wsmigrate.unified.redis_backend import RedisBackend, split_bus_url
+from wsmigrate.unified.topics import PROBE_TOPIC
 
 log = logging.getLogger(__name__)
 
-SHUTDOWN_GRACE_S = 5.0
+UNKNOWN_TYPE = "unknown"  # the event-type label of legacy frames that carry no event type
+
+
+@dataclass(frozen=True)
+class Declaration:
+    """What an application declares to adopt wsmigrate (docs/migration-guide.md)."""
+
+    catalog: EventCatalog
+    translations: TranslationTable
+    legacy: LegacyProtocol
+    authorize: Authorize = allow_all
 
 
 def make_backend(settings: Settings, metrics: WsMetrics | None = None,
@@ -66,26 +89,42 @@ def make_flag_store(settings: Settings, event_types: Sequence[str]) -> FlagStore
     return MemoryFlagStore(parse_document(default, fmt="toml", event_types=event_types), audit_file=audit)
 
 
+def with_probe(declaration: Declaration, unified_path: str) -> Declaration:
+    """The declaration plus wsmigrate's own probe: its event type, translation and legacy view."""
+    declaration.catalog.declare_internal(PROBE_EVENT, PROBE_TOPIC)
+    if PROBE_SCOPE not in declaration.translations.scopes:
+        declaration.translations.add_scope(PROBE_SCOPE, PROBE_TOPIC)
+        declaration.translations.add(flat(PROBE_EVENT, scope=PROBE_SCOPE, target=PROBE_PARAM))
+    protocol = declaration.legacy
+    app_access = protocol.access
+
+    async def access(scope: str, target_id: TargetId, user_id: str | None) -> Access:
+        return "ok" if scope == PROBE_SCOPE else await app_access(scope, target_id, user_id)
+
+    views = (*protocol.views, probe_view(unified_path))
+    return replace(declaration, legacy=LegacyProtocol(views=views, access=access, commands=protocol.commands,
+                                                      error_frame=protocol.error_frame))
+
+
 class Runtime:
     """Holds and wires the components; `start`/`stop` bracket the server's lifetime."""
 
-    def __init__(self, settings: Settings, *, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, declaration: Declaration, settings: Settings, *, unified_path: str = "/api/ws",
+                 registry: CollectorRegistry | None = None) -> None:
         self.settings = settings
+        self.declaration = declaration = with_probe(declaration, unified_path)
+        self.catalog = declaration.catalog
+        self.translations = declaration.translations
+        self.legacy_protocol = declaration.legacy
+        self.authorize = declaration.authorize
         self.registry = registry if registry is not None else CollectorRegistry()
-        self.catalog: EventCatalog = chat_catalog()
-        self.translations = chat_translations()
-        self.metrics = WsMetrics(self.registry, event_types=(*self.catalog.names, "unknown"))
-        self.db = Database(settings.database_url)
+        self.metrics = WsMetrics(self.registry, event_types=(*self.catalog.names, PROBE_EVENT, UNKNOWN_TYPE),
+                                 connection_kinds=self.legacy_protocol.kinds)
         hot = self.metrics if settings.metrics_enabled else None  # per-event/per-delivery instrumentation
         self.bus = EventBus(make_backend(settings, self.metrics, self._on_bus_discontinuity), catalog=self.catalog,
                             metrics=hot, handler_queue_size=settings.handler_queue_size)
         self.manager = ConnectionManager(self.bus, metrics=hot, max_topics=settings.max_topics)
-        self.ownership = Ownership(self.db, ttl_s=settings.ownership_cache_ttl_s)
-        self.authorize = ChatAuthorizer(self.ownership).authorize
         self.legacy = LegacyConnectionManager(metrics=hot)
-        self.chat = ChatService(self.db, LegacyCallSites(self.legacy), chunks=settings.stream_chunks,
-                                delay_ms=settings.stream_delay_ms)
-        self.legacy_store = DatabaseLegacyStore(self.ownership, self.chat)
         self.flags = make_flag_store(settings, self.catalog.names)
         self.flags.add_listener(self._export_flags)
         self.comparator = Comparator(metrics=hot, window_s=settings.compare_window_s,
@@ -93,25 +132,22 @@ class Runtime:
         self.bridge = Bridge(self.bus, self.manager, self.legacy, self.flags, self.translations, metrics=hot,
                              observer=self.comparator)
         self.bridge.install()
-        self.bus.attach(self.ownership.on_publication)  # deletions reach the access cache at once
-        self._expiry: asyncio.Task[None] | None = None
-        self.auth = Authenticator(self.db, enabled=settings.auth)
         self.quota = ConnectionQuota(settings.max_connections_per_user)
         self.origins = OriginPolicy.for_server(settings.allowed_origins, settings.self_url)
         self.accepting = True
+        self.started = False
         self.collector = CollectorPolicy(freeze=settings.gc_freeze, thresholds=parse_thresholds(settings.gc_thresholds))
+        self._expiry: asyncio.Task[None] | None = None
         self._heartbeat: asyncio.Task[None] | None = None
-        self._probe_token = ""
+        # The probes' own credential: shared by every worker when `wsmigrate serve` set it.
+        self.probe_token = settings.probe_token or secrets.token_urlsafe(24)
         self.probes: ProbeRunner | None = None
         if settings.probes:
             if not settings.self_url:
                 raise ValueError("WSMIGRATE_PROBES needs WSMIGRATE_SELF_URL (where this server is reachable)")
-            self.probes = ProbeRunner(self.bus, self.db, self.metrics, base_url=settings.self_url,
+            self.probes = ProbeRunner(self.bus, self.metrics, base_url=settings.self_url, path=unified_path,
                                       interval_s=settings.probe_interval_s, window_s=settings.probe_window_s,
-                                      headers=self._probe_headers)
-
-    def _probe_headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self._probe_token}"} if self._probe_token else {}
+                                      headers=lambda: {"Authorization": f"Bearer {self.probe_token}"})
 
     def _export_flags(self, document: FlagsDocument) -> None:
         for event_type in self.catalog.names:
@@ -119,7 +155,6 @@ class Runtime:
         self.metrics.flags_revision.set(document.revision)
 
     async def start(self) -> None:
-        await run_in_threadpool(self.db.create_all)
         await self.bus.start()
         await self.flags.start()
         loop = asyncio.get_running_loop()
@@ -128,13 +163,9 @@ class Runtime:
         if not self.settings.auth:
             log.warning("WSMIGRATE_AUTH=off: every client is trusted and nothing is owned; "
                         "for local development and tests only")
-        if self.settings.demo_token:
-            await run_in_threadpool(self.auth.ensure_user, "demo", self.settings.demo_token)
         if self.probes is not None:
-            if self.settings.auth:
-                principal, self._probe_token = await run_in_threadpool(self.auth.ensure_user, "wsmigrate-probe")
-                self.probes.owner_id = int(principal.user_id)
             await self.probes.start()
+        self.started = True
         self.collector.apply()  # last: what start-up built is frozen (bridge/gc_policy.py)
 
     async def _sweep_heartbeats(self) -> None:
@@ -184,9 +215,9 @@ class Runtime:
             self.comparator.expire()
 
     async def stop(self) -> None:
+        self.started = False
         if self.probes is not None:
             await self.probes.stop()
-        await self.chat.wait_idle(SHUTDOWN_GRACE_S)
         for close in self._socket_closers():
             close(CloseCode.SERVICE_RESTART, "server restarting")
         for task in (self._expiry, self._heartbeat):
@@ -196,5 +227,4 @@ class Runtime:
         self.comparator.flush()
         await self.flags.stop()
         await self.bus.stop()
-        self.db.dispose()
         self.collector.restore()

@@ -1,4 +1,4 @@
-"""Server settings, read from `WSMIGRATE_*` environment variables with embedded defaults.
+"""wsmigrate settings, read from `WSMIGRATE_*` environment variables with embedded defaults.
 
 Environment variables are the one configuration channel because several uvicorn workers must
 agree on them: `wsmigrate serve` turns its flags into these variables before starting workers.
@@ -8,68 +8,23 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
 ENV_PREFIX = "WSMIGRATE_"
 
 
-class Settings(BaseModel):
-    """Everything the reference server can be told. Field `x` is read from `WSMIGRATE_X`."""
+class EnvSettings(BaseModel):
+    """Settings read from `WSMIGRATE_*` environment variables: field `x` from `WSMIGRATE_X`.
+
+    wsmigrate's own are `Settings`; an application may keep its own in a subclass (the examples'
+    database URL and demo options), so one environment configures both and every worker agrees."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    database_url: str = "sqlite:///./wsmigrate.db"
-    bus_url: str = "memory://"
-    # delivery
-    outbox_capacity: int = Field(1000, ge=1)
-    max_topics: int = Field(100, ge=1)
-    handler_queue_size: int = Field(10_000, ge=1)
-    history_size: int = Field(300, ge=0)
-    history_ttl_s: float = Field(300.0, ge=0)
-    # per-event and per-delivery Prometheus instrumentation (the path ledger, bus, bridge and
-    # comparator counters); connection-level counters and gauges stay. Off only to measure its cost.
-    metrics_enabled: bool = True
-    # CPython's cycle collector, process-wide (bridge/gc_policy.py; docs/operations.md)
-    gc_freeze: bool = True
-    gc_thresholds: str = Field("700,10,100", pattern=r"^\s*(\d+\s*,\s*\d+\s*,\s*\d+)?\s*$")
-    # reference application
-    ownership_cache_ttl_s: float = Field(30.0, ge=0)  # bridge/ownership.py; 0: ask the database every time
-    stream_delay_ms: float = Field(15.0, ge=0)
-    stream_chunks: int = Field(24, ge=1, le=100_000)
-    # flags and operations
-    flags_file: str = ""
-    audit_log: str = ""
-    admin_token: str = ""
-    compare_window_s: float = Field(5.0, gt=0)
-    compare_capacity: int = Field(200_000, ge=1)
-    compare_sample_rate: float = Field(1.0, ge=0, le=1)
-    # synthetic probes (loopback clients of this server at `self_url`)
-    probes: bool = False
-    probe_interval_s: float = Field(5.0, gt=0)
-    probe_window_s: float = Field(5.0, gt=0)
-    self_url: str = ""
-    # authentication and guards
-    auth: bool = True
-    allowed_origins: str = ""
-    max_connections_per_user: int = Field(20, ge=1)
-    demo_token: str = ""
-    dev_mode: bool = False
-    # liveness and shutdown
-    heartbeat_interval_s: float = Field(25.0, gt=0)
-    heartbeat_timeout_s: float = Field(10.0, gt=0)
-    shutdown_batch_size: int = Field(500, ge=1)
-    shutdown_batch_pause_s: float = Field(0.05, ge=0)
-    shutdown_timeout_s: float = Field(10.0, gt=0)
-    # protocol limits
-    subscribe_rate_per_s: float = Field(10.0, gt=0)
-    subscribe_burst: int = Field(20, ge=1)
-    max_bad_frames: int = Field(10, ge=1)
-    bad_frame_window_s: float = Field(60.0, gt=0)
-
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Self:
         """Build settings from `environ` (default: the process environment), then `overrides`."""
         environ = os.environ if environ is None else environ
         values: dict[str, Any] = {}
@@ -83,3 +38,49 @@ class Settings(BaseModel):
     def to_env(self) -> dict[str, str]:
         """The environment variables that reproduce these settings in another process."""
         return {ENV_PREFIX + name.upper(): str(value) for name, value in self.model_dump().items()}
+
+
+class Settings(EnvSettings):
+    """Everything wsmigrate itself can be told (docs/operations.md lists them)."""
+
+    bus_url: str = "memory://"
+    # delivery
+    outbox_capacity: int = Field(1000, ge=1)
+    max_topics: int = Field(100, ge=1)
+    handler_queue_size: int = Field(10_000, ge=1)
+    history_size: int = Field(300, ge=0)
+    history_ttl_s: float = Field(300.0, ge=0)
+    # per-event and per-delivery Prometheus instrumentation (the path ledger, bus, bridge and
+    # comparator counters); connection-level counters and gauges stay. Off only to measure its cost.
+    metrics_enabled: bool = True
+    # CPython's cycle collector, process-wide (bridge/gc_policy.py; docs/operations.md)
+    gc_freeze: bool = True
+    gc_thresholds: str = Field("700,10,100", pattern=r"^\s*(\d+\s*,\s*\d+\s*,\s*\d+)?\s*$")
+    # flags and operations
+    flags_file: str = ""
+    audit_log: str = ""
+    admin_token: str = ""
+    compare_window_s: float = Field(5.0, gt=0)
+    compare_capacity: int = Field(200_000, ge=1)
+    compare_sample_rate: float = Field(1.0, ge=0, le=1)
+    # synthetic probes (loopback clients of this server at `self_url`)
+    probes: bool = False
+    probe_interval_s: float = Field(5.0, gt=0)
+    probe_window_s: float = Field(5.0, gt=0)
+    self_url: str = ""
+    probe_token: str = ""  # the probes' credential; `wsmigrate serve` gives every worker the same one
+    # authentication and guards
+    auth: bool = True
+    allowed_origins: str = ""
+    max_connections_per_user: int = Field(20, ge=1)
+    # liveness and shutdown
+    heartbeat_interval_s: float = Field(25.0, gt=0)
+    heartbeat_timeout_s: float = Field(10.0, gt=0)
+    shutdown_batch_size: int = Field(500, ge=1)
+    shutdown_batch_pause_s: float = Field(0.05, ge=0)
+    shutdown_timeout_s: float = Field(10.0, gt=0)
+    # protocol limits
+    subscribe_rate_per_s: float = Field(10.0, gt=0)
+    subscribe_burst: int = Field(20, ge=1)
+    max_bad_frames: int = Field(10, ge=1)
+    bad_frame_window_s: float = Field(60.0, gt=0)

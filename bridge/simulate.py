@@ -1,28 +1,61 @@
 """`wsmigrate simulate`: a mixed population of legacy and unified clients against a running server.
 
-Legacy clients behave like the old frontend (a new socket per view, hopping between an agent's
-dashboard and a chat); unified clients keep one socket and switch subscriptions. Meanwhile a
-traffic generator creates agents, messages and runs over REST. The report shows the churn the
-refactor removes: sockets opened per navigation is 1 for legacy clients and 0 for unified ones.
+Legacy clients behave like an old frontend (a new socket for every view they navigate to);
+unified clients keep one socket and switch subscriptions. Meanwhile the scenario generates the
+application's own traffic over REST. The report shows the churn the refactor removes: sockets
+opened per navigation is 1 for legacy clients and 0 for unified ones.
+
+What the views, topics and traffic are is the application's: a `Scenario` (the examples ship
+theirs, in `examples/<app>/simulation.py`), named with `--scenario module:factory`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import json
 import random
+import sys
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, WebSocketException
 
-from wsmigrate.legacy.client import LegacyClient
-
 DWELL_S = (0.05, 0.2)
+OPEN_TIMEOUT_S = 10.0
+
+
+class Scenario(Protocol):
+    """An application's part of a simulation."""
+
+    async def setup(self, http: httpx.AsyncClient) -> None:
+        """Create what the clients will look at (resources, over REST)."""
+
+    def legacy_view(self, rng: random.Random) -> str:
+        """The path and query of a legacy view to open next (`/ws/board/6f1c…`, `/api/ws?order_id=4`)."""
+
+    def unified_topic(self, rng: random.Random) -> str:
+        """The topic a unified client's next view follows."""
+
+    async def act(self, http: httpx.AsyncClient, rng: random.Random) -> None:
+        """One step of the application's traffic (a REST call that publishes an event)."""
+
+    async def cleanup(self, http: httpx.AsyncClient) -> None:
+        """Remove what `setup` created."""
+
+
+def load_scenario(spec: str) -> Scenario:
+    """`module:factory` (the current directory is importable, as for `wsmigrate serve --app`)."""
+    module_name, _, attribute = spec.partition(":")
+    if "" not in sys.path:
+        sys.path.insert(0, "")
+    factory = getattr(importlib.import_module(module_name), attribute or "Scenario")
+    scenario: Scenario = factory()
+    return scenario
 
 
 @dataclass
@@ -48,45 +81,7 @@ class Population:
         }
 
 
-@dataclass
-class World:
-    agents: list[int]
-    threads: list[int]
-
-
-async def _setup(http: httpx.AsyncClient, agents: int, threads_per_agent: int) -> World:
-    world = World([], [])
-    for index in range(agents):
-        agent = (await http.post("/api/agents", json={"name": f"sim-agent-{index}"})).raise_for_status().json()
-        world.agents.append(agent["id"])
-        for number in range(threads_per_agent):
-            thread = (await http.post("/api/threads", json={"agent_id": agent["id"], "title": f"sim {number}"})
-                      ).raise_for_status().json()
-            world.threads.append(thread["id"])
-    return world
-
-
-async def _legacy_user(ws_base: str, world: World, stats: Population, deadline: float, rng: random.Random) -> None:
-    client = LegacyClient(ws_base)
-    loop = asyncio.get_running_loop()
-    try:
-        while loop.time() < deadline:
-            try:
-                if rng.random() < 0.5:
-                    await client.open_agent(rng.choice(world.agents))
-                else:
-                    await client.open_thread(rng.choice(world.threads))
-                await client.drain(rng.uniform(*DWELL_S))
-            except (WebSocketException, OSError, TimeoutError) as exc:
-                stats.errors[type(exc).__name__] += 1
-    finally:
-        stats.navigations += client.navigations
-        stats.sockets_opened += client.sockets_opened
-        stats.frames.update(client.counts)
-        await client.close()
-
-
-async def _recv_until(ws: ClientConnection, stats: Population, idle: float, want: str | None = None) -> None:
+async def _count_frames(ws: ClientConnection, stats: Population, idle: float, want: str | None = None) -> None:
     """Count frames until `want` arrives or nothing comes for `idle` seconds."""
     with contextlib.suppress(TimeoutError):
         while True:
@@ -94,15 +89,32 @@ async def _recv_until(ws: ClientConnection, stats: Population, idle: float, want
             kind = str(frame.get("type"))
             stats.frames[kind] += 1
             if kind == "error":
-                stats.errors[str(frame.get("code"))] += 1
+                stats.errors[str(frame.get("code") or frame.get("error"))] += 1
+            if kind == "ping":
+                await ws.send('{"type":"pong"}')
             if want is not None and kind == want:
                 return
 
 
-async def _unified_user(ws_base: str, world: World, stats: Population, deadline: float, rng: random.Random) -> None:
+async def _legacy_user(ws_base: str, scenario: Scenario, stats: Population, deadline: float, rng: random.Random,
+                       headers: dict[str, str]) -> None:
+    loop = asyncio.get_running_loop()
+    while loop.time() < deadline:
+        try:
+            async with connect(ws_base + scenario.legacy_view(rng), open_timeout=OPEN_TIMEOUT_S, max_size=None,
+                               max_queue=None, additional_headers=headers) as ws:
+                stats.sockets_opened += 1
+                stats.navigations += 1
+                await _count_frames(ws, stats, rng.uniform(*DWELL_S))
+        except (WebSocketException, OSError, TimeoutError) as exc:
+            stats.errors[type(exc).__name__] += 1
+
+
+async def _unified_user(ws_base: str, path: str, scenario: Scenario, stats: Population, deadline: float,
+                        rng: random.Random, headers: dict[str, str]) -> None:
     loop = asyncio.get_running_loop()
     try:
-        ws = await connect(f"{ws_base}/api/ws", open_timeout=10, max_queue=None)
+        ws = await connect(ws_base + path, open_timeout=OPEN_TIMEOUT_S, max_queue=None, additional_headers=headers)
     except (WebSocketException, OSError) as exc:
         stats.errors[type(exc).__name__] += 1
         return
@@ -110,55 +122,53 @@ async def _unified_user(ws_base: str, world: World, stats: Population, deadline:
     current: str | None = None
     try:
         while loop.time() < deadline:
-            view = "agents" if rng.random() < 0.5 else f"thread:{rng.choice(world.threads)}"
+            view = scenario.unified_topic(rng)
             if current is not None and current != view:
                 await ws.send(json.dumps({"type": "unsubscribe", "topics": [current]}))
-                await _recv_until(ws, stats, 5.0, "unsubscribed")
+                await _count_frames(ws, stats, 5.0, "unsubscribed")
             if current != view:
                 await ws.send(json.dumps({"type": "subscribe", "topics": [view]}))
-                await _recv_until(ws, stats, 5.0, "subscribed")
+                await _count_frames(ws, stats, 5.0, "subscribed")
             current = view
             stats.navigations += 1
-            await _recv_until(ws, stats, rng.uniform(*DWELL_S))
+            await _count_frames(ws, stats, rng.uniform(*DWELL_S))
     except (ConnectionClosed, OSError) as exc:
         stats.errors[type(exc).__name__] += 1
     finally:
         await ws.close()
 
 
-async def _traffic(http: httpx.AsyncClient, world: World, deadline: float, rng: random.Random,
+async def _traffic(http: httpx.AsyncClient, scenario: Scenario, deadline: float, rng: random.Random,
                    errors: Counter[str]) -> None:
     loop = asyncio.get_running_loop()
     while loop.time() < deadline:
-        roll = rng.random()
         try:
-            if roll < 0.6:
-                await http.post(f"/api/threads/{rng.choice(world.threads)}/messages", json={"content": "sim"})
-            elif roll < 0.9:
-                status = rng.choice(["idle", "running"])
-                await http.patch(f"/api/agents/{rng.choice(world.agents)}", json={"status": status})
-            else:
-                await http.post(f"/api/threads/{rng.choice(world.threads)}/run", json={"chunks": 20, "delay_ms": 5})
+            await scenario.act(http, rng)
         except httpx.HTTPError as exc:
             errors[type(exc).__name__] += 1
         await asyncio.sleep(rng.uniform(0.01, 0.05))
 
 
-async def simulate(url: str, *, legacy: int, unified: int, duration: float, seed: int = 7) -> dict[str, Any]:
+async def simulate(url: str, scenario: Scenario, *, legacy: int, unified: int, duration: float, seed: int = 7,
+                   token: str | None = None, unified_path: str = "/api/ws") -> dict[str, Any]:
     """Run the simulation and return the report (also what `--json` prints)."""
     rng = random.Random(seed)
     ws_base = url.replace("http://", "ws://").replace("https://", "wss://").rstrip("/")
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     legacy_stats, unified_stats = Population("legacy", clients=legacy), Population("unified", clients=unified)
     traffic_errors: Counter[str] = Counter()
-    async with httpx.AsyncClient(base_url=url, timeout=10) as http:
-        world = await _setup(http, agents=3, threads_per_agent=2)
-        deadline = asyncio.get_running_loop().time() + duration
-        tasks = [_legacy_user(ws_base, world, legacy_stats, deadline, random.Random(rng.random()))
-                 for _ in range(legacy)]
-        tasks += [_unified_user(ws_base, world, unified_stats, deadline, random.Random(rng.random()))
-                  for _ in range(unified)]
-        tasks.append(_traffic(http, world, deadline, rng, traffic_errors))
-        await asyncio.gather(*tasks)
+    async with httpx.AsyncClient(base_url=url, timeout=10, headers=headers) as http:
+        await scenario.setup(http)
+        try:
+            deadline = asyncio.get_running_loop().time() + duration
+            tasks = [_legacy_user(ws_base, scenario, legacy_stats, deadline, random.Random(rng.random()), headers)
+                     for _ in range(legacy)]
+            tasks += [_unified_user(ws_base, unified_path, scenario, unified_stats, deadline,
+                                    random.Random(rng.random()), headers) for _ in range(unified)]
+            tasks.append(_traffic(http, scenario, deadline, rng, traffic_errors))
+            await asyncio.gather(*tasks)
+        finally:
+            await scenario.cleanup(http)
     return {"legacy": legacy_stats.as_dict(), "unified": unified_stats.as_dict(),
             "traffic_errors": dict(traffic_errors)}
 

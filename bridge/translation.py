@@ -84,7 +84,7 @@ def flat(frame_type: str, event_type: str | Enum | None = None, *, scope: str,
 def nested(frame_type: str, event_type: str | Enum, *, key: str, scope: str, target: str | Iterable[str] = (),
            outer: Iterable[str] = ()) -> Translation:
     """A frame carrying the event's data as one object under `key`, with `outer` fields of the data
-    repeated beside it (`{"type": "thread_message", "thread_id": 4, "message": {...}}`)."""
+    repeated beside it (`{"type": "task_added", "board_id": "6f1c…", "task": {...}}`)."""
     outer_fields = tuple(outer)
 
     def to_event(frame: Mapping[str, Any]) -> dict[str, Any]:
@@ -123,21 +123,26 @@ class TranslationTable:
     """The application's translations, indexed both ways (see module docstring).
 
     `scopes` names, for each legacy scope, the unified topic a legacy socket following one target
-    of it corresponds to (`{"board": "board:{id}"}`), and `global_topic` the topic of `global`
-    broadcasts: the unified path serves a legacy socket through exactly those topics.
+    of it corresponds to (`{"board": "board:{id}"}`; a scope without `{id}` is one topic whatever
+    the target), and `global_topic` the topic of `global` broadcasts: the unified path serves a
+    legacy socket through exactly those topics.
     """
 
     def __init__(self, translations: Iterable[Translation] = (), *, scopes: Mapping[str, str],
                  global_topic: str) -> None:
         self._by_frame: dict[str, Translation] = {}
         self._by_event: dict[str, Translation] = {}
+        self.scopes: dict[str, str] = {}
         for name, template in scopes.items():
-            if name == GLOBAL_SCOPE or template.count("{id}") != 1:
-                raise ValueError(f"legacy scope {name!r}: its topic template needs exactly one {{id}}")
-        self.scopes = dict(scopes)
+            self.add_scope(name, template)
         self.global_topic = global_topic
         for translation in translations:
             self.add(translation)
+
+    def add_scope(self, name: str, template: str) -> None:
+        if name == GLOBAL_SCOPE or template.count("{id}") > 1:
+            raise ValueError(f"legacy scope {name!r}: its topic template has at most one {{id}}")
+        self.scopes[name] = template
 
     def add(self, translation: Translation) -> Translation:
         if translation.scope != GLOBAL_SCOPE and translation.scope not in self.scopes:

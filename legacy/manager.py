@@ -1,10 +1,10 @@
 """`LegacyConnectionManager`: the old per-view connection manager, as a hub any old app delegates to.
 
-Old applications' managers have methods such as `broadcast_to_thread(thread_id, frame)` or
+Old applications' managers have methods such as `broadcast_to_room(room_id, frame)` or
 `broadcast_to_board(board_id, frame)`. Here they are one generic set: `connect`, `disconnect`,
 `follow(client_id, scope, target_id)` and `broadcast(scope, target_id, frame)` /
 `broadcast_global(frame)`, where a *scope* is the application's own name for what a legacy socket
-follows (`"thread"`, `"board"`) and a target id is an int or a string (a UUID). A socket follows
+follows (`"room"`, `"board"`) and a target id is an int or a string (a UUID). A socket follows
 the targets it was given until it closes; there is no unfollow, as in the old apps.
 
 Two seams are new, and neither changes what a legacy client sees:

@@ -39,12 +39,14 @@ COMPARISON_OUTCOMES = (
     "late",
 )
 SKIP_REASONS = ("sampled_out", "capacity")
-CONNECTION_KINDS = ("legacy_thread", "legacy_agent", "unified")
+UNIFIED_KIND = "unified"  # the other connection kinds are the legacy views an application declares
 STAGES = ("off", "shadow", "live", "complete")
 PROTOCOL_ERROR_CODES = (
     "invalid_topic", "not_found", "forbidden", "bad_message", "too_many_topics", "rate_limited", "unavailable",
 )
-CLOSE_REASONS = ("normal", "slow_consumer", "abuse", "heartbeat_timeout", "shutdown", "auth", "limit", "error")
+CLOSE_REASONS = (
+    "normal", "slow_consumer", "abuse", "heartbeat_timeout", "shutdown", "auth", "limit", "refused", "error",
+)
 HANDLER_OUTCOMES = ("ok", "error", "dropped")
 
 # Latency buckets in seconds: sub-millisecond resolution, because the unified path's p99 on
@@ -77,12 +79,16 @@ class WsMetrics:
     """All wsmigrate metrics, registered on `registry`.
 
     `event_types` is the closed set of `event_type` label values (the catalogue plus `unknown`
-    for legacy frames the bridge cannot translate).
+    for legacy frames the bridge cannot translate), `connection_kinds` that of the `kind` label
+    (`unified` and the application's legacy views): both are declared by the application at start.
     """
 
-    def __init__(self, registry: CollectorRegistry, *, event_types: Sequence[str]) -> None:
+    def __init__(self, registry: CollectorRegistry, *, event_types: Sequence[str],
+                 connection_kinds: Sequence[str] = (UNIFIED_KIND,)) -> None:
         self.registry = registry
         self.event_types: tuple[str, ...] = tuple(event_types)
+        self.connection_kinds: tuple[str, ...] = tuple(dict.fromkeys((UNIFIED_KIND, *connection_kinds)))
+        kinds = self.connection_kinds
         self.batch = MetricBatch()
         registry.register(_FlushFirst(self.batch.flush_from_any_thread))
         types = self.event_types
@@ -149,24 +155,24 @@ class WsMetrics:
             f"{PREFIX}_connections", "Open WebSocket connections.", ["kind"], registry=r,
             multiprocess_mode="livesum",
         )
-        _initialise(self.connections, CONNECTION_KINDS)
+        _initialise(self.connections, kinds)
 
         self.connections_opened = Counter(
             f"{PREFIX}_connections_opened", "WebSocket connections accepted.", ["kind"], registry=r,
         )
-        _initialise(self.connections_opened, CONNECTION_KINDS)
+        _initialise(self.connections_opened, kinds)
 
         self.connections_closed = Counter(
             f"{PREFIX}_connections_closed", "WebSocket connections closed, by reason.", ["kind", "reason"],
             registry=r,
         )
-        _initialise(self.connections_closed, CONNECTION_KINDS, CLOSE_REASONS)
+        _initialise(self.connections_closed, kinds, CLOSE_REASONS)
 
         self.subscriptions = Gauge(
             f"{PREFIX}_subscriptions", "Live (connection, topic) subscriptions.", ["kind"], registry=r,
             multiprocess_mode="livesum",
         )
-        _initialise(self.subscriptions, CONNECTION_KINDS)
+        _initialise(self.subscriptions, kinds)
 
         self.protocol_errors = Counter(
             f"{PREFIX}_protocol_errors", "Error frames sent to clients, by error code.", ["path", "code"],

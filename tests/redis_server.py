@@ -128,3 +128,8 @@ def delete_prefix(url: str, prefix: str) -> None:
             client.delete(*keys[start:start + 500])
     finally:
         client.close()
+
+
+def bus_url(redis_url: str, prefix: str) -> str:
+    """The bus URL of a Redis with a key prefix of its own (one test's share of a shared Redis)."""
+    return f"{redis_url}{'&' if '?' in redis_url else '?'}prefix={prefix}"

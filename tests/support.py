@@ -14,7 +14,8 @@ import uvicorn
 from fastapi import FastAPI
 from websockets.asyncio.client import ClientConnection, connect
 
-from wsmigrate.bridge.chat_events import chat_catalog
+from examples.chat.app import ChatApp
+from examples.chat.declaration import chat_catalog
 from wsmigrate.bridge.cli import UVICORN_WS_OPTIONS, WS_MAX_SIZE
 from wsmigrate.bridge.runtime import Runtime
 
@@ -85,6 +86,11 @@ class RunningServer:
     @property
     def runtime(self) -> Runtime:
         return self.app.state.runtime  # type: ignore[no-any-return]
+
+    @property
+    def chat(self) -> ChatApp:
+        """The chat example's own components (database, users, service)."""
+        return self.app.state.chat  # type: ignore[no-any-return]
 
     @property
     def http(self) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -75,13 +76,68 @@ def test_nothing_imports_a_layer_by_its_bare_folder_name() -> None:
 
 def test_the_top_level_is_exactly_the_design_card() -> None:
     packages = {p.name for p in ROOT.iterdir() if (p / "__init__.py").exists() and p.name != "tests"}
-    assert packages == OURS | {"wsmigrate"}
+    assert packages == OURS | {"wsmigrate", "examples"}
     assert not (ROOT / "src").exists()
     # the namespace root holds links to the four folders, never copies of them
     for layer in OURS:
         link = ROOT / "wsmigrate" / layer
         assert link.is_symlink(), link
         assert link.resolve() == (ROOT / layer).resolve(), link
+
+
+def test_examples_use_only_the_public_api() -> None:
+    """An example is an adopter: it imports `wsmigrate` (the names in `wsmigrate.__all__`), never a
+    layer's module; its own modules and third-party packages are its business."""
+    offenders = {
+        str(path.relative_to(ROOT)): sorted(n for n in imported_modules(path)
+                                            if n.startswith("wsmigrate.") or n.split(".")[0] in OURS)
+        for path in (ROOT / "examples").rglob("*.py")
+    }
+    assert {k: v for k, v in offenders.items() if v} == {}
+
+
+# The reference chat app's vocabulary, as identifiers and wire names. Plain English words stay free
+# ("message" for error texts, "stream" for Redis streams, worker "thread"s); these do not.
+DOMAIN_WORDS = re.compile(
+    r"agent|chat|thread_id|thread_|thread:|threads?\b(?!\s*(pool|safe))(?<!worker thread)(?<!worker threads)"
+    r"|message_created|stream_(start|chunk|end|error)|system_status",
+    re.IGNORECASE,
+)
+GENERIC_THREAD_USES = re.compile(
+    r"threading|threadpool|thread-?safe|main_thread|current_thread|any thread|other thread"
+    r"|one thread|a thread|the thread|worker thread|thread pool|from_any_thread|loop's thread|calling thread"
+    r"|main thread|that thread|own thread|cross_thread",
+    re.IGNORECASE,
+)
+
+
+def domain_words(text: str) -> list[str]:
+    found = []
+    for number, line in enumerate(text.splitlines(), 1):
+        cleaned = GENERIC_THREAD_USES.sub("", line)
+        match = DOMAIN_WORDS.search(cleaned)
+        if match:
+            found.append(f"{number}: {match.group(0)}: {line.strip()[:100]}")
+    return found
+
+
+def test_the_toolkit_holds_no_word_of_the_reference_domain() -> None:
+    offenders = {
+        str(path.relative_to(ROOT)): domain_words(path.read_text(encoding="utf-8"))
+        for package in sorted(OURS)
+        for path in (ROOT / package).rglob("*")
+        if path.suffix in (".py", ".js", ".ts", ".html", ".css", ".toml") and "__pycache__" not in path.parts
+    }
+    assert {k: v for k, v in offenders.items() if v} == {}
+
+
+def test_the_domain_check_would_catch_a_domain_word() -> None:
+    assert domain_words("def broadcast_to_thread(self): ...")
+    assert domain_words('topic = f"agent:{id}"')
+    assert domain_words("ChatEvent.STREAM_CHUNK")
+    assert domain_words("threads = {}")
+    assert not domain_words("from starlette.concurrency import run_in_threadpool")
+    assert not domain_words("flush from any thread (the loop's thread)")
 
 
 METRIC_CLASSES = {"Counter", "Gauge", "Histogram", "Summary", "Info", "Enum"}

@@ -160,6 +160,8 @@ class EventBus:
         if self._loop is None:
             raise BusClosedError("the event bus is not running")
         topics = self.catalog.route_topics(event)
+        if len(topics) > 1 and event.topics != topics:
+            event = event.addressed(topics)
         meta: dict[str, Any] = {"origin": origin}
         audience = self.catalog.audience(event)
         if audience is not None:

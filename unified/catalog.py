@@ -3,7 +3,7 @@
 Pure, no I/O. wsmigrate knows no event type of its own: the application declares each one with
 
 * a **topic rule**: the topics an event of the type is delivered to, primary first, either as
-  templates filled from the event's data (`"board:{board_id}"`; `"agent:{id|agent_id}"` takes the
+  templates filled from the event's data (`"board:{board_id}"`; `"task:{id|task_id}"` takes the
   first of the fields that is present) or as a function of the data;
 * an optional **audience rule**: the one user who may see the event (a data field such as
   `"owner_id"`, or a function); None means every subscriber of its topics.
@@ -89,6 +89,7 @@ class EventSpec:
     topic_rule: TopicRule
     audience_rule: AudienceRule | None
     templates: tuple[_Template, ...] | None  # None when the rule is a function
+    internal: bool = False  # wsmigrate's own (the probe): not an application type
 
     @property
     def single_topic(self) -> bool:
@@ -145,6 +146,17 @@ class EventCatalog:
         spec = self._specs[text] = EventSpec(text, rule, audience_rule, templates)
         return spec
 
+    def declare_internal(self, name: str, topic: str) -> EventSpec:
+        """wsmigrate's own event type on one reserved topic (the probe's): routable like any other
+        type, but not among `names`, so no application figure (flags, parity, report) counts it."""
+        if not name.startswith("wsmigrate_") or not self.grammar.is_valid(topic):
+            raise ValueError(f"internal event type {name!r} on {topic!r}")
+        existing = self._specs.get(name)
+        if existing is not None:
+            return existing
+        spec = self._specs[name] = EventSpec(name, lambda data: [topic], None, None, internal=True)
+        return spec
+
     def _template(self, event_type: str, text: str) -> _Template:
         shape = _shape(text, _FIELDS)
         pattern = next((p for p in self.grammar.patterns if _shape(p.text, _TYPED_PARAM) == shape), None)
@@ -160,17 +172,22 @@ class EventCatalog:
 
     @property
     def names(self) -> tuple[str, ...]:
-        """Every declared event type, in declaration order."""
-        return tuple(self._specs)
+        """Every event type the application declared, in declaration order."""
+        return tuple(name for name, spec in self._specs.items() if not spec.internal)
+
+    @property
+    def internal_names(self) -> tuple[str, ...]:
+        return tuple(name for name, spec in self._specs.items() if spec.internal)
 
     def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and name in self._specs
+        """Whether `name` is an application type (wsmigrate's internal ones are not)."""
+        return isinstance(name, str) and name in self._specs and not self._specs[name].internal
 
     def spec(self, name: EventName) -> EventSpec:
         text = event_name(name)
         spec = self._specs.get(text)
         if spec is None:
-            raise UnknownEventTypeError(f"unknown event type {text!r}; declared: {', '.join(self._specs) or 'none'}")
+            raise UnknownEventTypeError(f"unknown event type {text!r}; declared: {', '.join(self.names) or 'none'}")
         return spec
 
     def parse_topic(self, raw: object) -> Topic:

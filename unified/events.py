@@ -41,6 +41,13 @@ class Event(BaseModel):
     epoch: str = ""
     ts: int = Field(default_factory=now_ms)
     data: dict[str, Any] = Field(default_factory=dict)
+    # Every topic of an event addressed to several, primary first (absent otherwise): a client that
+    # follows two of them receives the event once and hands it to the handlers of both.
+    topics: list[str] | None = Field(default=None, exclude_if=lambda value: value is None)
+
+    def addressed(self, topics: list[str]) -> Event:
+        """This event carrying its topic list (the bus sets it on events of several topics)."""
+        return self.model_copy(update={"topics": topics})
 
     def stamped(self, topic: str, seq: int, epoch: str) -> Event:
         """This event as it is delivered on `topic` at (`epoch`, `seq`).

@@ -1,6 +1,6 @@
 """A published event as it travels inside a node: the envelope plus its per-topic positions.
 
-One logical event may go to several topics (an agent event goes to `agent:7` and `agents`); each
+One logical event may go to several topics (a task event goes to `board:…` and `task:…`); each
 topic numbers it with its own `seq`. The wire frame for each topic is encoded once (JSON text and
 the finished WebSocket frame, see `unified.wire`) and reused for every recipient of that topic,
 because per-recipient encoding dominates fan-out cost.

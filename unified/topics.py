@@ -2,7 +2,7 @@
 
 An application declares its topics as patterns with typed parameters:
 
-    board:{board_id:uuid}     task:{task_id:uuid}     thread:{thread_id:int}     boards
+    board:{board_id:uuid}     task:{task_id:uuid}     room:{room_id:int}     boards
 
 | parameter type | accepts                                                       | value        |
 |----------------|---------------------------------------------------------------|--------------|
@@ -10,9 +10,9 @@ An application declares its topics as patterns with typed parameters:
 | `uuid`         | a UUID in canonical form: 36 characters, lowercase hex        | `uuid.UUID`  |
 | `slug`         | 1-64 of `a-z 0-9 _ -`, starting with a letter or digit        | `str`        |
 
-A topic matches a pattern only as a whole string (`re.fullmatch`: `"thread:1\\n"` is not
-`thread:1`), and ids are bounded where they enter, so a topic that parses is one the application's
-database can look up. Non-canonical spellings (`thread:07`, an uppercase UUID) are refused rather
+A topic matches a pattern only as a whole string (`re.fullmatch`: `"room:1\\n"` is not
+`room:1`), and ids are bounded where they enter, so a topic that parses is one the application's
+database can look up. Non-canonical spellings (`room:07`, an uppercase UUID) are refused rather
 than normalised: a topic is routed by its exact string, and two spellings of one resource would be
 two topics, one of which never receives anything.
 

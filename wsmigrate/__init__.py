@@ -3,36 +3,129 @@
 The four layers ship as subpackages of this namespace (`wsmigrate.metrics`, `wsmigrate.unified`,
 `wsmigrate.legacy`, `wsmigrate.bridge`), so an application with its own `metrics.py`, `legacy/` or
 `bridge/` can install wsmigrate beside them. What an application imports is re-exported here and
-listed in `__all__`: that is the public API, and `tests/test_public_api.py` pins it.
+listed in `__all__`: that is the public API (docs/migration-guide.md shows it in use), and
+`tests/test_public_api.py` pins it. Names are resolved on first use, so importing one layer does
+not import the others.
 """
 
-from wsmigrate.metrics import WsMigrateError
-from wsmigrate.unified import (
-    BusBackend,
-    Connection,
-    ConnectionManager,
-    Event,
-    EventBus,
-    MemoryBackend,
-    Position,
-    Publication,
-    current_bus,
-    publish_event,
-)
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.2.0"
 
+# public name -> the module that defines it
+_EXPORTS: dict[str, str] = {
+    # declaring events and topics
+    "EventCatalog": "wsmigrate.unified.catalog",
+    "EventSpec": "wsmigrate.unified.catalog",
+    "Event": "wsmigrate.unified.events",
+    "Topic": "wsmigrate.unified.topics",
+    "TopicPattern": "wsmigrate.unified.topics",
+    "Verdict": "wsmigrate.unified.endpoint",
+    "allow_all": "wsmigrate.unified.endpoint",
+    # publishing
+    "EventBus": "wsmigrate.unified.bus",
+    "Publication": "wsmigrate.unified.publication",
+    "Position": "wsmigrate.unified.publication",
+    "publish_event": "wsmigrate.unified.decorator",
+    "current_bus": "wsmigrate.unified.decorator",
+    # the legacy side
+    "LegacyView": "wsmigrate.legacy.views",
+    "LegacyCommand": "wsmigrate.legacy.views",
+    "LegacyProtocol": "wsmigrate.legacy.views",
+    "Access": "wsmigrate.legacy.views",
+    "TargetId": "wsmigrate.legacy.views",
+    "LegacyContext": "wsmigrate.legacy.endpoint",
+    "LegacyConnectionManager": "wsmigrate.legacy.manager",
+    "LegacyProtocolError": "wsmigrate.legacy.errors",
+    "Frame": "wsmigrate.legacy.frames",
+    "TranslationTable": "wsmigrate.bridge.translation",
+    "flat": "wsmigrate.bridge.translation",
+    "nested": "wsmigrate.bridge.translation",
+    "legacy_only": "wsmigrate.bridge.translation",
+    # mounting into an app
+    "Declaration": "wsmigrate.bridge.runtime",
+    "WsMigrate": "wsmigrate.bridge.mount",
+    "Settings": "wsmigrate.bridge.settings",
+    "EnvSettings": "wsmigrate.bridge.settings",
+    "token_of": "wsmigrate.bridge.guards",
+    "UVICORN_WS_OPTIONS": "wsmigrate.bridge.cli",
+    "Scenario": "wsmigrate.bridge.simulate",
+    # errors
+    "WsMigrateError": "wsmigrate.metrics.errors",
+}
+
 __all__ = [
-    "BusBackend",
-    "Connection",
-    "ConnectionManager",
+    "UVICORN_WS_OPTIONS",
+    "Access",
+    "Declaration",
+    "EnvSettings",
     "Event",
     "EventBus",
-    "MemoryBackend",
+    "EventCatalog",
+    "EventSpec",
+    "Frame",
+    "LegacyCommand",
+    "LegacyConnectionManager",
+    "LegacyContext",
+    "LegacyProtocol",
+    "LegacyProtocolError",
+    "LegacyView",
     "Position",
     "Publication",
+    "Scenario",
+    "Settings",
+    "TargetId",
+    "Topic",
+    "TopicPattern",
+    "TranslationTable",
+    "Verdict",
+    "WsMigrate",
     "WsMigrateError",
     "__version__",
+    "allow_all",
     "current_bus",
+    "flat",
+    "legacy_only",
+    "nested",
     "publish_event",
+    "token_of",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'wsmigrate' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__
+
+
+if TYPE_CHECKING:
+    from wsmigrate.bridge.cli import UVICORN_WS_OPTIONS
+    from wsmigrate.bridge.guards import token_of
+    from wsmigrate.bridge.mount import WsMigrate
+    from wsmigrate.bridge.runtime import Declaration
+    from wsmigrate.bridge.settings import EnvSettings, Settings
+    from wsmigrate.bridge.simulate import Scenario
+    from wsmigrate.bridge.translation import TranslationTable, flat, legacy_only, nested
+    from wsmigrate.legacy.endpoint import LegacyContext
+    from wsmigrate.legacy.errors import LegacyProtocolError
+    from wsmigrate.legacy.frames import Frame
+    from wsmigrate.legacy.manager import LegacyConnectionManager
+    from wsmigrate.legacy.views import Access, LegacyCommand, LegacyProtocol, LegacyView, TargetId
+    from wsmigrate.metrics.errors import WsMigrateError
+    from wsmigrate.unified.bus import EventBus
+    from wsmigrate.unified.catalog import EventCatalog, EventSpec
+    from wsmigrate.unified.decorator import current_bus, publish_event
+    from wsmigrate.unified.endpoint import Verdict, allow_all
+    from wsmigrate.unified.events import Event
+    from wsmigrate.unified.publication import Position, Publication
+    from wsmigrate.unified.topics import Topic, TopicPattern

@@ -22,7 +22,7 @@ from pathlib import Path
 import uvicorn
 from fastapi import FastAPI, WebSocket, WebSocketDisconnect
 
-from wsmigrate.bridge.app import create_app
+from examples.chat.app import create_app
 from wsmigrate.bridge.cli import UVICORN_WS_OPTIONS
 from wsmigrate.bridge.settings import Settings
 from wsmigrate.metrics.exposition import MULTIPROCESS_ENV, prepare_multiprocess_dir

@@ -7,7 +7,7 @@
 // Delivery rates are computed here: (delivered now - delivered then) / (generated_at now -
 // generated_at then), between two reports at least MIN_RATE_WINDOW_S apart on the server's clock.
 
-import { h } from "./ui.js";
+import { h } from "./dom.js";
 
 const POLL_MS = 1000;
 const MAX_RETRY_MS = 5000;
@@ -15,7 +15,6 @@ const MIN_RATE_WINDOW_S = 0.8;
 const ARM_MS = 5000;
 const TOKEN_KEY = "wsmigrate.admin_token";
 const STAGES = ["off", "shadow", "live", "complete"];
-const KINDS = ["unified", "legacy_thread", "legacy_agent"];
 const PATHS = ["legacy", "unified"];
 
 const $ = (id) => document.getElementById(id);
@@ -277,7 +276,8 @@ function render(report) {
   kill.textContent = report.kill_switch ? "Release kill switch" : "Engage kill switch";
   $("default-stage").textContent = report.default_stage;
 
-  const kinds = [...KINDS, ...Object.keys(report.connections).filter((k) => !KINDS.includes(k))];
+  // `unified` first, then the application's legacy views in the server's order
+  const kinds = ["unified", ...Object.keys(report.connections).filter((k) => k !== "unified")];
   $("connections").replaceChildren(...kinds.map((kind) => h("span", { class: "conn-kind", dataset: { kind } },
     h("b", {}, count(report.connections[kind] ?? 0)), ` ${kind}`)));
 

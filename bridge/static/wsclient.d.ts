@@ -31,6 +31,8 @@ export interface EventEnvelope<D = Record<string, unknown>> {
   epoch: string;
   ts: number;
   data: D;
+  /** Every topic of an event addressed to several, primary first; absent otherwise. */
+  topics?: string[];
 }
 
 export interface SubscribedAck {
@@ -159,7 +161,7 @@ export declare class WsClient extends EventTarget {
 }
 
 /** The topics an event is addressed to, by the protocol's topic rules. */
-export declare function topicsOf(event: Pick<EventEnvelope, "type" | "topic" | "data">): string[];
+export declare function topicsOf(event: Pick<EventEnvelope, "topic" | "topics">): string[];
 
 /** Create a client and open its socket (unless `autoStart: false`). */
 export declare function createWsClient(options?: WsClientOptions): WsClient;

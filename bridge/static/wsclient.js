@@ -1,11 +1,11 @@
 // wsclient.js: the browser client of wsmigrate's unified WebSocket protocol (docs/protocol.md).
 //
-// One socket for the application's lifetime. Views subscribe to topics ("thread:45", "agent:7",
-// "agents", "system") and get every event of them, across reconnects, exactly once:
+// One socket for the application's lifetime. Views subscribe to the application's topics
+// ("board:6f1c…", "boards") and get every event of them, across reconnects, exactly once:
 //
 //   import { createWsClient } from "/static/wsclient.js";
 //   const client = createWsClient({ onResync: (topic) => refetch(topic) });
-//   const off = client.subscribe("thread:45", (event) => render(event));
+//   const off = client.subscribe("board:6f1c…", (event) => render(event));
 //   off(); // the last handler of a topic leaving sends `unsubscribe`
 //
 // Plain ES module, no dependencies, no build step. Types: wsclient.d.ts.
@@ -36,30 +36,15 @@ const DEFAULTS = Object.freeze({
 const CLIENT_KEEPALIVE_CLOSE = 4000;
 
 /**
- * The topics an event is addressed to, by the protocol's topic rules (docs/protocol.md). The
- * server delivers an event once per connection, on the first of these topics the connection
- * subscribed to; the client hands it to the handlers of every subscribed topic it addresses.
+ * The topics an event is addressed to: its `topic`, and for an event of several topics its
+ * `topics` list (docs/protocol.md). The server delivers an event once per connection, on the first
+ * of these topics the connection subscribed to; the client hands it to the handlers of every
+ * subscribed topic it addresses.
  */
 export function topicsOf(event) {
   const topics = [];
-  const add = (topic) => {
+  for (const topic of [event.topic, ...(Array.isArray(event.topics) ? event.topics : [])]) {
     if (topic && !topics.includes(topic)) topics.push(topic);
-  };
-  add(event.topic);
-  const data = event.data || {};
-  const type = String(event.type || "");
-  if (type.startsWith("agent_")) {
-    const id = data.id ?? data.agent_id;
-    if (id != null) add(`agent:${id}`);
-    add("agents");
-  } else if (type.startsWith("thread_")) {
-    const id = data.id ?? data.thread_id;
-    if (id != null) add(`thread:${id}`);
-    if (data.agent_id != null) add(`agent:${data.agent_id}`);
-  } else if (type === "message_created" || type.startsWith("stream_")) {
-    if (data.thread_id != null) add(`thread:${data.thread_id}`);
-  } else if (type === "system_status") {
-    add("system");
   }
   return topics;
 }

@@ -13,6 +13,7 @@ import httpx
 import pytest
 from playwright.async_api import Locator, Page, expect
 
+from examples.chat.simulation import Scenario
 from tests.browser.conftest import SCREENSHOTS
 from tests.conftest import ServerFactory
 from tests.support import ADMIN_TOKEN, Client, RunningServer, rest, set_stage
@@ -48,7 +49,8 @@ async def test_report_endpoint_needs_the_admin_token(server_factory: ServerFacto
         report = await rest(server, "GET", "/api/admin/report", token=ADMIN_TOKEN)
     finally:
         await client.close()
-    assert report["connections"] == {"legacy_thread": 0, "legacy_agent": 0, "unified": 1}
+    # every declared kind, the probe's own legacy socket labelled apart
+    assert report["connections"] == {"legacy_thread": 0, "legacy_agent": 0, "unified": 1, "wsmigrate_probe": 0}
     assert (report["revision"], report["kill_switch"]) == (0, False)
     created = report["types"]["agent_created"]
     assert created["stage"] == created["configured_stage"] == "off"
@@ -156,7 +158,7 @@ async def test_screenshot_of_the_console_with_traffic(server_factory: ServerFact
         ("stream_chunk", "shadow"), ("stream_start", "shadow"), ("stream_end", "shadow")]))
     await open_console(page, server)
     # traffic for as long as it takes (stopped once the screenshot is written): rates stay non-zero
-    traffic = asyncio.create_task(simulate(server.http, legacy=6, unified=3, duration=60))
+    traffic = asyncio.create_task(simulate(server.http, Scenario(), legacy=6, unified=3, duration=60))
     try:
         # numbers on screen: comparisons decided, rates measured between two reports
         await expect(row(page, "message_created").locator(".consistency")).to_have_text(re.compile(r"%$"))

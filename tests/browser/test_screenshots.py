@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 from playwright.async_api import Page, expect
 
+from examples.chat.responder import reply_text
 from tests.browser.conftest import SCREENSHOTS
 from tests.browser.support import Rest, legacy_thread_socket_served, rest_client
 from tests.browser.test_unified_app import chat_ready, dashboard_ready
 from tests.conftest import ServerFactory
 from tests.support import RunningServer
-from wsmigrate.bridge.responder import reply_text
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

@@ -8,11 +8,11 @@ import time
 import pytest
 from playwright.async_api import Page, expect
 
+from examples.chat.responder import reply_text
 from tests import support
 from tests.browser.support import Rest, SocketLog, kill_unified_connections, rest_client
 from tests.conftest import ServerFactory
 from tests.support import RunningServer
-from wsmigrate.bridge.responder import reply_text
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

@@ -6,8 +6,8 @@ import asyncio
 import json
 from typing import Any
 
+from examples.chat.declaration import ChatEvent
 from tests.support import CHAT
-from wsmigrate.bridge.chat_events import ChatEvent
 from wsmigrate.unified import BusBackend, Event, Publication
 
 META = {"origin": "bus"}

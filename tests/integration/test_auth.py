@@ -10,8 +10,8 @@ import httpx
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from examples.chat.legacy_client import LegacyClient
 from tests.support import Client, RunningServer
-from wsmigrate.legacy.client import LegacyClient
 
 
 class Users:
@@ -19,7 +19,7 @@ class Users:
 
     def __init__(self, server: RunningServer) -> None:
         self.server = server
-        (_, self.alice), (_, self.bob) = (server.runtime.auth.ensure_user(n) for n in ("alice", "bob"))
+        (_, self.alice), (_, self.bob) = (server.chat.users.ensure_user(n) for n in ("alice", "bob"))
 
     async def rest(self, token: str | None, method: str, path: str, body: Any = None) -> httpx.Response:
         headers = {"Authorization": f"Bearer {token}"} if token else {}

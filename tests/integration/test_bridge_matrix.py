@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 
+from examples.chat import legacy_frames as frames
+from examples.chat.declaration import ChatEvent
+from examples.chat.legacy_client import LegacyClient
+from examples.chat.schemas import AgentOut
 from tests.support import ADMIN_TOKEN, CHAT, Client, RunningServer, rest, set_stage
-from wsmigrate.bridge.chat_events import ChatEvent
-from wsmigrate.bridge.schemas import AgentOut
-from wsmigrate.legacy import frames
-from wsmigrate.legacy.client import LegacyClient
 
 STAGES = ["off", "shadow", "live", "complete"]
 ORIGINS = ["legacy_call", "bus"]
@@ -65,7 +65,7 @@ async def test_message_created_reaches_each_subscribed_client_exactly_once(
     if origin == "legacy_call":
         message = await rest(server, "POST", f"/api/threads/{thread['id']}/messages", {"content": "m"})
     else:
-        message = (await asyncio.to_thread(server.runtime.chat.store, thread["id"], "user", "m")).model_dump()
+        message = (await asyncio.to_thread(server.chat.service.store, thread["id"], "user", "m")).model_dump()
         server.run(server.runtime.bus.publish(CHAT.create(ChatEvent.MESSAGE_CREATED, message)))
 
     legacy_got = await legacy_ping_flush(legacy)

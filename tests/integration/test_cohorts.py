@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from examples.chat import legacy_frames as frames
+from examples.chat.legacy_client import LegacyClient
 from tests.support import ADMIN_TOKEN, RunningServer, rest
-from wsmigrate.legacy import frames
-from wsmigrate.legacy.client import LegacyClient
 
 SOCKETS = 40
 

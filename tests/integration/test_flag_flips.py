@@ -16,11 +16,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from examples.chat import legacy_frames as frames
+from examples.chat.legacy_client import LegacyClient
+from examples.chat.responder import reply_text
 from tests.support import ADMIN_TOKEN, Client, RunningServer, rest, set_stage
-from wsmigrate.bridge.responder import reply_text
 from wsmigrate.bridge.stages import FlagsDocument
-from wsmigrate.legacy import frames
-from wsmigrate.legacy.client import LegacyClient
 
 CLIENTS = 100
 MESSAGES = 60

@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 from websockets.exceptions import ConnectionClosed
 
+from examples.chat.legacy_client import LegacyClient
+from examples.chat.responder import reply_text
 from tests.conftest import ServerFactory
 from tests.support import Client, RunningServer, rest
-from wsmigrate.bridge.responder import reply_text
-from wsmigrate.legacy.client import LegacyClient
 
 
 @pytest.fixture(params=["direct", "asgi"])

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from websockets.exceptions import ConnectionClosed
 
+from examples.chat.legacy_client import LegacyClient
 from tests.support import Client, RunningServer, rest
-from wsmigrate.legacy.client import LegacyClient
 
 
 async def test_topics_per_connection_are_capped(server_factory: Any) -> None:

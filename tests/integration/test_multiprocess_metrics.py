@@ -11,17 +11,20 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.process.server_process import ServerProcess
+from tests.redis_server import bus_url
 from wsmigrate.metrics.batch import FLUSH_INTERVAL_S
 
 
 @pytest.fixture
-def two_workers(tmp_path: Path) -> Iterator[tuple[ServerProcess, Path]]:
+def two_workers(tmp_path: Path, redis_url: str, redis_prefix: str) -> Iterator[tuple[ServerProcess, Path]]:
     directory = tmp_path / "multiproc"
     directory.mkdir()
     (directory / "counter_999.db").write_bytes(b"stale file from an earlier run")
-    # two workers on a fresh database, both creating tables and seeding the demo user at once
+    # two workers on a fresh database, both creating tables and seeding the demo user at once;
+    # several workers need a shared bus (the in-memory one is refused, see test_serve_refuses_...)
     server = ServerProcess(tmp_path, workers=2, env={"PROMETHEUS_MULTIPROC_DIR": str(directory),
-                                                     "WSMIGRATE_DEMO_TOKEN": "demo-token"})
+                                                     "WSMIGRATE_DEMO_TOKEN": "demo-token",
+                                                     "WSMIGRATE_BUS_URL": bus_url(redis_url, redis_prefix)})
     try:
         yield server, directory
     finally:
@@ -67,3 +70,9 @@ def _alive(pid: int) -> bool:
     except (OSError, IndexError):
         return False
     return state != "Z"
+
+
+def test_serve_refuses_several_workers_on_the_in_memory_bus(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError, match="cannot share the in-memory bus") as refused:
+        ServerProcess(tmp_path, workers=2)
+    assert "--bus redis://" in str(refused.value)

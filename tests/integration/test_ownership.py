@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from examples.chat.db import Agent, Database, Thread, User
+from examples.chat.declaration import ChatEvent
+from examples.chat.ownership import Ownership
 from tests.support import CHAT, FakeClock
-from wsmigrate.bridge.chat_events import ChatEvent
-from wsmigrate.bridge.db import Agent, Database, Thread, User
-from wsmigrate.bridge.ownership import Ownership
 from wsmigrate.unified import EventBus
 
 

@@ -13,9 +13,9 @@ import sys
 from collections import Counter
 from typing import Any
 
+from examples.chat.declaration import ChatEvent, chat_translations
+from examples.chat.legacy_client import LegacyClient
 from tests.support import ADMIN_TOKEN, Client, RunningServer, rest, set_stage
-from wsmigrate.bridge.chat_events import ChatEvent, chat_translations
-from wsmigrate.legacy.client import LegacyClient
 
 LEGACY_CLIENTS = UNIFIED_CLIENTS = 50
 EVENTS_PER_PHASE = 5_000  # 10,000 events in all: 5,000 in shadow, then 5,000 in live

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
+from examples.chat.legacy_client import LegacyClient
 from tests.support import ADMIN_TOKEN, RunningServer, rest, set_stage
 from wsmigrate.bridge.comparator import Comparator
 from wsmigrate.bridge.testing import assert_no_divergence
-from wsmigrate.legacy.client import LegacyClient
 
 
 def promote(server: RunningServer, *args: str) -> subprocess.CompletedProcess[str]:

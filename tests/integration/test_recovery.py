@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from examples.chat.responder import reply_text
 from tests.support import Client, RunningServer, rest
-from wsmigrate.bridge.responder import reply_text
 
 CHUNKS = 2000
 

@@ -15,9 +15,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
+from examples.chat.declaration import ChatEvent
 from tests.contract.helpers import Delivered, append, chunk
 from tests.redis_server import RedisServer
-from wsmigrate.bridge.chat_events import ChatEvent
 from wsmigrate.bridge.runtime import make_backend
 from wsmigrate.bridge.settings import Settings
 from wsmigrate.metrics import WsMetrics

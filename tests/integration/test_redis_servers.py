@@ -7,13 +7,10 @@ import threading
 import time
 from typing import Any
 
+from examples.chat.declaration import ChatEvent
+from tests.redis_server import bus_url
 from tests.support import ADMIN_TOKEN, Client, RunningServer, rest, set_stage
-from wsmigrate.bridge.chat_events import ChatEvent
 from wsmigrate.bridge.stages import Stage, resolve
-
-
-def bus_url(redis_url: str, prefix: str) -> str:
-    return f"{redis_url}{'&' if '?' in redis_url else '?'}prefix={prefix}"
 
 
 async def test_a_flag_change_is_in_force_on_every_server_within_a_second(
@@ -43,7 +40,7 @@ async def test_clients_on_different_servers_get_every_event_once_in_order(
 ) -> None:
     url = bus_url(redis_url, redis_prefix)
     first: RunningServer = server_factory(bus_url=url)
-    second: RunningServer = server_factory(bus_url=url, database_url=first.runtime.settings.database_url)
+    second: RunningServer = server_factory(bus_url=url, database_url=first.chat.settings.database_url)
     agent = await rest(first, "POST", "/api/agents", {"name": "a"})
     thread = await rest(first, "POST", "/api/threads", {"agent_id": agent["id"]})
     topic = f"thread:{thread['id']}"

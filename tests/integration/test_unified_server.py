@@ -7,9 +7,9 @@ import json
 
 import pytest
 
+from examples.chat.responder import reply_text
 from tests.conftest import ServerFactory
 from tests.support import Client, RunningServer, StalledClient, rest
-from wsmigrate.bridge.responder import reply_text
 
 
 @pytest.fixture(params=["direct", "asgi"])

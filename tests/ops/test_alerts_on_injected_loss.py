@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from examples.chat.legacy_client import LegacyClient
 from tests.support import ADMIN_TOKEN, RunningServer, rest, set_stage
-from wsmigrate.legacy.client import LegacyClient
 from wsmigrate.unified import Publication
 
 

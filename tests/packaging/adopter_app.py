@@ -1,6 +1,12 @@
-"""A tiny application that has its own `metrics`, `legacy`, `bridge` and `unified` modules, and uses
-wsmigrate from an installed wheel beside them (run by tests/packaging/test_wheel.py, never imported
-by the suite itself). It prints one line, `ok <what it saw>`, or fails."""
+"""A tiny application of its own that adopts wsmigrate from an installed wheel, using only the public
+API (`from wsmigrate import ...`). Run by tests/packaging/test_wheel.py in a fresh virtual
+environment beside the app's own `metrics`, `legacy`, `bridge` and `unified` modules; it prints one
+line, `ok <version> ...`, or fails.
+
+The domain is unlike the examples': orders, with a legacy socket per order at
+`/ws/orders/{order_id}`, an old manager with `broadcast_to_order`, and one route migrated to
+`@publish_event`.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +14,10 @@ import asyncio
 import json
 import socket
 import sys
-import tempfile
 
 import httpx
 import uvicorn
+from fastapi import FastAPI
 from websockets.asyncio.client import connect
 
 import bridge  # the application's own packages, named like wsmigrate's layers
@@ -19,11 +25,66 @@ import legacy
 import metrics
 import unified
 import wsmigrate
-from wsmigrate.bridge.app import create_app
-from wsmigrate.bridge.cli import UVICORN_WS_OPTIONS
-from wsmigrate.bridge.settings import Settings
+from wsmigrate import (
+    UVICORN_WS_OPTIONS,
+    Declaration,
+    EventCatalog,
+    Frame,
+    LegacyConnectionManager,
+    LegacyProtocol,
+    LegacyView,
+    Settings,
+    TranslationTable,
+    WsMigrate,
+    flat,
+    legacy_only,
+    publish_event,
+)
 
 TIMEOUT_S = 10.0
+
+
+class OrderManager:
+    """The app's old manager; its body now delegates to wsmigrate's legacy hub."""
+
+    def __init__(self, hub: LegacyConnectionManager) -> None:
+        self.hub = hub
+
+    async def broadcast_to_order(self, order_id: int, frame: Frame) -> None:
+        await self.hub.broadcast("order", order_id, frame)
+
+
+def build_app(port: int) -> FastAPI:
+    catalog = EventCatalog(topics=["order:{order_id:int}", "orders"])
+    catalog.event("order_shipped", topics=["order:{order_id}", "orders"])
+    catalog.event("order_paid", topics=["order:{order_id}"])
+    translations = TranslationTable(scopes={"order": "order:{id}"}, global_topic="orders")
+    translations.add(flat("order_shipped", scope="order", target="order_id"))
+    translations.add(flat("order_paid", scope="order", target="order_id"))
+    translations.add(legacy_only("typing", scope="order"))
+    protocol = LegacyProtocol(views=[LegacyView(kind="legacy_order", scope="order", path="/ws/orders/{order_id}",
+                                                param="order_id")])
+    settings = Settings.from_env({}, auth=False, self_url=f"http://127.0.0.1:{port}")
+    wsm = WsMigrate(Declaration(catalog, translations, protocol), settings)
+    manager = OrderManager(wsm.hub)
+    app = FastAPI()
+
+    @app.post("/orders/{order_id}/ship")
+    async def ship(order_id: int) -> dict[str, object]:
+        await manager.broadcast_to_order(order_id, {"type": "order_shipped", "order_id": order_id, "carrier": "post"})
+        return {"ok": True}
+
+    @app.post("/orders/{order_id}/pay")
+    @publish_event("order_paid")
+    async def pay(order_id: int) -> dict[str, object]:
+        return {"order_id": order_id, "amount": 12}
+
+    wsm.install(app)
+    return app
+
+
+async def _recv(ws: object) -> dict[str, object]:
+    return json.loads(await asyncio.wait_for(ws.recv(), TIMEOUT_S))  # type: ignore[attr-defined, no-any-return]
 
 
 async def _started(server: uvicorn.Server) -> None:
@@ -41,25 +102,25 @@ async def main() -> str:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    with tempfile.TemporaryDirectory() as tmp:
-        settings = Settings.from_env({}, database_url=f"sqlite:///{tmp}/app.db", auth=False,
-                                     self_url=f"http://127.0.0.1:{port}")
-        server = uvicorn.Server(uvicorn.Config(create_app(settings), log_level="warning", **UVICORN_WS_OPTIONS))
-        serving = asyncio.create_task(server.serve(sockets=[sock]))
-        await _started(server)
-        try:
-            async with connect(f"ws://127.0.0.1:{port}/api/ws?topics=agents") as ws:
-                ack = json.loads(await asyncio.wait_for(ws.recv(), TIMEOUT_S))
-                assert ack["type"] == "subscribed", ack
-                async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=TIMEOUT_S) as http:
-                    created = (await http.post("/api/agents", json={"name": "from a wheel"})).json()
-                event = json.loads(await asyncio.wait_for(ws.recv(), TIMEOUT_S))
-                assert event["type"] == "agent_created", event
-                assert event["data"]["id"] == created["id"], event
-        finally:
-            server.should_exit = True
-            await serving
-    return f"ok {wsmigrate.__version__} {event['type']}"
+    server = uvicorn.Server(uvicorn.Config(build_app(port), log_level="warning", **UVICORN_WS_OPTIONS))
+    serving = asyncio.create_task(server.serve(sockets=[sock]))
+    await _started(server)
+    base = f"127.0.0.1:{port}"
+    try:
+        async with connect(f"ws://{base}/api/ws?topics=order:5") as new, connect(f"ws://{base}/ws/orders/5") as old:
+            assert (await _recv(new))["type"] == "subscribed"
+            async with httpx.AsyncClient(base_url=f"http://{base}", timeout=TIMEOUT_S) as http:
+                (await http.post("/orders/5/ship")).raise_for_status()
+                (await http.post("/orders/5/pay")).raise_for_status()
+            shipped, paid = await _recv(new), await _recv(new)
+            assert (shipped["type"], shipped["data"]) == ("order_shipped", {"order_id": 5, "carrier": "post"})
+            assert (paid["type"], paid["data"]) == ("order_paid", {"order_id": 5, "amount": 12})
+            assert await _recv(old) == {"type": "order_shipped", "order_id": 5, "carrier": "post"}
+            assert await _recv(old) == {"type": "order_paid", "order_id": 5, "amount": 12}
+    finally:
+        server.should_exit = True
+        await serving
+    return f"ok {wsmigrate.__version__} {shipped['type']} {paid['type']}"
 
 
 if __name__ == "__main__":

@@ -26,6 +26,10 @@ def terminate(process: subprocess.Popen[Any], timeout: float) -> None:
         process.wait(timeout)
 
 
+ROOT = Path(__file__).resolve().parents[2]
+CHAT_APP = "examples.chat.app:app_from_env"
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -33,15 +37,17 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    def __init__(self, tmp_path: Path, *, workers: int = 1, env: dict[str, str] | None = None) -> None:
+    def __init__(self, tmp_path: Path, *, workers: int = 1, env: dict[str, str] | None = None,
+                 app: str = CHAT_APP) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log: list[str] = []
-        environment = {**os.environ, "WSMIGRATE_AUTH": "off", "WSMIGRATE_STREAM_DELAY_MS": "0", **(env or {})}
+        environment = {**os.environ, "WSMIGRATE_AUTH": "off", "WSMIGRATE_STREAM_DELAY_MS": "0",
+                       "WSMIGRATE_DATABASE_URL": f"sqlite:///{tmp_path}/app.db", **(env or {})}
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "wsmigrate.bridge.cli", "serve", "--port", str(self.port), "--workers", str(workers),
-             "--log-level", "info", "--database-url", f"sqlite:///{tmp_path}/app.db"],
-            env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, bufsize=0,
+            [sys.executable, "-m", "wsmigrate.bridge.cli", "serve", "--app", app, "--port", str(self.port),
+             "--workers", str(workers), "--log-level", "info"],
+            env=environment, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, bufsize=0,
             start_new_session=True,  # its own process group: `stop` takes the uvicorn workers down too
         )
         self._pending = b""

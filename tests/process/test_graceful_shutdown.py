@@ -11,9 +11,9 @@ import httpx
 import pytest
 from websockets.exceptions import ConnectionClosed
 
+from examples.chat.legacy_client import LegacyClient
 from tests.process.server_process import ServerProcess
 from tests.support import Client
-from wsmigrate.legacy.client import LegacyClient
 
 
 async def test_sigterm_closes_every_socket_with_1012_in_batches_and_exits(tmp_path: Path) -> None:

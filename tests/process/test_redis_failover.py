@@ -9,16 +9,12 @@ from typing import Any
 import httpx
 from websockets.exceptions import ConnectionClosed
 
+from examples.chat.responder import reply_text
 from tests.process.server_process import ServerProcess
-from tests.redis_server import RedisServer
+from tests.redis_server import RedisServer, bus_url
 from tests.support import Client
-from wsmigrate.bridge.responder import reply_text
 
 CHUNKS = 1500
-
-
-def bus_url(redis_url: str, prefix: str) -> str:
-    return f"{redis_url}{'&' if '?' in redis_url else '?'}prefix={prefix}"
 
 
 async def open_thread(server: ServerProcess, prompt: str) -> int:

@@ -7,8 +7,8 @@ import json
 import pytest
 from prometheus_client import CollectorRegistry
 
+from examples.chat.declaration import ChatEvent
 from tests.support import FakeClock
-from wsmigrate.bridge.chat_events import ChatEvent
 from wsmigrate.bridge.comparator import Comparator
 from wsmigrate.metrics import WsMetrics
 

@@ -6,8 +6,8 @@ from collections.abc import AsyncIterator
 import pytest
 from pydantic import BaseModel
 
+from examples.chat.declaration import ChatEvent
 from tests.support import CHAT
-from wsmigrate.bridge.chat_events import ChatEvent
 from wsmigrate.unified import EventBus, Publication, current_bus, publish_event
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from wsmigrate.bridge.chat_events import ChatEvent
+from examples.chat.declaration import ChatEvent
 from wsmigrate.bridge.errors import FlagsError
 from wsmigrate.bridge.flags import FileFlagStore, FlagChange, MemoryFlagStore, apply_change
 from wsmigrate.bridge.stages import FlagsDocument, Stage, resolve

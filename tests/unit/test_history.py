@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import gc
 
+from examples.chat.declaration import ChatEvent
 from tests.support import CHAT, FakeClock
-from wsmigrate.bridge.chat_events import ChatEvent
 from wsmigrate.unified.backend import sequence
 from wsmigrate.unified.history import TopicHistory
 from wsmigrate.unified.publication import Position

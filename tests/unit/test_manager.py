@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator
 import pytest
 from prometheus_client import CollectorRegistry
 
+from examples.chat.declaration import ChatEvent
 from tests.support import CHAT
-from wsmigrate.bridge.chat_events import ChatEvent
 from wsmigrate.metrics import WsMetrics
 from wsmigrate.unified import ConnectionManager, Event, EventBus
 from wsmigrate.unified.outbox import AsgiOutbox

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, generate_latest
 
-from wsmigrate.bridge.chat_events import ChatEvent
+from examples.chat.declaration import ChatEvent
 from wsmigrate.bridge.report import Thresholds, build_report
 from wsmigrate.metrics import WsMetrics
 

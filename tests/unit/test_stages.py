@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
+from examples.chat.declaration import ChatEvent
 from tests.support import CHAT
-from wsmigrate.bridge.chat_events import ChatEvent
 from wsmigrate.bridge.errors import FlagsError
 from wsmigrate.bridge.stages import (
     FlagsDocument,

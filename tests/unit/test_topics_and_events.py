@@ -11,8 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from examples.chat.declaration import ChatEvent
 from tests.support import CHAT
-from wsmigrate.bridge.chat_events import ChatEvent
 from wsmigrate.unified import Event, EventCatalog
 from wsmigrate.unified.errors import InvalidTopicError, RoutingError, UnknownEventTypeError
 from wsmigrate.unified.topics import MAX_INT_ID, TopicGrammar, TopicPattern

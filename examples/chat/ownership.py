@@ -21,10 +21,9 @@ from typing import Literal, NamedTuple
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
-from wsmigrate.bridge.auth import Access
-from wsmigrate.bridge.chat_events import ChatEvent
-from wsmigrate.bridge.db import Agent, Database, Thread
-from wsmigrate.unified import Publication
+from examples.chat.db import Agent, Database, Thread
+from examples.chat.declaration import ChatEvent
+from wsmigrate import Access, Publication
 
 Kind = Literal["agent", "thread"]
 DEFAULT_TTL_S = 30.0

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from wsmigrate.bridge.db import Agent, Message, Thread, iso_utc
+from examples.chat.db import Agent, Message, Thread, iso_utc
 
 AgentStatus = Literal["idle", "running", "error", "offline"]
 

@@ -1,25 +1,11 @@
 // ui.js: the DOM side of the demo pages, shared by app.js (one wsClient) and legacy.js (one socket
 // per view). Views here know nothing about sockets: the page wires a transport to them.
 
-export const STATUSES = ["idle", "running", "error", "offline"];
+import { h } from "./dom.js";
 
-/** Build an element: h("li", {class: "x", dataset: {id: 1}, onclick: f}, "text", child). */
-export function h(tag, attrs = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [key, value] of Object.entries(attrs)) {
-    if (value == null || value === false) continue;
-    if (key === "class") node.className = value;
-    else if (key === "dataset") Object.assign(node.dataset, value);
-    else if (key.startsWith("on") && typeof value === "function") node.addEventListener(key.slice(2), value);
-    else if (key in node && typeof value !== "string") node[key] = value;
-    else node.setAttribute(key, value === true ? "" : value);
-  }
-  for (const child of children.flat()) {
-    if (child == null || child === false) continue;
-    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
-  }
-  return node;
-}
+export { h };
+
+export const STATUSES = ["idle", "running", "error", "offline"];
 
 /** The demo user's token: `?token=` on the page URL (remembered), else what was remembered. */
 export function pageToken() {

@@ -2,7 +2,7 @@
 
 This is the part of the sample app that a half-migrated codebase has not moved yet: it announces
 what happened through a `ChatAnnouncer`, which the reference app wires to the legacy call sites
-(`LegacyCallSites`: broadcasts to the thread's sockets with the old frames), exactly as the old code did. The
+(`LegacyCallSites`: `broadcast_to_thread` with the old frames), exactly as the old code did. The
 bridge mirrors those broadcasts onto the bus so unified clients see them too.
 """
 
@@ -15,11 +15,11 @@ from typing import Protocol
 
 from starlette.concurrency import run_in_threadpool
 
-from wsmigrate.bridge.db import Database, Message, Thread
-from wsmigrate.bridge.responder import reply_tokens
-from wsmigrate.bridge.schemas import MessageOut, RunAccepted
-from wsmigrate.legacy import frames
-from wsmigrate.legacy.manager import LegacyConnectionManager
+from examples.chat import legacy_frames as frames
+from examples.chat.db import Database, Message, Thread
+from examples.chat.legacy_manager import ConnectionManager
+from examples.chat.responder import reply_tokens
+from examples.chat.schemas import MessageOut, RunAccepted
 
 log = logging.getLogger(__name__)
 
@@ -41,38 +41,34 @@ class ChatAnnouncer(Protocol):
 class LegacyCallSites:
     """The old application's call sites: legacy frames broadcast to the thread's sockets."""
 
-    def __init__(self, manager: LegacyConnectionManager) -> None:
+    def __init__(self, manager: ConnectionManager) -> None:
         self.manager = manager
 
     async def message_created(self, message: MessageOut) -> None:
-        await self.manager.broadcast("thread", message.thread_id, frames.thread_message(message.model_dump()))
+        await self.manager.broadcast_to_thread(message.thread_id, frames.thread_message(message.model_dump()))
 
     async def stream_start(self, thread_id: int) -> None:
-        await self.manager.broadcast("thread", thread_id, frames.stream_start(thread_id))
+        await self.manager.broadcast_to_thread(thread_id, frames.stream_start(thread_id))
 
     async def stream_chunk(self, thread_id: int, content: str) -> None:
-        await self.manager.broadcast("thread", thread_id, frames.stream_chunk(thread_id, content))
+        await self.manager.broadcast_to_thread(thread_id, frames.stream_chunk(thread_id, content))
 
     async def stream_end(self, thread_id: int) -> None:
-        await self.manager.broadcast("thread", thread_id, frames.stream_end(thread_id))
+        await self.manager.broadcast_to_thread(thread_id, frames.stream_end(thread_id))
 
     async def stream_error(self, thread_id: int, error: str) -> None:
-        await self.manager.broadcast("thread", thread_id, frames.stream_error(thread_id, error))
+        await self.manager.broadcast_to_thread(thread_id, frames.stream_error(thread_id, error))
 
 
 class ThreadNotFoundError(LookupError):
     pass
 
 
-class ChatService:
-    """Stores messages and runs the deterministic responder, announcing each step."""
+class Messages:
+    """A thread's messages in the database: stored and read, never announced (callers announce)."""
 
-    def __init__(self, db: Database, announcer: ChatAnnouncer, *, chunks: int, delay_ms: float) -> None:
+    def __init__(self, db: Database) -> None:
         self.db = db
-        self.announcer = announcer
-        self.default_chunks = chunks
-        self.default_delay_ms = delay_ms
-        self._runs: set[asyncio.Task[None]] = set()
 
     def store(self, thread_id: int, role: str, content: str) -> MessageOut:
         """Commit a message without announcing it (the caller announces)."""
@@ -91,6 +87,17 @@ class ChatService:
             if thread is None:
                 return None
             return [MessageOut.of(m) for m in thread.messages]
+
+
+class ChatService(Messages):
+    """Stores messages and runs the deterministic responder, announcing each step."""
+
+    def __init__(self, db: Database, announcer: ChatAnnouncer, *, chunks: int, delay_ms: float) -> None:
+        super().__init__(db)
+        self.announcer = announcer
+        self.default_chunks = chunks
+        self.default_delay_ms = delay_ms
+        self._runs: set[asyncio.Task[None]] = set()
 
     async def post_message(self, thread_id: int, content: str, role: str = "user") -> MessageOut:
         """Store a message (after commit) and announce `message_created`."""

@@ -2,7 +2,7 @@
 
 Agent and thread CRUD are the *migrated* half of the app: they announce changes with
 `@publish_event`, which publishes only after the route committed and returned. Messages and runs
-go through `ChatService`, the not-yet-migrated half (see bridge/chat.py).
+go through `ChatService`, the not-yet-migrated half (see examples/chat/service.py).
 """
 
 from __future__ import annotations
@@ -15,11 +15,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from wsmigrate.bridge.auth import Principal
-from wsmigrate.bridge.chat import ChatService, ThreadNotFoundError
-from wsmigrate.bridge.chat_events import ChatEvent
-from wsmigrate.bridge.db import Agent, Thread
-from wsmigrate.bridge.schemas import (
+from examples.chat.db import Agent, Thread
+from examples.chat.declaration import ChatEvent
+from examples.chat.schemas import (
     AgentIn,
     AgentOut,
     AgentPatch,
@@ -31,30 +29,32 @@ from wsmigrate.bridge.schemas import (
     ThreadOut,
     ThreadPatch,
 )
-from wsmigrate.unified import current_bus, publish_event
+from examples.chat.service import ChatService, ThreadNotFoundError
+from examples.chat.users import Principal
+from wsmigrate import current_bus, publish_event
 
 if TYPE_CHECKING:
-    from wsmigrate.bridge.runtime import Runtime
+    from examples.chat.app import ChatApp
 
 router = APIRouter(prefix="/api")
 
 
-def runtime_of(request: Request) -> Runtime:
-    return request.app.state.runtime  # type: ignore[no-any-return]
+def chat_of(request: Request) -> ChatApp:
+    return request.app.state.chat  # type: ignore[no-any-return]
 
 
 def db_session(request: Request) -> Iterator[Session]:
-    with runtime_of(request).db.session() as session:
+    with chat_of(request).db.session() as session:
         yield session
 
 
 def chat_service(request: Request) -> ChatService:
-    return runtime_of(request).chat
+    return chat_of(request).service
 
 
 async def current_user(request: Request) -> Principal | None:
     """The authenticated user; None when auth is off. REST takes a bearer token or the cookie."""
-    authenticator = runtime_of(request).auth
+    authenticator = chat_of(request).users
     if not authenticator.enabled:
         return None
     principal = await authenticator.authenticate(request, allow_query=False)
@@ -89,7 +89,7 @@ def _thread(db: Session, thread_id: int, user: Principal | None) -> Thread:
 
 
 async def _check_thread(request: Request, thread_id: int, user: Principal | None) -> None:
-    verdict = await runtime_of(request).ownership.access("thread", thread_id, None if user is None else user.user_id)
+    verdict = await chat_of(request).ownership.access("thread", thread_id, None if user is None else user.user_id)
     if verdict != "ok":
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"Thread {thread_id} not found")
 

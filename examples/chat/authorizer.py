@@ -6,9 +6,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from wsmigrate.bridge.ownership import Kind, Ownership
-from wsmigrate.unified.endpoint import Verdict
-from wsmigrate.unified.topics import Topic
+from examples.chat.ownership import Kind, Ownership
+from wsmigrate import Topic, Verdict
 
 _PARAM_KIND: dict[str, Kind] = {"agent_id": "agent", "thread_id": "thread"}
 _VERDICT: dict[str, Verdict] = {"ok": "allow", "not_found": "not_found", "forbidden": "forbidden"}

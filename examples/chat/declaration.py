@@ -1,4 +1,4 @@
-"""The reference chat application's declaration: its event types, their topics and audiences.
+"""The chat app's declaration: its event types, topics, legacy frames and legacy sockets.
 
 This is what any application writes to adopt wsmigrate (docs/migration-guide.md); the chat app's
 own code uses `ChatEvent`, its `StrEnum`, wherever it names an event type.
@@ -19,10 +19,25 @@ nests the message.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from enum import StrEnum
+from typing import Protocol
 
-from wsmigrate.bridge.translation import TranslationTable, flat, nested
-from wsmigrate.unified import EventCatalog
+from examples.chat import legacy_frames as frames
+from wsmigrate import (
+    Access,
+    EventCatalog,
+    Frame,
+    LegacyCommand,
+    LegacyContext,
+    LegacyProtocol,
+    LegacyProtocolError,
+    LegacyView,
+    TargetId,
+    TranslationTable,
+    flat,
+    nested,
+)
 
 
 class ChatEvent(StrEnum):
@@ -74,3 +89,55 @@ def chat_translations() -> TranslationTable:
         table.add(flat(event_type.value, event_type, scope="agent", target="agent_id"))
     table.add(flat(ChatEvent.SYSTEM_STATUS.value, ChatEvent.SYSTEM_STATUS, scope="global"))
     return table
+
+
+class ChatStore(Protocol):
+    """What the chat app's legacy sockets need from the rest of the app."""
+
+    async def access(self, scope: str, target_id: TargetId, user_id: str | None) -> Access: ...
+
+    async def thread_history(self, thread_id: int) -> list[dict[str, object]] | None: ...
+
+    async def add_message(self, thread_id: int, content: str) -> dict[str, object] | None: ...
+
+
+def chat_legacy_protocol(store: ChatStore) -> LegacyProtocol:
+    """The old sockets: `/api/ws?thread_id=45` (chat view, answered with `thread_history` first) and
+    `/api/ws?agent_id=7` (dashboard view); commands `subscribe_thread`, `send_message`, `ping`."""
+
+    async def open_thread(thread_id: TargetId, user_id: str | None) -> Sequence[Frame] | None:
+        assert isinstance(thread_id, int)
+        history = await store.thread_history(thread_id)
+        return None if history is None else [frames.thread_history(thread_id, history)]
+
+    async def ping(context: LegacyContext, frame: frames.Ping) -> None:
+        context.reply(frames.pong(frame.timestamp))
+
+    async def subscribe_thread(context: LegacyContext, frame: frames.SubscribeThread) -> None:
+        context.throttle()
+        await context.require("thread", frame.thread_id)
+        history = await store.thread_history(frame.thread_id)
+        if history is None:
+            raise LegacyProtocolError(f"Thread {frame.thread_id} not found")
+        context.follow("thread", frame.thread_id)
+        context.reply(frames.thread_history(frame.thread_id, history))
+
+    async def send_message(context: LegacyContext, frame: frames.SendMessage) -> None:
+        await context.require("thread", frame.thread_id)
+        message = await store.add_message(frame.thread_id, frame.content)
+        if message is None:
+            raise LegacyProtocolError(f"Thread {frame.thread_id} not found")
+        await context.hub.broadcast("thread", frame.thread_id, frames.thread_message(message))
+
+    return LegacyProtocol(
+        views=[
+            LegacyView(kind="legacy_thread", scope="thread", path="/api/ws", param="thread_id", on_open=open_thread),
+            LegacyView(kind="legacy_agent", scope="agent", path="/api/ws", param="agent_id"),
+        ],
+        access=store.access,
+        commands=[
+            LegacyCommand("ping", frames.Ping, ping),
+            LegacyCommand("subscribe_thread", frames.SubscribeThread, subscribe_thread),
+            LegacyCommand("send_message", frames.SendMessage, send_message),
+        ],
+    )

@@ -1,0 +1,280 @@
+"""`WsMigrate`: wsmigrate mounted into an application's own FastAPI app.
+
+    wsm = WsMigrate(Declaration(catalog, translations, legacy_protocol, authorize), settings,
+                    authenticate=my_authenticate)
+    app = FastAPI()
+    wsm.install(app)          # sockets, /metrics, /healthz, /api/admin, /ops, /static; lifespan composed
+
+`install` gives the app its WebSocket endpoints (the unified endpoint at each of `unified_paths`;
+each declared legacy view at its own path, a path shared with the unified endpoint dispatching on
+the view's query parameter), `/metrics`, `/healthz`, the admin API (enabled by an explicit admin
+token), the `/ops` console, the browser client under `/static`, a middleware that makes the bus the
+`current_bus` of every request (for `@publish_event`), and wraps the app's lifespan so wsmigrate
+starts before the app's own start-up and stops after its shutdown. An app that composes lifespans
+itself uses `wsm.lifespan()` instead and calls `install(app, lifespan=False)`.
+
+Everything runtime-wide (bus, flags, comparator expiry, heartbeat, stage export, probes, Redis and
+Prometheus multiprocess mode) is owned by `wsmigrate.bridge.runtime.Runtime`.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, WebSocket
+from fastapi.responses import JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from prometheus_client import CollectorRegistry
+from starlette.requests import HTTPConnection
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from wsmigrate.bridge import admin
+from wsmigrate.bridge.guards import Authenticate
+from wsmigrate.bridge.pages import STATIC_PACKAGE, install_ops_page
+from wsmigrate.bridge.probes import PROBE_KIND
+from wsmigrate.bridge.runtime import Declaration, Runtime
+from wsmigrate.bridge.settings import Settings
+from wsmigrate.bridge.shutdown import install_sigterm_drain
+from wsmigrate.legacy.endpoint import LegacyLimits, LegacySession
+from wsmigrate.legacy.manager import LegacyConnectionManager
+from wsmigrate.legacy.views import LegacyView, TargetId, select_view
+from wsmigrate.metrics.exposition import CONTENT_TYPE_LATEST
+from wsmigrate.metrics.exposition import render as render_metrics
+from wsmigrate.unified import EventBus, current_bus
+from wsmigrate.unified.endpoint import SessionLimits, UnifiedSession
+from wsmigrate.unified.outbox import Outbox
+from wsmigrate.unified.outbox_direct import open_outbox
+from wsmigrate.unified.protocol import CloseCode
+from wsmigrate.unified.ratelimit import TokenBucket
+
+log = logging.getLogger(__name__)
+
+PROBE_USER = "wsmigrate-probe"
+NOT_STARTED = "wsmigrate is not started: its lifespan did not run (install it on the top-level app)"
+
+
+class BusContext:
+    """Pure ASGI middleware making the app's bus the `current_bus` of every request."""
+
+    def __init__(self, app: ASGIApp, bus: EventBus) -> None:
+        self.app = app
+        self.bus = bus
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        token = current_bus.set(self.bus)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            current_bus.reset(token)
+
+
+def _topics_param(raw: str | None) -> list[str]:
+    return [t for t in (raw or "").split(",") if t]
+
+
+class WsMigrate:
+    """wsmigrate for one application (see module docstring)."""
+
+    def __init__(
+        self,
+        declaration: Declaration,
+        settings: Settings | None = None,
+        *,
+        authenticate: Authenticate | None = None,
+        unified_paths: Sequence[str] = ("/api/ws",),
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        self.settings = settings or Settings.from_env()
+        if self.settings.auth and authenticate is None:
+            raise ValueError("WSMIGRATE_AUTH is on but no authenticate hook was given: pass "
+                             "authenticate=..., or set WSMIGRATE_AUTH=off for development")
+        if not unified_paths:
+            raise ValueError("at least one unified path is needed")
+        self.unified_paths = tuple(unified_paths)
+        self.authenticate = authenticate
+        self.runtime = Runtime(declaration, self.settings, unified_path=self.unified_paths[0], registry=registry)
+        settings_ = self.settings
+        self._legacy_limits = LegacyLimits(max_bad_frames=settings_.max_bad_frames,
+                                           bad_frame_window_s=settings_.bad_frame_window_s)
+        self._limits = SessionLimits(outbox_capacity=settings_.outbox_capacity,
+                                     max_bad_frames=settings_.max_bad_frames,
+                                     bad_frame_window_s=settings_.bad_frame_window_s,
+                                     subscribe_rate_per_s=settings_.subscribe_rate_per_s,
+                                     subscribe_burst=settings_.subscribe_burst)
+
+    # -- what the application uses ---------------------------------------------------------------
+
+    @property
+    def bus(self) -> EventBus:
+        return self.runtime.bus
+
+    @property
+    def hub(self) -> LegacyConnectionManager:
+        """The legacy hub the application's old manager delegates its broadcasts to."""
+        return self.runtime.legacy
+
+    @asynccontextmanager
+    async def lifespan(self, _: Any = None) -> AsyncIterator[None]:
+        """Start wsmigrate (bus, flags, timers, probes) and stop it afterwards."""
+        await self.runtime.start()
+        install_sigterm_drain(self.runtime)
+        try:
+            yield
+        finally:
+            await self.runtime.stop()
+
+    def install(self, app: FastAPI, *, lifespan: bool = True, static_dir: Path | None = None) -> None:
+        """Mount wsmigrate into `app` (see module docstring). `static_dir`: the app's own files,
+        served under `/static` beside wsmigrate's (the app's first)."""
+        app.state.runtime = self.runtime
+        app.state.wsmigrate = self
+        app.add_middleware(BusContext, bus=self.runtime.bus)
+        if lifespan:
+            self._wrap_lifespan(app)
+        for path in self.unified_paths:
+            app.add_api_websocket_route(path, self._shared_socket(path))
+        for path in self.runtime.legacy_protocol.paths():
+            if path not in self.unified_paths:
+                app.add_api_websocket_route(path, self._legacy_socket(path))
+        app.add_api_route("/healthz", self._healthz, methods=["GET"], include_in_schema=False)
+        app.add_api_route("/metrics", self._metrics, methods=["GET"], include_in_schema=False)
+        app.include_router(admin.router)
+        install_ops_page(app)
+        app.mount("/static", StaticFiles(directory=static_dir, packages=[STATIC_PACKAGE]), name="static")
+
+    def _wrap_lifespan(self, app: FastAPI) -> None:
+        inner: Callable[[Any], AbstractAsyncContextManager[Any]] = app.router.lifespan_context
+
+        @asynccontextmanager
+        async def composed(application: Any) -> AsyncIterator[Any]:
+            async with self.lifespan(application), inner(application) as state:
+                yield state
+
+        app.router.lifespan_context = composed
+
+    # -- sockets -----------------------------------------------------------------------------------
+
+    async def _user_of(self, websocket: WebSocket) -> tuple[bool, str | None]:
+        """(authenticated, user id): the probes' own credential, or the application's hook."""
+        if not self.settings.auth:
+            return True, None
+        scheme, _, token = websocket.headers.get("authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and hmac.compare_digest(token.encode(), self.runtime.probe_token.encode()):
+            return True, PROBE_USER
+        assert self.authenticate is not None
+        user_id = await self.authenticate(HTTPConnection(websocket.scope))
+        return user_id is not None, user_id
+
+    async def _admit(self, websocket: WebSocket, kind: str) -> tuple[bool, str | None]:
+        """Origin, start-up, draining and authentication checks before the handshake completes,
+        then the per-user quota. A refusal before `accept` is an HTTP 403 to the client."""
+        runtime = self.runtime
+        refusal: tuple[int, str] | None = None
+        user_id = None
+        if not runtime.origins.allows(websocket.headers.get("origin")):
+            refusal = (CloseCode.FORBIDDEN, "origin not allowed")
+        elif not runtime.started:
+            log.error(NOT_STARTED)
+            refusal = (CloseCode.SERVICE_RESTART, "server starting")
+        elif not runtime.accepting:
+            refusal = (CloseCode.SERVICE_RESTART, "server restarting")
+        else:
+            authenticated, user_id = await self._user_of(websocket)
+            if not authenticated:
+                refusal = (CloseCode.UNAUTHORIZED, "authentication required")
+        if refusal is not None:
+            runtime.metrics.connections_closed.labels(kind, "auth").inc()
+            await websocket.close(*refusal)
+            return False, None
+        if user_id != PROBE_USER and not runtime.quota.acquire(user_id):
+            runtime.metrics.connections_closed.labels(kind, "limit").inc()
+            await websocket.accept()
+            await websocket.close(CloseCode.TOO_MANY_CONNECTIONS, f"at most {runtime.quota.limit} connections per user")
+            return False, None
+        return True, user_id
+
+    def _release(self, user_id: str | None) -> None:
+        if user_id != PROBE_USER:
+            self.runtime.quota.release(user_id)
+
+    async def _unified(self, websocket: WebSocket) -> None:
+        admitted, user_id = await self._admit(websocket, "unified")
+        if not admitted:
+            return
+        runtime = self.runtime
+        try:
+            session = UnifiedSession(websocket, runtime.manager, runtime.catalog.grammar, runtime.authorize,
+                                     limits=self._limits, user_id=user_id, metrics=runtime.metrics)
+            await session.run(_topics_param(websocket.query_params.get("topics")))
+        finally:
+            self._release(user_id)
+
+    async def _legacy(self, websocket: WebSocket, view: LegacyView, target_id: TargetId | None) -> None:
+        admitted, user_id = await self._admit(websocket, view.kind)
+        if not admitted:
+            return
+        runtime = self.runtime
+        bucket = TokenBucket(self.settings.subscribe_rate_per_s, self.settings.subscribe_burst)
+        try:
+            session = LegacySession(websocket, runtime.legacy, runtime.legacy_protocol, self._new_outbox,
+                                    user_id=user_id, limits=self._legacy_limits, metrics=runtime.metrics,
+                                    allow_subscribe=bucket.take)
+            await session.run(view, target_id)
+        finally:
+            self._release(user_id)
+
+    def _new_outbox(self, websocket: WebSocket) -> Outbox:
+        return open_outbox(websocket, capacity=self.settings.outbox_capacity)
+
+    def _shared_socket(self, path: str) -> Callable[[WebSocket], Any]:
+        """The unified endpoint at `path`, or a legacy view declared at the same path when the
+        request carries that view's query parameter."""
+        views = self.runtime.legacy_protocol.views_at(path)
+
+        async def endpoint(websocket: WebSocket) -> None:
+            selected = select_view(views, websocket.query_params, websocket.path_params)
+            if selected is None:
+                await self._unified(websocket)
+            else:
+                await self._legacy(websocket, *selected)
+
+        return endpoint
+
+    def _legacy_socket(self, path: str) -> Callable[[WebSocket], Any]:
+        views = self.runtime.legacy_protocol.views_at(path)
+
+        async def endpoint(websocket: WebSocket) -> None:
+            selected = select_view(views, websocket.query_params, websocket.path_params)
+            if selected is None:  # a path view always selects itself; a query view may be absent
+                selected = (views[0], None)
+            await self._legacy(websocket, *selected)
+
+        return endpoint
+
+    # -- operations ------------------------------------------------------------------------------
+
+    async def _healthz(self) -> JSONResponse:
+        runtime = self.runtime
+        bus_healthy = runtime.started and runtime.bus.running and runtime.bus.backend.healthy()
+        probes = runtime.probes
+        healthy = bus_healthy and (probes is None or probes.healthy)
+        probe_sockets = sum(1 for c in runtime.legacy.connections() if c.kind == PROBE_KIND)
+        body: dict[str, object] = {
+            "status": "ok" if healthy else "degraded",
+            "bus": {"url": self.settings.bus_url.split("@")[-1], "healthy": bus_healthy},
+            "connections": {"unified": runtime.manager.connection_count - runtime.legacy.connection_count,
+                            "legacy": runtime.legacy.connection_count - probe_sockets},
+            "flags_revision": runtime.flags.current().revision,
+        }
+        if probes is not None:
+            body["probes"] = probes.status.as_dict()
+        return JSONResponse(body, status_code=200 if healthy else 503)
+
+    async def _metrics(self) -> Response:
+        self.runtime.metrics.batch.flush()  # this worker's tallies (multiprocess mode reads its files)
+        return Response(render_metrics(self.runtime.registry), media_type=CONTENT_TYPE_LATEST)
