@@ -205,6 +205,11 @@ class LegacyConnectionManager:
         if connection is not None:
             connection.outbox.put(encode(frame))
 
+    def follows_of(self, client_id: str) -> frozenset[tuple[Scope, TargetId]]:
+        """The (scope, target) pairs a socket follows (none once it closed)."""
+        connection = self._connections.get(client_id)
+        return frozenset(connection.follows) if connection is not None else frozenset()
+
     def get(self, client_id: str) -> LegacyConnection | None:
         return self._connections.get(client_id)
 

@@ -71,3 +71,12 @@ def test_an_app_with_its_own_metrics_legacy_and_bridge_uses_the_installed_wheel(
     result = subprocess.run([str(python), "app.py"], cwd=app, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().startswith("ok 0."), result.stdout
+    # the boards example, copied beside the app's own packages, runs its smoke check on the wheel
+    (app / "examples").mkdir()
+    (app / "examples" / "__init__.py").write_text("")
+    shutil.copytree(ROOT / "examples" / "boards", app / "examples" / "boards",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    smoke = subprocess.run([str(python), "-m", "examples.boards.smoke"], cwd=app, capture_output=True, text=True,
+                           timeout=60)
+    assert smoke.returncode == 0, smoke.stderr
+    assert smoke.stdout.strip().startswith("ok boards"), smoke.stdout
