@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from wsmigrate.bridge.errors import FlagsError
 from wsmigrate.bridge.flags import FlagChange
-from wsmigrate.bridge.report import Thresholds, build_report, parse_samples
+from wsmigrate.bridge.report import Thresholds, build_report, legacy_only_broadcasts, parse_samples
 from wsmigrate.bridge.stages import FlagsDocument, Stage, resolve
 from wsmigrate.metrics.exposition import render as render_metrics
 from wsmigrate.unified import Event
@@ -153,8 +153,9 @@ async def report(request: Request, _: Admin) -> dict[str, Any]:
     `delivered` per path, `matches`, `missing`, `mismatches`, `compared`, `consistency` (percent,
     null before any comparison), and `safe` + `verdict` for moving `configured_stage` on (default
     thresholds).
-    Also `connections` per kind, `revision`, `kill_switch`, `default_stage` and `last_error` of the
-    flags store. Counters are cumulative: clients derive delivery rates from two successive reports,
+    Also `connections` per kind, `legacy_only` (broadcasts per legacy frame type that carries no
+    event type: what still keeps the legacy path), `revision`, `kill_switch`, `default_stage` and
+    `last_error` of the flags store. Counters are cumulative: clients derive delivery rates from two successive reports,
     dividing the counter difference by the `generated_at` difference (server clock, seconds).
     Rendering and parsing the exposition takes tens of milliseconds: it runs off the event loop.
     """
@@ -166,6 +167,7 @@ def _ops_report(runtime: Runtime) -> dict[str, Any]:
     runtime.metrics.batch.flush()
     text = render_metrics(runtime.registry).decode()
     reports = build_report(text, runtime.catalog.names)
+    legacy_only = legacy_only_broadcasts(text)
     gauge = "\n".join(line for line in text.splitlines() if line.startswith("wsmigrate_connections{"))
     connections: dict[str, int] = {}
     for labels, value in parse_samples(gauge + "\n").get("wsmigrate_connections", []):
@@ -207,6 +209,7 @@ def _ops_report(runtime: Runtime) -> dict[str, Any]:
         "thresholds": {"min_compared": thresholds.min_compared, "min_consistency": thresholds.min_consistency},
         "connections": connections,
         "types": types,
+        "legacy_only": {frame: int(count) for frame, count in legacy_only.items()},
     }
 
 

@@ -17,7 +17,7 @@ import httpx
 import uvicorn
 
 from wsmigrate.bridge.admin_client import AdminClient, AdminError, render_flags
-from wsmigrate.bridge.report import Thresholds, TypeReport, build_report
+from wsmigrate.bridge.report import Thresholds, TypeReport, build_report, legacy_only_broadcasts, render_legacy_only
 from wsmigrate.bridge.report import render as render_report
 from wsmigrate.bridge.settings import Settings
 from wsmigrate.bridge.stages import STAGE_ORDER, Stage
@@ -115,19 +115,24 @@ def _flags(args: argparse.Namespace) -> int:
     return 0
 
 
-def _fetch_report(urls: str | list[str]) -> dict[str, TypeReport]:
-    """The report over every host's `/metrics` (one URL per host; each covers its workers)."""
+def _fetch_exposition(urls: str | list[str]) -> str:
+    """Every host's `/metrics` (one URL per host; each covers its workers), concatenated."""
     texts = []
     for url in [urls] if isinstance(urls, str) else urls:
         response = httpx.get(url.rstrip("/") + "/metrics", timeout=10)
         response.raise_for_status()
         texts.append(response.text)
-    return build_report("\n".join(texts))
+    return "\n".join(texts)
+
+
+def _fetch_report(urls: str | list[str]) -> dict[str, TypeReport]:
+    return build_report(_fetch_exposition(urls))
 
 
 def _report(args: argparse.Namespace) -> int:
     thresholds = Thresholds(args.min_compared, args.min_consistency)
-    reports = _fetch_report(args.url or ["http://127.0.0.1:8000"])
+    exposition = _fetch_exposition(args.url or ["http://127.0.0.1:8000"])
+    reports = build_report(exposition)
     if args.json:
         print(json.dumps({t: {"stage": r.stage, "published": r.published, "delivered": r.delivered,
                               "matches": r.matches, "missing": r.missing, "mismatches": r.mismatches,
@@ -135,6 +140,7 @@ def _report(args: argparse.Namespace) -> int:
                               "verdict": r.verdict(thresholds)[1]} for t, r in reports.items()}, indent=2))
     else:
         print(render_report(reports, thresholds))
+        print(render_legacy_only(legacy_only_broadcasts(exposition)))
     return 0
 
 

@@ -42,6 +42,7 @@ from wsmigrate.bridge.translation import LegacyRoute, TranslationTable
 from wsmigrate.legacy.frames import encode
 from wsmigrate.legacy.manager import Broadcast, LegacyConnection, LegacyConnectionManager, Scope, TargetId
 from wsmigrate.metrics import WsMetrics, WsMigrateError
+from wsmigrate.metrics.registry import UNDECLARED_FRAME
 from wsmigrate.unified import Connection, ConnectionManager, Event, EventBus, Publication
 from wsmigrate.unified.outbox import Outbox
 from wsmigrate.unified.wire import EncodedFrame
@@ -133,6 +134,10 @@ class Bridge:
             translated = None
         if translated is None:
             self._count("unknown", "skipped")
+            if self.metrics:
+                known = self.translations.for_frame(broadcast.message)
+                frame_type = known.frame_type if known is not None and known.legacy_only else UNDECLARED_FRAME
+                self.metrics.legacy_only_broadcasts.labels(frame_type).inc()
             log.info("legacy frame type %r has no event type; delivered the old way", broadcast.message.get("type"))
             return False
         event_type, data = translated

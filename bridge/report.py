@@ -96,6 +96,25 @@ def declared_event_types(samples: Samples) -> list[str]:
     return list(seen)
 
 
+def legacy_only_broadcasts(text: str) -> dict[str, float]:
+    """Per legacy frame type that carries no event type, how many broadcasts went out the old way
+    (`undeclared`: frame types the translations do not know). Every declared legacy-only frame type
+    is listed, at 0 too: until each is rebuilt on the bus, the legacy path cannot be retired."""
+    counts: dict[str, float] = {}
+    for labels, value in parse_samples(text).get("wsmigrate_legacy_only_broadcasts_total", []):
+        frame_type = labels.get("frame_type", "")
+        counts[frame_type] = counts.get(frame_type, 0.0) + value
+    return counts
+
+
+def render_legacy_only(counts: dict[str, float]) -> str:
+    rows = {k: v for k, v in counts.items() if k != "undeclared" or v}
+    if not rows:
+        return "legacy-only frames: none (nothing but the event types above keeps the legacy path)"
+    listed = ", ".join(f"{k} ({v:.0f} broadcasts)" for k, v in rows.items())
+    return f"legacy-only frames, which still block retiring the legacy path: {listed}"
+
+
 def build_report(text: str, event_types: Sequence[str] | None = None) -> dict[str, TypeReport]:
     """Per event type (`event_types`, or the ones the exposition declares), its parity numbers."""
     samples = parse_samples(text)

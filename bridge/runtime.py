@@ -36,6 +36,7 @@ from wsmigrate.bridge.probes import PROBE_EVENT, PROBE_PARAM, PROBE_SCOPE, Probe
 from wsmigrate.bridge.settings import Settings
 from wsmigrate.bridge.stages import FlagsDocument, parse_document, resolve
 from wsmigrate.bridge.translation import TranslationTable, flat
+from wsmigrate.bridge.workers import refuse_several_workers
 from wsmigrate.legacy.manager import LegacyConnectionManager
 from wsmigrate.legacy.views import Access, LegacyProtocol, TargetId
 from wsmigrate.metrics import WsMetrics
@@ -119,7 +120,8 @@ class Runtime:
         self.authorize = declaration.authorize
         self.registry = registry if registry is not None else CollectorRegistry()
         self.metrics = WsMetrics(self.registry, event_types=(*self.catalog.names, PROBE_EVENT, UNKNOWN_TYPE),
-                                 connection_kinds=self.legacy_protocol.kinds)
+                                 connection_kinds=self.legacy_protocol.kinds,
+                                 legacy_only_frames=self.translations.legacy_only_frames)
         hot = self.metrics if settings.metrics_enabled else None  # per-event/per-delivery instrumentation
         self.bus = EventBus(make_backend(settings, self.metrics, self._on_bus_discontinuity), catalog=self.catalog,
                             metrics=hot, handler_queue_size=settings.handler_queue_size)
@@ -155,6 +157,8 @@ class Runtime:
         self.metrics.flags_revision.set(document.revision)
 
     async def start(self) -> None:
+        if self.settings.bus_url.startswith("memory"):
+            refuse_several_workers()  # one process per in-memory bus (bridge/workers.py)
         await self.bus.start()
         await self.flags.start()
         loop = asyncio.get_running_loop()

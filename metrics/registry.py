@@ -39,6 +39,7 @@ COMPARISON_OUTCOMES = (
     "late",
 )
 SKIP_REASONS = ("sampled_out", "capacity")
+UNDECLARED_FRAME = "undeclared"  # the frame-type label of legacy frames the translations do not know
 UNIFIED_KIND = "unified"  # the other connection kinds are the legacy views an application declares
 STAGES = ("off", "shadow", "live", "complete")
 PROTOCOL_ERROR_CODES = (
@@ -84,7 +85,7 @@ class WsMetrics:
     """
 
     def __init__(self, registry: CollectorRegistry, *, event_types: Sequence[str],
-                 connection_kinds: Sequence[str] = (UNIFIED_KIND,)) -> None:
+                 connection_kinds: Sequence[str] = (UNIFIED_KIND,), legacy_only_frames: Sequence[str] = ()) -> None:
         self.registry = registry
         self.event_types: tuple[str, ...] = tuple(event_types)
         self.connection_kinds: tuple[str, ...] = tuple(dict.fromkeys((UNIFIED_KIND, *connection_kinds)))
@@ -105,6 +106,14 @@ class WsMetrics:
             ["event_type", "outcome"], registry=r,
         )
         _initialise(self.bridge_events, types, BRIDGE_OUTCOMES)
+
+        # What still keeps the legacy path alive: broadcasts of frame types that carry no event type
+        # (declared legacy-only, or not declared at all).
+        self.legacy_only_broadcasts = Counter(
+            f"{PREFIX}_legacy_only_broadcasts", "Legacy broadcasts of frame types with no event type, delivered "
+            "the old way.", ["frame_type"], registry=r,
+        )
+        _initialise(self.legacy_only_broadcasts, (*legacy_only_frames, UNDECLARED_FRAME))
 
         self.path_events_accepted = Counter(
             f"{PREFIX}_path_events_accepted", "Events a delivery path took responsibility for.",

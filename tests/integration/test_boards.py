@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,8 +32,9 @@ def tokens(server: RunningServer) -> tuple[str, str]:
     return members.ensure("ann")[1], members.ensure("bob")[1]
 
 
-async def post(server: RunningServer, path: str, body: dict[str, Any], token: str) -> httpx.Response:
-    async with httpx.AsyncClient(base_url=server.http, headers={"Authorization": f"Bearer {token}"}) as http:
+async def post(server: RunningServer, path: str, body: dict[str, Any], token: str | None) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with httpx.AsyncClient(base_url=server.http, headers=headers) as http:
         return await http.post(path, json=body)
 
 
@@ -109,3 +113,23 @@ async def test_board_created_reaches_its_owner_only_on_the_shared_boards_topic(b
     assert [f for f in watchers[1].frames if f.get("type") == "board_created"] == []
     for watcher in watchers:
         await watcher.close()
+
+
+async def test_legacy_only_frames_are_counted_and_reported_as_what_blocks_retirement(tmp_path: Path) -> None:
+    server = start(EXAMPLES["boards"], tmp_path, 1)
+    try:
+        board = (await post(server, "/api/boards", {"name": "b"}, None)).json()
+        async with connect(f"ws://127.0.0.1:{server.port}/ws/board/{board['id']}") as mover, \
+                connect(f"ws://127.0.0.1:{server.port}/ws/board/{board['id']}") as watcher:
+            await mover.recv()
+            await watcher.recv()
+            await mover.send(json.dumps({"type": "move_cursor", "x": 0.1, "y": 0.2}))
+            assert json.loads(await watcher.recv())["type"] == "cursor"
+        registry = server.runtime.registry
+        assert registry.get_sample_value("wsmigrate_legacy_only_broadcasts_total", {"frame_type": "cursor"}) == 1
+        command = [sys.executable, "-m", "wsmigrate.bridge.cli", "report", "--url", server.http]
+        result = await asyncio.to_thread(subprocess.run, command, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        assert "still block retiring the legacy path: cursor (1 broadcasts)" in result.stdout
+    finally:
+        server.stop()

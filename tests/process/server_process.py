@@ -38,20 +38,25 @@ def free_port() -> int:
 
 class ServerProcess:
     def __init__(self, tmp_path: Path, *, workers: int = 1, env: dict[str, str] | None = None,
-                 app: str = CHAT_APP) -> None:
+                 app: str = CHAT_APP, command: list[str] | None = None,
+                 started: str = "Application startup complete") -> None:
+        """`wsmigrate serve --app app`, or any `command` (`{port}` replaced) logging `started` once per
+        worker when it is up."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log: list[str] = []
         environment = {**os.environ, "WSMIGRATE_AUTH": "off", "WSMIGRATE_STREAM_DELAY_MS": "0",
                        "WSMIGRATE_DATABASE_URL": f"sqlite:///{tmp_path}/app.db", **(env or {})}
+        argv = [part.replace("{port}", str(self.port)) for part in command] if command else [
+            sys.executable, "-m", "wsmigrate.bridge.cli", "serve", "--app", app, "--port", str(self.port),
+            "--workers", str(workers), "--log-level", "info"]
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "wsmigrate.bridge.cli", "serve", "--app", app, "--port", str(self.port),
-             "--workers", str(workers), "--log-level", "info"],
+            argv,
             env=environment, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, bufsize=0,
             start_new_session=True,  # its own process group: `stop` takes the uvicorn workers down too
         )
         self._pending = b""
-        self.wait_for("Application startup complete", count=workers, timeout=60)
+        self.wait_for(started, count=workers, timeout=60)
 
     @property
     def ws_url(self) -> str:
