@@ -85,7 +85,7 @@ def _simulate(args: argparse.Namespace) -> int:
               "myapp.simulation:Scenario (each example ships one)", file=sys.stderr)
         return 2
     report = asyncio.run(simulate(args.url, load_scenario(args.scenario), legacy=args.legacy, unified=args.unified,
-                                  duration=args.duration, seed=args.seed, token=args.user_token))
+                                  duration=args.duration, seed=args.seed, token=args.token))
     print(json.dumps(report, indent=2) if args.json else render(report))
     return 0
 
@@ -201,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--url", default="http://127.0.0.1:8000")
     sim.add_argument("--scenario", default=os.environ.get("WSMIGRATE_SCENARIO"),
                      help="the application's scenario, module:factory (default: $WSMIGRATE_SCENARIO)")
-    sim.add_argument("--user-token", default=os.environ.get("WSMIGRATE_TOKEN"),
+    sim.add_argument("--token", default=os.environ.get("WSMIGRATE_TOKEN"),
                      help="a user's token for REST and sockets when auth is on (default: $WSMIGRATE_TOKEN)")
     sim.add_argument("--legacy", type=int, default=10, help="legacy clients (a socket per view)")
     sim.add_argument("--unified", type=int, default=10, help="unified clients (one socket each)")

@@ -1,0 +1,100 @@
+"""docs/migration-guide.md, executed: its Python blocks build an app, which is then served and used
+with real sockets; its `wsmigrate` commands run against that server; its flags document is
+validated against the guide's own catalogue; its `pip install` extras exist."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shlex
+import subprocess
+import sys
+import tomllib
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from websockets.asyncio.client import connect
+
+from tests.docs.markdown import ROOT, code_blocks, shell_commands
+from tests.support import Client, RunningServer, rest
+from wsmigrate.bridge.stages import parse_document
+
+GUIDE = ROOT / "docs" / "migration-guide.md"
+BLOCKS = code_blocks(GUIDE)
+KNOWN_LANGUAGES = {"python", "sh", "toml"}
+
+
+def test_every_block_is_of_a_kind_this_test_runs() -> None:
+    assert {b.language for b in BLOCKS} <= KNOWN_LANGUAGES, [(b.line, b.language) for b in BLOCKS]
+    assert sum(b.language == "python" for b in BLOCKS) >= 6
+
+
+@pytest.fixture(scope="module")
+def guide_namespace() -> dict[str, Any]:
+    namespace: dict[str, Any] = {"__name__": "migration_guide"}
+    for block in BLOCKS:
+        if block.language == "python":
+            try:
+                exec(compile(block.code, f"{GUIDE}:{block.line}", "exec"), namespace)
+            except Exception as exc:
+                raise AssertionError(f"the guide's block at line {block.line} failed: {exc!r}") from exc
+    return namespace
+
+
+@pytest.fixture
+def guide_server(guide_namespace: dict[str, Any]) -> Iterator[RunningServer]:
+    server = RunningServer(guide_namespace["app"]).start()
+    yield server
+    server.stop()
+
+
+async def test_the_guides_app_serves_both_protocols(guide_server: RunningServer) -> None:
+    async with connect(f"ws://127.0.0.1:{guide_server.port}/api/ws?ticket_id=45") as old:
+        history = json.loads(await old.recv())
+        assert history["type"] == "ticket_history"
+        new = await Client.open(guide_server.ws_url())
+        await new.subscribe("ticket:45")
+        reply = await rest(guide_server, "POST", "/api/tickets/45/replies", {"body": "hello"})
+        assert json.loads(await asyncio.wait_for(old.recv(), 10)) == {"type": "new_reply", "ticket_id": 45,
+                                                                      "reply": reply}
+        event = await new.expect("reply_posted")
+        assert event["data"] == reply
+        await rest(guide_server, "POST", "/api/tickets/45/close")
+        assert json.loads(await asyncio.wait_for(old.recv(), 10)) == {"type": "ticket_closed", "id": 45,
+                                                                      "status": "closed"}
+        closed = await new.expect("ticket_closed")
+        assert closed["topics"] == ["ticket:45", "tickets"]
+        await new.close()
+
+
+async def test_the_guides_commands_run_against_its_app(guide_server: RunningServer,
+                                                       guide_namespace: dict[str, Any]) -> None:
+    token = guide_namespace["settings"].admin_token
+    env = {**os.environ, "WSMIGRATE_ADMIN_TOKEN": token}
+    ran = 0
+    for block in BLOCKS:
+        if block.language != "sh":
+            continue
+        for command in shell_commands(block):
+            words = shlex.split(command)
+            if words[0] == "pip":  # the extras it names must exist
+                extras = [w.split("[", 1)[1].rstrip("]'") for w in words if "[" in w]
+                optional = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+                assert all(extra in optional for extra in extras), command
+                continue
+            assert words[0] == "wsmigrate", f"line {block.line}: {command}"
+            result = await asyncio.to_thread(
+                subprocess.run, [sys.executable, "-m", "wsmigrate.bridge.cli", *words[1:], "--url", guide_server.http],
+                capture_output=True, text=True, timeout=60, env=env)
+            assert result.returncode == 0, f"{command}: {result.stderr}"
+            ran += 1
+    assert ran >= 4
+
+
+def test_the_guides_flags_document_is_valid_for_its_catalogue(guide_namespace: dict[str, Any]) -> None:
+    documents = [b for b in BLOCKS if b.language == "toml"]
+    assert documents
+    for block in documents:
+        parse_document(block.code, fmt="toml", event_types=guide_namespace["catalog"].names)
