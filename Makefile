@@ -88,7 +88,7 @@ redis-server:
 
 pytest: redis-server
 
-# TypeScript for the declaration check of bridge/static/wsclient.d.ts (pinned by its lockfile).
+# TypeScript for the declaration check of bridge/server/static/wsclient.d.ts (pinned by its lockfile).
 .PHONY: typescript
 typescript: tests/browser/typescript/node_modules/.bin/tsc
 tests/browser/typescript/node_modules/.bin/tsc: tests/browser/typescript/package-lock.json

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from wsmigrate.bridge.comparator import Comparator
-from wsmigrate.bridge.report import FAILURES
+from wsmigrate.bridge.ops.report import FAILURES
 
 
 def assert_no_divergence(

@@ -8,7 +8,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from examples.chat.app import ChatSettings, create_app, split_settings
-from tests.support import RunningServer, bind_free_port
+from tests.ports import bind_free_port
+from tests.support import RunningServer
 from wsmigrate import Settings
 
 ServerFactory = Callable[..., RunningServer]

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 
 import redis
 
+from tests.ports import free_port
 from tests.process.server_process import terminate
 
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 6379
@@ -37,12 +38,6 @@ def answers(host: str, port: int, timeout: float = 0.5) -> bool:
             return sock.recv(64).startswith(b"+PONG")
     except OSError:
         return False
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def server_binary() -> str:

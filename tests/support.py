@@ -16,8 +16,9 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from examples.chat.app import ChatApp
 from examples.chat.declaration import chat_catalog
-from wsmigrate.bridge.cli import UVICORN_WS_OPTIONS, WS_MAX_SIZE
-from wsmigrate.bridge.runtime import Runtime
+from tests.ports import bind_free_port
+from wsmigrate.bridge.server.runtime import Runtime
+from wsmigrate.bridge.server.ws_protocol import UVICORN_WS_OPTIONS, WS_MAX_SIZE
 
 RECV_TIMEOUT = 10.0
 
@@ -45,14 +46,6 @@ class _Server(uvicorn.Server):
 
     def install_signal_handlers(self) -> None:  # runs in a thread: leave signals to pytest
         pass
-
-
-def bind_free_port() -> socket.socket:
-    """A socket bound to a free loopback port (the server listens on it: no race for the port)."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    return sock
 
 
 class RunningServer:

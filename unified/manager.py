@@ -181,11 +181,6 @@ class ConnectionManager:
 
     # -- subscriptions ---------------------------------------------------------------------------
 
-    def room_for(self, connection: Connection, topics: Iterable[str]) -> int:
-        """How many of `topics` the connection may still add under the per-connection cap."""
-        new = {t for t in topics if t not in connection.topics}
-        return max(0, self.max_topics - len(connection.topics)) if new else 0
-
     def _gauge_subscriptions(self, connection: Connection, delta: int) -> None:
         if self.metrics and delta and connection.renderer is None:
             self.metrics.subscriptions.labels(connection.kind).inc(delta)

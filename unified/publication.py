@@ -24,9 +24,6 @@ class Position:
     epoch: str
     seq: int
 
-    def as_wire(self) -> dict[str, Any]:
-        return {"epoch": self.epoch, "seq": self.seq}
-
 
 @dataclass(slots=True, eq=False)
 class Publication:

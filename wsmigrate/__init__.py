@@ -46,13 +46,13 @@ _EXPORTS: dict[str, str] = {
     "nested": "wsmigrate.bridge.translation",
     "legacy_only": "wsmigrate.bridge.translation",
     # mounting into an app
-    "Declaration": "wsmigrate.bridge.runtime",
-    "WsMigrate": "wsmigrate.bridge.mount",
-    "Settings": "wsmigrate.bridge.settings",
-    "EnvSettings": "wsmigrate.bridge.settings",
-    "token_of": "wsmigrate.bridge.guards",
-    "UVICORN_WS_OPTIONS": "wsmigrate.bridge.cli",
-    "Scenario": "wsmigrate.bridge.simulate",
+    "Declaration": "wsmigrate.bridge.server.runtime",
+    "WsMigrate": "wsmigrate.bridge.server.mount",
+    "Settings": "wsmigrate.bridge.server.settings",
+    "EnvSettings": "wsmigrate.bridge.server.settings",
+    "token_of": "wsmigrate.bridge.server.guards",
+    "UVICORN_WS_OPTIONS": "wsmigrate.bridge.server.ws_protocol",
+    "Scenario": "wsmigrate.bridge.ops.simulate",
     # errors
     "WsMigrateError": "wsmigrate.metrics.errors",
 }
@@ -109,12 +109,12 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from wsmigrate.bridge.cli import UVICORN_WS_OPTIONS
-    from wsmigrate.bridge.guards import token_of
-    from wsmigrate.bridge.mount import WsMigrate
-    from wsmigrate.bridge.runtime import Declaration
-    from wsmigrate.bridge.settings import EnvSettings, Settings
-    from wsmigrate.bridge.simulate import Scenario
+    from wsmigrate.bridge.ops.simulate import Scenario
+    from wsmigrate.bridge.server.guards import token_of
+    from wsmigrate.bridge.server.mount import WsMigrate
+    from wsmigrate.bridge.server.runtime import Declaration
+    from wsmigrate.bridge.server.settings import EnvSettings, Settings
+    from wsmigrate.bridge.server.ws_protocol import UVICORN_WS_OPTIONS
     from wsmigrate.bridge.translation import TranslationTable, flat, legacy_only, nested
     from wsmigrate.legacy.endpoint import LegacyContext
     from wsmigrate.legacy.errors import LegacyProtocolError

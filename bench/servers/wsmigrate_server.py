@@ -23,8 +23,8 @@ import uvicorn
 from fastapi import FastAPI, WebSocket, WebSocketDisconnect
 
 from examples.chat.app import create_app
-from wsmigrate.bridge.cli import UVICORN_WS_OPTIONS
-from wsmigrate.bridge.settings import Settings
+from wsmigrate.bridge.server.settings import Settings
+from wsmigrate.bridge.server.ws_protocol import UVICORN_WS_OPTIONS
 from wsmigrate.metrics.exposition import MULTIPROCESS_ENV, prepare_multiprocess_dir
 from wsmigrate.unified import Event, MemoryBackend
 

@@ -17,7 +17,7 @@ from examples.chat.simulation import Scenario
 from tests.browser.conftest import SCREENSHOTS
 from tests.conftest import ServerFactory
 from tests.support import ADMIN_TOKEN, Client, RunningServer, rest, set_stage
-from wsmigrate.bridge.simulate import simulate
+from wsmigrate.bridge.ops.simulate import simulate
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -65,7 +65,7 @@ async def test_a_stage_change_from_the_cli_shows_within_two_seconds(server_facto
     assert "admin_token" not in page.url  # taken off the address bar once read
 
     cli = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "wsmigrate.bridge.cli", "flags", "set", "message_created", "shadow",
+        sys.executable, "-m", "wsmigrate", "flags", "set", "message_created", "shadow",
         "--url", server.http, "--token", ADMIN_TOKEN,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     _, err = await cli.communicate()

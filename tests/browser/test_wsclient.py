@@ -1,4 +1,4 @@
-"""The contract of bridge/static/wsclient.js, exercised in Chromium against the real server.
+"""The contract of bridge/server/static/wsclient.js, exercised in Chromium against the real server.
 
 The page is a bare same-origin document (`/healthz`) that imports the module, so every socket the
 page creates is one the client under test created.

@@ -19,7 +19,8 @@ from examples.boards.app import BoardsSettings
 from examples.boards.app import create_app as create_boards
 from examples.chat.app import ChatSettings
 from examples.chat.app import create_app as create_chat
-from tests.support import RunningServer, bind_free_port, rest
+from tests.ports import bind_free_port
+from tests.support import RunningServer, rest
 from wsmigrate import EnvSettings, Settings
 
 Key = Any

@@ -159,7 +159,7 @@ async def test_the_parity_report_and_promote_follow_what_clients_received(
     server.call(server.runtime.comparator.flush)
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "wsmigrate.bridge.cli", *args, "--url", server.http],
+        return subprocess.run([sys.executable, "-m", "wsmigrate", *args, "--url", server.http],
                               capture_output=True, text=True, timeout=60,
                               env={"WSMIGRATE_ADMIN_TOKEN": ADMIN_TOKEN, "PATH": ""})
 

@@ -86,7 +86,7 @@ async def test_the_guides_commands_run_against_its_app(guide_server: RunningServ
                 continue
             assert words[0] == "wsmigrate", f"line {block.line}: {command}"
             result = await asyncio.to_thread(
-                subprocess.run, [sys.executable, "-m", "wsmigrate.bridge.cli", *words[1:], "--url", guide_server.http],
+                subprocess.run, [sys.executable, "-m", "wsmigrate", *words[1:], "--url", guide_server.http],
                 capture_output=True, text=True, timeout=60, env=env)
             assert result.returncode == 0, f"{command}: {result.stderr}"
             ran += 1

@@ -15,7 +15,7 @@ from tests.support import ADMIN_TOKEN, RunningServer, rest
 
 
 def cli(server: RunningServer, *args: str, token: str | None = ADMIN_TOKEN) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "wsmigrate.bridge.cli", "flags", *args, "--url", server.http]
+    command = [sys.executable, "-m", "wsmigrate", "flags", *args, "--url", server.http]
     if token:
         command += ["--token", token]
     return subprocess.run(command, capture_output=True, text=True, timeout=30, env={"PATH": "/usr/bin:/bin"})

@@ -127,7 +127,7 @@ async def test_legacy_only_frames_are_counted_and_reported_as_what_blocks_retire
             assert json.loads(await watcher.recv())["type"] == "cursor"
         registry = server.runtime.registry
         assert registry.get_sample_value("wsmigrate_legacy_only_broadcasts_total", {"frame_type": "cursor"}) == 1
-        command = [sys.executable, "-m", "wsmigrate.bridge.cli", "report", "--url", server.http]
+        command = [sys.executable, "-m", "wsmigrate", "report", "--url", server.http]
         result = await asyncio.to_thread(subprocess.run, command, capture_output=True, text=True, timeout=60)
         assert result.returncode == 0, result.stderr
         assert "still block retiring the legacy path: cursor (1 broadcasts)" in result.stdout

@@ -110,7 +110,7 @@ async def test_shadow_then_live_is_fully_consistent_and_counters_match_clients(s
 
     server.call(server.runtime.comparator.flush)
     result = await asyncio.to_thread(
-        subprocess.run, [sys.executable, "-m", "wsmigrate.bridge.cli", "report", "--url", server.http, "--json"],
+        subprocess.run, [sys.executable, "-m", "wsmigrate", "report", "--url", server.http, "--json"],
         capture_output=True, text=True, timeout=60)
     report = json.loads(result.stdout)
     published = sum(sample(server, "wsmigrate_events_published_total", event_type=t.value, origin="admin")

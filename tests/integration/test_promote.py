@@ -16,7 +16,7 @@ from wsmigrate.bridge.testing import assert_no_divergence
 
 
 def promote(server: RunningServer, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "wsmigrate.bridge.cli", "promote", *args, "--url", server.http,
+    return subprocess.run([sys.executable, "-m", "wsmigrate", "promote", *args, "--url", server.http,
                            "--token", ADMIN_TOKEN], capture_output=True, text=True, timeout=30)
 
 

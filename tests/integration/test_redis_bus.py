@@ -18,8 +18,8 @@ from redis.asyncio import Redis
 from examples.chat.declaration import ChatEvent
 from tests.contract.helpers import Delivered, append, chunk
 from tests.redis_server import RedisServer
-from wsmigrate.bridge.runtime import make_backend
-from wsmigrate.bridge.settings import Settings
+from wsmigrate.bridge.server.runtime import make_backend
+from wsmigrate.bridge.server.settings import Settings
 from wsmigrate.metrics import WsMetrics
 from wsmigrate.unified import Event, Position
 from wsmigrate.unified.redis_backend import BusUnavailableError, RedisBackend

@@ -14,7 +14,7 @@ from tests.support import RunningServer, rest
 async def test_simulator_reports_one_socket_per_legacy_navigation_and_none_for_unified(
     server: RunningServer,
 ) -> None:
-    command = [sys.executable, "-m", "wsmigrate.bridge.cli", "simulate", "--url", server.http,
+    command = [sys.executable, "-m", "wsmigrate", "simulate", "--url", server.http,
                "--scenario", "examples.chat.simulation:Scenario",
                "--legacy", "4", "--unified", "4", "--duration", "3", "--json"]
     result = await asyncio.to_thread(subprocess.run, command, capture_output=True, text=True, timeout=60)
@@ -36,7 +36,7 @@ async def test_simulator_reports_one_socket_per_legacy_navigation_and_none_for_u
 
 
 async def test_the_simulation_removes_what_it_created(server: RunningServer) -> None:
-    command = [sys.executable, "-m", "wsmigrate.bridge.cli", "simulate", "--url", server.http,
+    command = [sys.executable, "-m", "wsmigrate", "simulate", "--url", server.http,
                "--scenario", "examples.chat.simulation:Scenario", "--legacy", "1", "--unified", "1",
                "--duration", "0.5", "--json"]
     result = await asyncio.to_thread(subprocess.run, command, capture_output=True, text=True, timeout=60)
@@ -45,7 +45,7 @@ async def test_the_simulation_removes_what_it_created(server: RunningServer) -> 
 
 
 async def test_simulate_without_a_scenario_is_a_usage_error(server: RunningServer) -> None:
-    command = [sys.executable, "-m", "wsmigrate.bridge.cli", "simulate", "--url", server.http]
+    command = [sys.executable, "-m", "wsmigrate", "simulate", "--url", server.http]
     env = {k: v for k, v in os.environ.items() if k != "WSMIGRATE_SCENARIO"}
     result = await asyncio.to_thread(subprocess.run, command, capture_output=True, text=True, timeout=60, env=env)
     assert result.returncode == 2

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -33,6 +32,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from tests.ports import free_port
 from tests.process.server_process import terminate
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -68,12 +68,6 @@ def require_binary(name: str) -> str:
             "`apt-get install prometheus`"
         )
     return path
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _scrape_target(target: Target) -> tuple[str, str, str]:
@@ -150,7 +144,7 @@ class PrometheusServer:
         deadline = time.monotonic() + timeout
         # The port is free when picked but Prometheus cannot take a bound socket: retry on a race.
         for _ in range(3):
-            self.port = _free_port()
+            self.port = free_port()
             with self.log_path.open("wb") as log:
                 self.process = subprocess.Popen(
                     [

@@ -42,11 +42,11 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_the_wheel_ships_exactly_the_four_layers_under_one_namespace(wheel: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     modules = {n for n in names if n.endswith(".py")}
-    expected = {"wsmigrate/__init__.py"} | {
+    expected = {f"wsmigrate/{p.name}" for p in (ROOT / "wsmigrate").glob("*.py")} | {
         f"wsmigrate/{p.relative_to(ROOT).as_posix()}" for layer in LAYERS for p in (ROOT / layer).rglob("*.py")}
     assert modules == expected
     assert "wsmigrate/py.typed" in names
-    assert "wsmigrate/bridge/static/wsclient.js" in names
+    assert "wsmigrate/bridge/server/static/wsclient.js" in names
     assert not [n for n in names if n.split("/")[0] in (*LAYERS, "tests", "examples")]
 
 

@@ -6,12 +6,13 @@ import contextlib
 import os
 import select
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from tests.ports import free_port
 
 
 def terminate(process: subprocess.Popen[Any], timeout: float) -> None:
@@ -30,12 +31,6 @@ ROOT = Path(__file__).resolve().parents[2]
 CHAT_APP = "examples.chat.app:app_from_env"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class ServerProcess:
     def __init__(self, tmp_path: Path, *, workers: int = 1, env: dict[str, str] | None = None,
                  app: str = CHAT_APP, command: list[str] | None = None,
@@ -48,7 +43,7 @@ class ServerProcess:
         environment = {**os.environ, "WSMIGRATE_AUTH": "off", "WSMIGRATE_STREAM_DELAY_MS": "0",
                        "WSMIGRATE_DATABASE_URL": f"sqlite:///{tmp_path}/app.db", **(env or {})}
         argv = [part.replace("{port}", str(self.port)) for part in command] if command else [
-            sys.executable, "-m", "wsmigrate.bridge.cli", "serve", "--app", app, "--port", str(self.port),
+            sys.executable, "-m", "wsmigrate", "serve", "--app", app, "--port", str(self.port),
             "--workers", str(workers), "--log-level", "info"]
         self.process = subprocess.Popen(
             argv,

@@ -13,7 +13,7 @@ import pytest
 from tests.process.server_process import ServerProcess
 from tests.redis_server import bus_url
 from tests.support import Client
-from wsmigrate.bridge.report import parse_samples
+from wsmigrate.bridge.ops.report import parse_samples
 from wsmigrate.metrics.batch import FLUSH_INTERVAL_S
 
 BOARDS = "examples.boards.app:app_from_env"
@@ -26,7 +26,7 @@ def uvicorn_command(workers: int) -> list[str]:
 
 
 def gunicorn_command(workers: int) -> list[str]:
-    return [sys.executable, "-m", "gunicorn", "-k", "wsmigrate.bridge.gunicorn_worker.WsMigrateWorker",
+    return [sys.executable, "-m", "gunicorn", "-k", "wsmigrate.bridge.server.gunicorn.WsMigrateWorker",
             "-w", str(workers), "-b", "127.0.0.1:{port}", f"{BOARDS}()"]
 
 

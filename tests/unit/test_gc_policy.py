@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from wsmigrate.bridge.gc_policy import CollectorPolicy, parse_thresholds
+from wsmigrate.bridge.server.gc_policy import CollectorPolicy, parse_thresholds
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, generate_latest
 
 from examples.chat.declaration import ChatEvent
-from wsmigrate.bridge.report import Thresholds, build_report
+from wsmigrate.bridge.ops.report import Thresholds, build_report
 from wsmigrate.metrics import WsMetrics
 
 

@@ -1,5 +1,5 @@
 // How a frontend uses the client; compiled with --strict against the shipped declarations.
-import { createWsClient } from "../../../bridge/static/wsclient";
+import { createWsClient } from "../../../bridge/server/static/wsclient";
 
 const client = createWsClient({
   token: "demo",

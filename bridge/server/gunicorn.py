@@ -1,7 +1,7 @@
-"""gunicorn's worker class for wsmigrate apps: `gunicorn -k wsmigrate.bridge.gunicorn_worker.WsMigrateWorker`.
+"""gunicorn's worker class for wsmigrate apps: `gunicorn -k wsmigrate.bridge.server.gunicorn.WsMigrateWorker`.
 
 uvicorn's own gunicorn worker (package `uvicorn-worker`) with wsmigrate's uvicorn options: the
-direct-transport WebSocket protocol and no permessage-deflate (`wsmigrate.bridge.cli`), so sockets
+direct-transport WebSocket protocol and no permessage-deflate (`wsmigrate.bridge.server.ws_protocol`), so sockets
 get the fast outbox instead of the ASGI-send fallback. Needs the `gunicorn` extra
 (`pip install 'wsmigrate[gunicorn]'`).
 """
@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 
 from uvicorn_worker import UvicornWorker
 
-from wsmigrate.bridge.cli import UVICORN_WS_OPTIONS
+from wsmigrate.bridge.server.ws_protocol import UVICORN_WS_OPTIONS
 
 
 class WsMigrateWorker(UvicornWorker):  # type: ignore[misc]  # uvicorn-worker ships no type information

@@ -16,24 +16,16 @@ from pathlib import Path
 import httpx
 import uvicorn
 
-from wsmigrate.bridge.admin_client import AdminClient, AdminError, render_flags
-from wsmigrate.bridge.report import Thresholds, TypeReport, build_report, legacy_only_broadcasts, render_legacy_only
-from wsmigrate.bridge.report import render as render_report
-from wsmigrate.bridge.settings import Settings
+from wsmigrate.bridge.ops.admin_client import AdminClient, AdminError, render_flags
+from wsmigrate.bridge.ops.report import Thresholds, TypeReport, build_report, legacy_only_broadcasts, render_legacy_only
+from wsmigrate.bridge.ops.report import render as render_report
+from wsmigrate.bridge.server.settings import Settings
+from wsmigrate.bridge.server.ws_protocol import UVICORN_WS_OPTIONS
 from wsmigrate.bridge.stages import STAGE_ORDER, Stage
-from wsmigrate.bridge.ws_protocol import DIRECT_WS_PROTOCOL
 from wsmigrate.metrics.exposition import MULTIPROCESS_ENV, prepare_multiprocess_dir
 
 log = logging.getLogger("wsmigrate")
 
-WS_MAX_SIZE = 1024 * 1024  # protocol-level cap; the application rejects frames over 64 KiB itself
-# The uvicorn options every wsmigrate server runs with (serve, the benchmark, the test servers):
-# the direct-transport WebSocket protocol (see bridge.ws_protocol), without permessage-deflate.
-UVICORN_WS_OPTIONS: dict[str, object] = {
-    "ws": DIRECT_WS_PROTOCOL,
-    "ws_per_message_deflate": False,
-    "ws_max_size": WS_MAX_SIZE,
-}
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -78,7 +70,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from wsmigrate.bridge.simulate import load_scenario, render, simulate
+    from wsmigrate.bridge.ops.simulate import load_scenario, render, simulate
 
     if not args.scenario:
         print("wsmigrate: which scenario? --scenario module:factory (or WSMIGRATE_SCENARIO), e.g. "

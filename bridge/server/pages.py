@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from fastapi.responses import FileResponse
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
-STATIC_PACKAGE = ("wsmigrate.bridge", "static")  # for StaticFiles(packages=[...])
+STATIC_PACKAGE = ("wsmigrate.bridge.server", "static")  # for StaticFiles(packages=[...])
 # Pages and modules change with the server: revalidate instead of caching stale copies.
 NO_CACHE = {"Cache-Control": "no-cache"}
 

@@ -1,7 +1,7 @@
 """The composed toolkit of one process: every long-lived component, started and stopped together.
 
 Built from the application's declaration (`Declaration`: event catalogue, translations, legacy
-protocol) and `Settings`; `wsmigrate.bridge.mount.WsMigrate` builds one and mounts it into an app.
+protocol) and `Settings`; `wsmigrate.bridge.server.mount.WsMigrate` builds one and mounts it into an app.
 Where each runtime callback is registered, in one place (`__init__`), so a reader can follow an
 event (docs/architecture.md walks the same path):
 
@@ -30,13 +30,13 @@ from wsmigrate.bridge.comparator import Comparator
 from wsmigrate.bridge.dual_path import Bridge
 from wsmigrate.bridge.flags import FileFlagStore, FlagStore, MemoryFlagStore
 from wsmigrate.bridge.flags_redis import RedisFlagStore
-from wsmigrate.bridge.gc_policy import CollectorPolicy, parse_thresholds
-from wsmigrate.bridge.guards import ConnectionQuota, OriginPolicy
-from wsmigrate.bridge.probes import PROBE_EVENT, PROBE_PARAM, PROBE_SCOPE, ProbeRunner, probe_view
-from wsmigrate.bridge.settings import Settings
+from wsmigrate.bridge.server.gc_policy import CollectorPolicy, parse_thresholds
+from wsmigrate.bridge.server.guards import ConnectionQuota, OriginPolicy
+from wsmigrate.bridge.server.probes import PROBE_EVENT, PROBE_PARAM, PROBE_SCOPE, ProbeRunner, probe_view
+from wsmigrate.bridge.server.settings import Settings
+from wsmigrate.bridge.server.workers import refuse_several_workers
 from wsmigrate.bridge.stages import FlagsDocument, parse_document, resolve
 from wsmigrate.bridge.translation import TranslationTable, flat
-from wsmigrate.bridge.workers import refuse_several_workers
 from wsmigrate.legacy.manager import LegacyConnectionManager
 from wsmigrate.legacy.views import Access, LegacyProtocol, TargetId
 from wsmigrate.metrics import WsMetrics
@@ -158,7 +158,7 @@ class Runtime:
 
     async def start(self) -> None:
         if self.settings.bus_url.startswith("memory"):
-            refuse_several_workers()  # one process per in-memory bus (bridge/workers.py)
+            refuse_several_workers()  # one process per in-memory bus (bridge/server/workers.py)
         await self.bus.start()
         await self.flags.start()
         loop = asyncio.get_running_loop()
@@ -170,7 +170,7 @@ class Runtime:
         if self.probes is not None:
             await self.probes.start()
         self.started = True
-        self.collector.apply()  # last: what start-up built is frozen (bridge/gc_policy.py)
+        self.collector.apply()  # last: what start-up built is frozen (bridge/server/gc_policy.py)
 
     async def _sweep_heartbeats(self) -> None:
         """Ping quiet unified clients and close the ones that stopped answering (4408)."""

@@ -14,7 +14,7 @@ starts before the app's own start-up and stops after its shutdown. An app that c
 itself uses `wsm.lifespan()` instead and calls `install(app, lifespan=False)`.
 
 Everything runtime-wide (bus, flags, comparator expiry, heartbeat, stage export, probes, Redis and
-Prometheus multiprocess mode) is owned by `wsmigrate.bridge.runtime.Runtime`.
+Prometheus multiprocess mode) is owned by `wsmigrate.bridge.server.runtime.Runtime`.
 """
 
 from __future__ import annotations
@@ -33,13 +33,13 @@ from prometheus_client import CollectorRegistry
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from wsmigrate.bridge import admin
-from wsmigrate.bridge.guards import Authenticate
-from wsmigrate.bridge.pages import STATIC_PACKAGE, install_ops_page
-from wsmigrate.bridge.probes import PROBE_KIND
-from wsmigrate.bridge.runtime import Declaration, Runtime
-from wsmigrate.bridge.settings import Settings
-from wsmigrate.bridge.shutdown import install_sigterm_drain
+from wsmigrate.bridge.ops import admin
+from wsmigrate.bridge.server.guards import Authenticate
+from wsmigrate.bridge.server.pages import STATIC_PACKAGE, install_ops_page
+from wsmigrate.bridge.server.probes import PROBE_KIND
+from wsmigrate.bridge.server.runtime import Declaration, Runtime
+from wsmigrate.bridge.server.settings import Settings
+from wsmigrate.bridge.server.shutdown import install_sigterm_drain
 from wsmigrate.legacy.endpoint import LegacyLimits, LegacySession
 from wsmigrate.legacy.manager import LegacyConnectionManager
 from wsmigrate.legacy.views import LegacyView, TargetId, select_view

@@ -53,7 +53,7 @@ class Settings(EnvSettings):
     # per-event and per-delivery Prometheus instrumentation (the path ledger, bus, bridge and
     # comparator counters); connection-level counters and gauges stay. Off only to measure its cost.
     metrics_enabled: bool = True
-    # CPython's cycle collector, process-wide (bridge/gc_policy.py; docs/operations.md)
+    # CPython's cycle collector, process-wide (bridge/server/gc_policy.py; docs/operations.md)
     gc_freeze: bool = True
     gc_thresholds: str = Field("700,10,100", pattern=r"^\s*(\d+\s*,\s*\d+\s*,\s*\d+)?\s*$")
     # flags and operations

@@ -17,14 +17,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from wsmigrate.bridge.errors import FlagsError
 from wsmigrate.bridge.flags import FlagChange
-from wsmigrate.bridge.report import Thresholds, build_report, legacy_only_broadcasts, parse_samples
+from wsmigrate.bridge.ops.report import Thresholds, build_report, legacy_only_broadcasts, parse_samples
 from wsmigrate.bridge.stages import FlagsDocument, Stage, resolve
 from wsmigrate.metrics.exposition import render as render_metrics
 from wsmigrate.unified import Event
 from wsmigrate.unified.errors import InvalidTopicError
 
 if TYPE_CHECKING:
-    from wsmigrate.bridge.runtime import Runtime
+    from wsmigrate.bridge.server.runtime import Runtime
 
 router = APIRouter(prefix="/api/admin")
 

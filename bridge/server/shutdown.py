@@ -17,7 +17,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from wsmigrate.bridge.runtime import Runtime
+    from wsmigrate.bridge.server.runtime import Runtime
 
 log = logging.getLogger(__name__)
 

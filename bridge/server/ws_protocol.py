@@ -22,7 +22,15 @@ from websockets.http11 import Request
 
 from wsmigrate.unified.transport import CLOSED, DIRECT_TRANSPORT_EXTENSION, PAUSED, WRITTEN
 
-DIRECT_WS_PROTOCOL = "wsmigrate.bridge.ws_protocol:DirectWebSocketProtocol"
+DIRECT_WS_PROTOCOL = "wsmigrate.bridge.server.ws_protocol:DirectWebSocketProtocol"
+WS_MAX_SIZE = 1024 * 1024  # protocol-level cap; the application rejects frames over 64 KiB itself
+# The uvicorn options every wsmigrate server runs with (serve, the benchmark, the test servers):
+# the direct-transport WebSocket protocol (this module), without permessage-deflate.
+UVICORN_WS_OPTIONS: dict[str, object] = {
+    "ws": DIRECT_WS_PROTOCOL,
+    "ws_per_message_deflate": False,
+    "ws_max_size": WS_MAX_SIZE,
+}
 
 
 class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
