@@ -22,10 +22,8 @@ socket's single outbox inside the same synchronous bus dispatch, so per-topic or
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from typing import Any, Protocol
-
-from redis.exceptions import RedisError
 
 from wsmigrate.bridge.errors import BridgeError, TranslationError
 from wsmigrate.bridge.flags import FlagStore
@@ -41,7 +39,7 @@ from wsmigrate.bridge.stages import (
 from wsmigrate.bridge.translation import LegacyRoute, TranslationTable
 from wsmigrate.legacy.frames import encode
 from wsmigrate.legacy.manager import Broadcast, LegacyConnection, LegacyConnectionManager, Scope, TargetId
-from wsmigrate.metrics import WsMetrics, WsMigrateError
+from wsmigrate.metrics import WsMetrics
 from wsmigrate.metrics.registry import UNDECLARED_FRAME
 from wsmigrate.unified import Connection, ConnectionManager, Event, EventBus, Publication
 from wsmigrate.unified.outbox import Outbox
@@ -101,7 +99,7 @@ class Bridge:
         self.bus.add_ingress_hook(self.stamp)
         self.bus.attach(self.on_publication)
         self.unified.foreign_gate = self.unified_path_involved
-        self.legacy.set_listener(self)
+        self.legacy.set_listener(self, label_for=self.frame_label)
 
     # -- ingress ---------------------------------------------------------------------------------
 
@@ -126,8 +124,16 @@ class Bridge:
                                                  "flags_revision": resolution.revision}
         return stamp
 
+    def frame_label(self, frame: Mapping[str, Any]) -> str:
+        """The event type a legacy frame carries, as a metric label (`unknown` when none)."""
+        known = self.translations.for_frame(frame)
+        return known.event_type if known is not None and known.event_type is not None else "unknown"
+
     async def intercept(self, broadcast: Broadcast) -> bool:
-        """Mirror a legacy broadcast onto the bus; False sends it the old way (never dropped)."""
+        """Mirror a legacy broadcast onto the bus; False sends it the old way (never dropped).
+
+        Whatever goes wrong while mirroring, the application's broadcast call never raises because
+        of wsmigrate: the frame goes out the old way and the failure is counted."""
         try:
             translated = self.translations.to_event(broadcast.message)
         except TranslationError:
@@ -142,10 +148,22 @@ class Bridge:
             return False
         event_type, data = translated
         try:
-            await self.bus.publish(self.bus.new_event(event_type, data), origin="legacy_call")
-        except (WsMigrateError, OSError, RedisError) as exc:  # not started, bus down, bad data: never raise
+            route = self.translations.legacy_route(event_type, data)
+        except TranslationError as exc:
+            route = None
+            log.error("legacy %s frame has no target (%s); delivered the old way", event_type, exc)
+        if route != (broadcast.scope, broadcast.target_id):
+            # The frame's own data names another target than the call did: mirrored, the event
+            # would reach other sockets than the application asked for. The old way it is.
             self._count(event_type, "error")
-            log.error("mirroring %s failed (%s); delivered the old way", event_type, exc)
+            log.error("legacy %s broadcast to %s %r carries target %r; delivered the old way", event_type,
+                      broadcast.scope, broadcast.target_id, route)
+            return False
+        try:
+            await self.bus.publish(self.bus.new_event(event_type, data), origin="legacy_call")
+        except Exception as exc:  # noqa: BLE001 - the boundary with the app's code: nothing may escape
+            self._count(event_type, "error")
+            log.error("mirroring %s failed (%r); delivered the old way", event_type, exc)
             return False
         self._count(event_type, "mirrored")
         return True

@@ -110,20 +110,24 @@ class LegacyConnectionManager:
         # (scope, target id) -> the connections following it
         self._followers: dict[tuple[Scope, TargetId], set[LegacyConnection]] = {}
 
-    def set_listener(self, listener: BroadcastListener | None) -> None:
+    def set_listener(self, listener: BroadcastListener | None, label_for: Callable[[Frame], str] | None = None) -> None:
+        """`listener` observes connections and intercepts broadcasts; `label_for` names the event
+        type of a frame the old way delivers (its metrics label)."""
         self.listener = listener
+        if label_for is not None:
+            self._label_for = label_for
 
     # -- the old API -----------------------------------------------------------------------------
 
     def connect(self, outbox: LegacyOutbox, *, kind: str, user_id: str | None = None) -> str:
         client_id = f"l{_PROCESS_TAG}-{next(_ids)}"
         connection = LegacyConnection(client_id=client_id, kind=kind, outbox=outbox, user_id=user_id)
+        if self.listener:  # first: a listener that refuses the socket leaves nothing registered
+            self.listener.connected(connection)
         self._connections[client_id] = connection
         if self.metrics:
             self.metrics.connections.labels(kind).inc()
             self.metrics.connections_opened.labels(kind).inc()
-        if self.listener:
-            self.listener.connected(connection)
         return client_id
 
     def disconnect(self, client_id: str) -> None:

@@ -553,13 +553,21 @@ class FailingBackend(MemoryBackend):
         raise ConnectionError("bus unreachable")
 
 
+class BuggyBackend(MemoryBackend):
+    """A bus backend with a bug: an exception of no kind wsmigrate expects."""
+
+    async def append(self, event: Event, topics: Sequence[str], meta: dict[str, Any]) -> bool:
+        raise RuntimeError("unexpected")
+
+
 @pytest.mark.parametrize("stage", ["off", "live"])
-@pytest.mark.parametrize("failure", ["not_started", "stopped", "backend_down", "bad_data"])
+@pytest.mark.parametrize("failure", ["not_started", "stopped", "backend_down", "backend_bug", "bad_data"])
 async def test_a_failed_mirror_never_raises_and_delivers_the_old_way(make_rig: MakeRig, stage: str,
                                                                     failure: str) -> None:
     """Catches an exception escaping `broadcast`, a frame dropped (or doubled) when the bus refuses
     it, and a failure not counted as `error` (or counted as mirrored)."""
-    rig = make_rig(backend=FailingBackend() if failure == "backend_down" else None)
+    backends = {"backend_down": FailingBackend, "backend_bug": BuggyBackend}
+    rig = make_rig(backend=backends[failure]() if failure in backends else None)
     if failure != "not_started":
         await rig.bus.start()
     await rig.set_stage("card_moved", stage)
@@ -580,8 +588,9 @@ async def test_a_failed_mirror_never_raises_and_delivers_the_old_way(make_rig: M
     assert now.bridge_events("card_moved", "error") == 1
     assert now.bridge_events("card_moved", "mirrored") == 0
     assert now.published() == 0
-    # the fallback delivery is accounted on the legacy path (under the hub's label for the frame)
-    assert sum(now.deliveries(t, "legacy", "sent") for t in ("card_moved", UNKNOWN)) == 1
+    # the fallback delivery is accounted on the legacy path, under the frame's event type
+    assert now.deliveries("card_moved", "legacy", "sent") == 1
+    assert now.deliveries(UNKNOWN, "legacy", "sent") == 0
 
 
 async def test_publishing_on_a_bus_that_is_not_running_raises_bus_closed(make_rig: MakeRig) -> None:
@@ -619,6 +628,8 @@ async def test_a_legacy_socket_must_share_the_unified_outbox(rig: Rig) -> None:
     """Catches the bridge accepting a socket whose frames the two paths could not order on one queue."""
     with pytest.raises(BridgeError, match=r"unified\.outbox\.Outbox"):
         rig.legacy.connect(PlainLegacyOutbox(), kind="legacy_view")
+    assert rig.legacy.connection_count == 0  # refused: nothing left half-registered
+    assert rig.read_metrics().get("wsmigrate_connections", kind="legacy_view") == 0
     client_id, _ = rig.legacy_client("board", BOARD)
     compat = rig.unified.get(client_id)
     assert compat is not None
@@ -635,3 +646,20 @@ def test_the_chat_declaration_is_the_one_the_matrix_uses() -> None:
                                                                           "title": "renamed"})
     assert catalog.topics_for(ChatEvent.THREAD_UPDATED, {"id": 45, "agent_id": 7}) == ["thread:45", "agent:7"]
     assert ChatEvent.AGENT_UPDATED.value in catalog.names
+
+
+async def test_a_broadcast_whose_frame_names_another_target_goes_the_old_way_to_the_callers_target(
+        rig: Rig) -> None:
+    """Catches the mirror routing by the frame's data when the call named another target: the
+    event would reach other sockets than the application asked for."""
+    other = "0b8e7d6c-5a4f-4e3d-9c2b-1a0f9e8d7c6b"
+    await rig.set_stage("card_moved", "live")
+    _, asked = rig.legacy_client("board", BOARD)
+    _, named = rig.legacy_client("board", other)
+    frame = {"type": "card_moved", "board_id": other, "card_id": CARD, "column": "done"}
+    await rig.legacy.broadcast("board", BOARD, frame)  # the call says BOARD, the frame says `other`
+    assert asked.frames == [encode(frame)]
+    assert named.frames == []
+    now = rig.read_metrics()
+    assert now.bridge_events("card_moved", "error") == 1
+    assert now.published() == 0
