@@ -1,22 +1,22 @@
-"""The bridge: every event reaches every subscribed client exactly once, whichever path serves it.
+"""The dual path: every event reaches every subscribed client exactly once, whichever path serves it.
 
-How an event flows once the bridge is installed:
+How an event flows once `DualPath.install` ran (docs/architecture.md walks it in full):
 
 1. **Ingress.** A legacy broadcast (`broadcast(scope, id, frame)`) is intercepted, translated into the
    canonical `Event` and published on the bus once (`origin="legacy_call"`); a legacy frame the
    table does not know is delivered the old way and counted. A bus publish enters directly. Either
-   way the bus ingress hook stamps the event with its stage, cohort percentage and flag revision,
-   read once.
+   way the bus asks `decide_rollout` for the event's `Rollout` (stage, cohort percentage, flags
+   revision), read once, and carries it with the publication (`Publication.ingress.rollout`).
 2. **Legacy path** (bus sink `on_publication`): renders the legacy frame, finds the legacy sockets
-   the old code would have reached, and for each decides from the stamp which path serves it.
+   the old code would have reached, and for each decides from the rollout which path serves it.
    It sends where the legacy path serves and only computes where it is compared.
 3. **Unified path**: the unified `ConnectionManager` serves unified clients as always, and legacy
-   sockets through a compat connection (same socket, same ordered outbox) whose renderer applies
-   the same decision the other way round.
+   sockets through their compat connection (same socket, same ordered outbox) whose renderer,
+   `render_compat`, applies the same decision the other way round.
 
-Both paths decide with `serving_path(stamp, cohort)` from the same stamp, so for any event and
-socket exactly one of them writes, whatever the flags do meanwhile; and both enqueue on the
-socket's single outbox inside the same synchronous bus dispatch, so per-topic order holds.
+Both paths decide with `serving_path(stage, in_live_cohort)` from the same rollout, so for any
+event and socket exactly one of them writes, whatever the flags do meanwhile; and both enqueue on
+the socket's single outbox inside the same synchronous bus dispatch, so per-topic order holds.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ from wsmigrate.metrics import WsMetrics
 from wsmigrate.metrics.registry import UNDECLARED_FRAME
 from wsmigrate.unified import Connection, ConnectionManager, Event, EventBus, Publication
 from wsmigrate.unified.outbox import Outbox
+from wsmigrate.unified.publication import Rollout
 from wsmigrate.unified.wire import EncodedFrame
 
 log = logging.getLogger(__name__)
@@ -56,20 +57,10 @@ class DeliveryObserver(Protocol):
     def observe(self, publication: Publication, path: str, recipient: str, payload: str, sent: bool) -> None: ...
 
 
-_STAGE_OF: dict[str, Stage] = {stage.value: stage for stage in Stage}  # a stamp's stage, str or Stage
+_STAGE_OF: dict[str, Stage] = {stage.value: stage for stage in Stage}  # a rollout's stage name -> Stage
 
 
-class _Stamp:
-    """The ingress stamp of a publication, read back from its `meta`."""
-
-    __slots__ = ("live_percent", "stage")
-
-    def __init__(self, meta: dict[str, Any]) -> None:
-        self.stage = _STAGE_OF[meta.get("stage", "off")]
-        self.live_percent = int(meta.get("live_percent", 0))
-
-
-class Bridge:
+class DualPath:
     """Composes the legacy and unified managers around the bus (see module docstring)."""
 
     def __init__(
@@ -91,38 +82,35 @@ class Bridge:
         self.metrics = metrics
         self.observer = observer
         self._buckets: dict[str, int] = {}
-        # The stamp of each event type under the current flags document, resolved once per document.
-        self._stamps: dict[str, dict[str, Any]] = {}
-        self._stamps_of: FlagsDocument | None = None
+        # The rollout of each event type under the current flags document, resolved once per document.
+        self._rollouts: dict[str, Rollout] = {}
+        self._rollouts_of: FlagsDocument | None = None
 
     def install(self) -> None:
-        self.bus.add_ingress_hook(self.stamp)
+        self.bus.decide_rollout(self.decide_rollout)
         self.bus.attach(self.on_publication)
-        self.unified.foreign_gate = self.unified_path_involved
+        self.unified.compat_gate = self.unified_path_involved
         self.legacy.set_listener(self, label_for=self.frame_label)
 
     # -- ingress ---------------------------------------------------------------------------------
 
-    def stamp(self, event: Event, origin: str) -> dict[str, Any]:
-        """The ingress hook: stage, cohort and flag revision travel with the event.
+    def decide_rollout(self, event: Event, origin: str) -> Rollout:
+        """The bus's rollout hook: the stage, cohort and flags revision an event carries from ingress.
 
-        The returned dict is shared by every event of the type until the flags change; the bus
-        only reads it (it merges it into each publication's own `meta`).
+        One `Rollout` is shared by every event of the type until the flags document changes.
         """
         document = self.flags.current()
-        if document is not self._stamps_of:
-            self._stamps, self._stamps_of = {}, document
-        stamp = self._stamps.get(event.type)
-        if stamp is None and self.bus.catalog.spec(event.type).internal:
+        if document is not self._rollouts_of:
+            self._rollouts, self._rollouts_of = {}, document
+        rollout = self._rollouts.get(event.type)
+        if rollout is None and self.bus.catalog.spec(event.type).internal:
             # wsmigrate's own probes prove each path's loop as it is: always served the `off` way
-            stamp = self._stamps[event.type] = {"stage": Stage.OFF.value, "live_percent": 0,
-                                                 "flags_revision": document.revision}
-        if stamp is None:
+            rollout = self._rollouts[event.type] = Rollout(Stage.OFF.value, 0, document.revision)
+        if rollout is None:
             resolution = resolve(document, event.type)
-            stamp = self._stamps[event.type] = {"stage": resolution.stage.value,
-                                                 "live_percent": resolution.live_percent,
-                                                 "flags_revision": resolution.revision}
-        return stamp
+            rollout = self._rollouts[event.type] = Rollout(resolution.stage.value, resolution.live_percent,
+                                                           resolution.revision)
+        return rollout
 
     def frame_label(self, frame: Mapping[str, Any]) -> str:
         """The event type a legacy frame carries, as a metric label (`unknown` when none)."""
@@ -201,7 +189,7 @@ class Bridge:
         In `off` it does neither, so the unified manager skips the legacy sockets' compat
         connections for it entirely: the legacy path alone routes the event (no double routing).
         """
-        return bool(publication.meta.get("stage", Stage.OFF) != Stage.OFF)
+        return publication.ingress.rollout.stage != Stage.OFF.value
 
     def _legacy_route(self, publication: Publication) -> LegacyRoute | None:
         try:
@@ -216,8 +204,8 @@ class Bridge:
         return publication.memo(LEGACY_FRAME_KEY,
                                 lambda: encode(self.translations.legacy_frame(event.type, event.data)))
 
-    def _live(self, client_id: str, stamp: _Stamp) -> bool:
-        return stamp.live_percent > 0 and in_live_cohort(self._buckets.get(client_id, 100), stamp.live_percent)
+    def _live(self, client_id: str, live_percent: int) -> bool:
+        return live_percent > 0 and in_live_cohort(self._buckets.get(client_id, 100), live_percent)
 
     def render_compat(self, publication: Publication, topic: str, connection: Connection) -> EncodedFrame | None:
         """The unified path's frame for a legacy socket: legacy-shaped, and only where it serves."""
@@ -225,10 +213,11 @@ class Bridge:
         if route is None or self.translations.topic_of(route) not in connection.topics:
             return None
         frame = self._legacy_frame(publication)
-        stamp = _Stamp(publication.meta)
-        live = self._live(connection.client_id, stamp)
-        serves = serving_path(stamp.stage, live) == "unified"
-        if is_compared(stamp.stage, live):
+        rollout = publication.ingress.rollout
+        stage = _STAGE_OF[rollout.stage]
+        live = self._live(connection.client_id, rollout.live_percent)
+        serves = serving_path(stage, live) == "unified"
+        if is_compared(stage, live):
             self._observe(publication, "unified", connection.client_id, frame.text, sent=serves)
         return frame if serves else None
 
@@ -238,28 +227,29 @@ class Bridge:
         if route is None:
             return
         recipients = self.legacy.followers(route.scope, route.target_id)
-        stamp = _Stamp(publication.meta)
-        legacy_serves_type = stamp.stage in (Stage.OFF, Stage.SHADOW)
+        rollout = publication.ingress.rollout
+        stage = _STAGE_OF[rollout.stage]
+        legacy_serves_type = stage in (Stage.OFF, Stage.SHADOW)
         if not recipients:
             if legacy_serves_type:  # accounted on the legacy path, which serves this type
                 self.legacy.send_frames((), "", publication.event_type, publication.ingress_ns)
             return
         frame = self._legacy_frame(publication)
         served: Collection[LegacyConnection]
-        if stamp.live_percent == 0:  # no cohort: one decision for every recipient
+        if rollout.live_percent == 0:  # no cohort: one decision for every recipient
             served = recipients if legacy_serves_type else ()
-            if is_compared(stamp.stage):
+            if is_compared(stage):
                 for connection in recipients:
                     self._observe(publication, "legacy", connection.client_id, frame.text,
                                   sent=legacy_serves_type)
         else:
             chosen: list[LegacyConnection] = []
             for connection in recipients:
-                live = self._live(connection.client_id, stamp)
-                serves = serving_path(stamp.stage, live) == "legacy"
+                live = self._live(connection.client_id, rollout.live_percent)
+                serves = serving_path(stage, live) == "legacy"
                 if serves:
                     chosen.append(connection)
-                if is_compared(stamp.stage, live):
+                if is_compared(stage, live):
                     self._observe(publication, "legacy", connection.client_id, frame.text, sent=serves)
             served = chosen
         if served or legacy_serves_type:

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Protocol
 
 from wsmigrate.unified.events import Event
 from wsmigrate.unified.history import TopicHistory
-from wsmigrate.unified.publication import Position, Publication
+from wsmigrate.unified.publication import Ingress, Position, Publication
 
 Deliver = Callable[[Publication], None]
 DEFAULT_DEDUP_WINDOW = 100_000
@@ -26,7 +26,7 @@ class BusBackend(Protocol):
     async def start(self, deliver: Deliver) -> None:
         """Begin handing sequenced publications to `deliver` (called on the event loop, in order)."""
 
-    async def append(self, event: Event, topics: Sequence[str], meta: dict[str, Any]) -> bool:
+    async def append(self, event: Event, topics: Sequence[str], ingress: Ingress) -> bool:
         """Sequence and store `event` on `topics`; False when its `event_id` was already published."""
 
     async def replay(self, topic: str, since: Position) -> list[Publication] | None:
@@ -70,10 +70,10 @@ class MemoryBackend:
     async def start(self, deliver: Deliver) -> None:
         self._deliver = deliver
 
-    async def append(self, event: Event, topics: Sequence[str], meta: dict[str, Any]) -> bool:
+    async def append(self, event: Event, topics: Sequence[str], ingress: Ingress) -> bool:
         if not self._recent.add(event.event_id):
             return False
-        publication = sequence(self.history, event, topics, meta)
+        publication = sequence(self.history, event, topics, ingress)
         self.history.record(publication)
         if self._deliver is not None:
             self._deliver(publication)
@@ -92,7 +92,7 @@ class MemoryBackend:
         return True
 
 
-def sequence(history: TopicHistory, event: Event, topics: Sequence[str], meta: dict[str, Any]) -> Publication:
+def sequence(history: TopicHistory, event: Event, topics: Sequence[str], ingress: Ingress) -> Publication:
     """Number `event` on each of its topics and build its publication (primary topic first)."""
     seqs: dict[str, int] = {}
     epochs: dict[str, str] = {}
@@ -101,5 +101,5 @@ def sequence(history: TopicHistory, event: Event, topics: Sequence[str], meta: d
         seqs[topic] = position.seq
         epochs[topic] = position.epoch
     primary = topics[0]
-    stamped = event.stamped(primary, seqs[primary], epochs[primary])
-    return Publication(event=stamped, topics=tuple(topics), seqs=seqs, epochs=epochs, meta=dict(meta))
+    stamped = event.sequenced(primary, seqs[primary], epochs[primary])
+    return Publication(event=stamped, topics=tuple(topics), seqs=seqs, epochs=epochs, ingress=ingress)

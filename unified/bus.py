@@ -26,13 +26,13 @@ from wsmigrate.unified.backend import BusBackend, MemoryBackend
 from wsmigrate.unified.catalog import EventCatalog, EventName, event_name
 from wsmigrate.unified.errors import BusClosedError
 from wsmigrate.unified.events import Event
-from wsmigrate.unified.publication import Position, Publication
+from wsmigrate.unified.publication import NO_ROLLOUT, Ingress, Position, Publication, Rollout
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Event], Awaitable[None] | None]
 Sink = Callable[[Publication], None]
-IngressHook = Callable[[Event, str], dict[str, Any]]
+RolloutHook = Callable[[Event, str], Rollout]
 DEFAULT_HANDLER_QUEUE = 10_000
 THREADSAFE_TIMEOUT_S = 10.0
 
@@ -104,7 +104,7 @@ class EventBus:
         self.handler_queue_size = handler_queue_size
         self._handlers: dict[str | None, dict[Handler, _HandlerWorker]] = {}
         self._sinks: list[Sink] = []
-        self._ingress_hooks: list[IngressHook] = []
+        self._rollout: RolloutHook | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._published: dict[tuple[str, str], Any] = {}  # (event type, origin) -> counter child, cached
 
@@ -143,9 +143,10 @@ class EventBus:
         """Register a synchronous delivery sink (see module docstring)."""
         self._sinks.append(sink)
 
-    def add_ingress_hook(self, hook: IngressHook) -> None:
-        """`hook(event, origin)` returns stamps merged into the publication's `meta` at ingress."""
-        self._ingress_hooks.append(hook)
+    def decide_rollout(self, hook: RolloutHook) -> None:
+        """`hook(event, origin)` makes the rollout decision of each event as it enters (the dual
+        path's; there is one)."""
+        self._rollout = hook
 
     # -- publishing ------------------------------------------------------------------------------
 
@@ -159,16 +160,12 @@ class EventBus:
         Raises `UnknownEventTypeError` for a type the catalogue does not declare."""
         if self._loop is None:
             raise BusClosedError("the event bus is not running")
-        topics = self.catalog.route_topics(event)
+        topics = self.catalog.delivery_topics(event)
         if len(topics) > 1 and event.topics != topics:
             event = event.addressed(topics)
-        meta: dict[str, Any] = {"origin": origin}
-        audience = self.catalog.audience(event)
-        if audience is not None:
-            meta["audience"] = audience
-        for hook in self._ingress_hooks:
-            meta.update(hook(event, origin))
-        accepted = await self.backend.append(event, topics, meta)
+        rollout = self._rollout(event, origin) if self._rollout is not None else NO_ROLLOUT
+        ingress = Ingress(origin, self.catalog.audience(event), rollout)
+        accepted = await self.backend.append(event, topics, ingress)
         if not accepted:
             if self.metrics:
                 self.metrics.bus_duplicates_suppressed.inc()

@@ -221,7 +221,7 @@ class EventCatalog:
         topics = self.topics_for(text, data)
         return Event(type=text, topic=topics[0], data=dict(data), event_id=event_id or new_event_id())
 
-    def route_topics(self, event: Event) -> list[str]:
+    def delivery_topics(self, event: Event) -> list[str]:
         """All topics of `event`: its primary topic plus the rule's others (deduplicated, ordered).
 
         An event published to an explicit topic outside its rule (operators' synthetic events)

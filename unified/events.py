@@ -49,7 +49,7 @@ class Event(BaseModel):
         """This event carrying its topic list (the bus sets it on events of several topics)."""
         return self.model_copy(update={"topics": topics})
 
-    def stamped(self, topic: str, seq: int, epoch: str) -> Event:
+    def sequenced(self, topic: str, seq: int, epoch: str) -> Event:
         """This event as it is delivered on `topic` at (`epoch`, `seq`).
 
         What `model_copy(update=...)` does, without its generic machinery: the bus stamps every

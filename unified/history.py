@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from wsmigrate.unified.events import Event
-from wsmigrate.unified.publication import Position, Publication
+from wsmigrate.unified.publication import Ingress, Position, Publication
 
 DEFAULT_HISTORY_SIZE = 300
 DEFAULT_HISTORY_TTL_S = 300.0
@@ -48,7 +48,7 @@ _PLAIN = 4
 
 def _routing(publication: Publication) -> tuple[Any, ...]:
     topics = publication.topics
-    audience = publication.meta.get("audience")
+    audience = publication.ingress.audience
     if len(topics) == 1 and audience is None:
         return ()  # all of it is in the frame itself: topic, seq and epoch
     seqs, epochs = publication.seqs, publication.epochs
@@ -61,12 +61,12 @@ def _restore(entry: _Entry) -> Publication:
     event = Event.model_validate_json(text)
     if len(entry) == _PLAIN:
         return Publication(event=event, topics=(event.topic,), seqs={event.topic: event.seq},
-                           epochs={event.topic: event.epoch}, meta={}, ingress_ns=ingress_ns)
+                           epochs={event.topic: event.epoch}, ingress_ns=ingress_ns)
     audience, routed = entry[_PLAIN], entry[_PLAIN + 1:]
     topics = routed[0::3]
     return Publication(event=event, topics=topics, seqs=dict(zip(topics, routed[1::3], strict=True)),
                        epochs=dict(zip(topics, routed[2::3], strict=True)),
-                       meta={} if audience is None else {"audience": audience}, ingress_ns=ingress_ns)
+                       ingress=Ingress(audience=audience), ingress_ns=ingress_ns)
 
 
 @dataclass(slots=True)

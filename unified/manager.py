@@ -35,7 +35,7 @@ from wsmigrate.unified.wire import EncodedFrame
 log = logging.getLogger(__name__)
 
 Renderer = Callable[[Publication, str, "Connection"], EncodedFrame | None]
-ForeignGate = Callable[[Publication], bool]
+CompatGate = Callable[[Publication], bool]
 DEFAULT_MAX_TOPICS = 100
 _RECENT_MULTI_TOPIC_IDS = 256
 _ids = itertools.count(1)
@@ -71,7 +71,7 @@ class Connection:
 
     def may_see(self, publication: Publication) -> bool:
         """An event with an audience (the catalogue's audience rule) reaches that user only."""
-        audience = publication.meta.get("audience")
+        audience = publication.ingress.audience
         return audience is None or self.user_id is None or self.user_id == audience
 
     def first_time(self, event_id: str) -> bool:
@@ -108,8 +108,8 @@ class ConnectionManager:
     Three indexes, `topic -> connections`, so that the live fan-out loop does nothing per
     recipient but queue one shared frame: `_live` (native connections receiving live),
     `_buffering` (native connections whose subscribe is being answered, see module docstring) and
-    `_foreign` (connections of another protocol with a renderer). The foreign index is consulted
-    only for publications the `foreign_gate` lets through, so a foreign connection costs nothing
+    `_compat` (connections of another protocol with a renderer). The compat index is consulted
+    only for publications the `compat_gate` lets through, so a compat connection costs nothing
     for events its renderer would turn into nothing anyway.
     """
 
@@ -125,11 +125,11 @@ class ConnectionManager:
         self.metrics = metrics
         self.max_topics = max_topics
         self.ledger = PathLedger(metrics, path)
-        self.foreign_gate: ForeignGate = _always
+        self.compat_gate: CompatGate = _always
         self._connections: dict[str, Connection] = {}
         self._live: dict[str, set[Connection]] = {}
         self._buffering: dict[str, set[Connection]] = {}
-        self._foreign: dict[str, set[Connection]] = {}
+        self._compat: dict[str, set[Connection]] = {}
         bus.attach(self.on_publication)
 
     # -- connections -----------------------------------------------------------------------------
@@ -170,10 +170,10 @@ class ConnectionManager:
 
     @property
     def topic_count(self) -> int:
-        return len(self._live.keys() | self._buffering.keys() | self._foreign.keys())
+        return len(self._live.keys() | self._buffering.keys() | self._compat.keys())
 
     def subscribers(self, topic: str) -> frozenset[str]:
-        members = (*self._live.get(topic, ()), *self._buffering.get(topic, ()), *self._foreign.get(topic, ()))
+        members = (*self._live.get(topic, ()), *self._buffering.get(topic, ()), *self._compat.get(topic, ()))
         return frozenset(c.client_id for c in members)
 
     def connections(self) -> Iterable[Connection]:
@@ -243,7 +243,7 @@ class ConnectionManager:
     def attach(self, connection: Connection, topics: Iterable[str]) -> None:
         """Subscribe live, with no ack, position or replay: for connections of another protocol
         (legacy sockets served through the unified path), whose clients never asked for topics."""
-        index = self._live if connection.renderer is None else self._foreign
+        index = self._live if connection.renderer is None else self._compat
         fresh = [t for t in dict.fromkeys(topics) if t not in connection.topics]
         for topic in fresh:
             connection.topics.add(topic)
@@ -261,7 +261,7 @@ class ConnectionManager:
             if connection.buffering.pop(topic, None) is not None:
                 _leave(self._buffering, topic, connection)
             else:
-                _leave(self._live if connection.renderer is None else self._foreign, topic, connection)
+                _leave(self._live if connection.renderer is None else self._compat, topic, connection)
         self._gauge_subscriptions(connection, -len(topics))
 
     # -- liveness --------------------------------------------------------------------------------
@@ -305,7 +305,7 @@ class ConnectionManager:
 
     def on_publication(self, publication: Publication) -> None:
         """Bus sink: queue the event for every subscriber of its topics, once per connection."""
-        if len(publication.topics) > 1 or publication.meta.get("audience") is not None:
+        if len(publication.topics) > 1 or publication.ingress.audience is not None:
             self._fan_out_filtered(publication)
             return
         topic = publication.topics[0]
@@ -314,19 +314,19 @@ class ConnectionManager:
             for connection in buffering:
                 connection.buffering[topic].append(publication)
         live = self._live.get(topic)
-        foreign = self._foreign.get(topic) if self._foreign and self.foreign_gate(publication) else None
-        rendered = self._render_foreign(publication, topic, foreign) if foreign else ()
+        compat = self._compat.get(topic) if self._compat and self.compat_gate(publication) else None
+        rendered = self._render_compat(publication, topic, compat) if compat else ()
         recipients = (len(live) if live else 0) + len(rendered)
         ticket = self.ledger.open(publication.event_type, publication.ingress_ns, recipients)
         if live:
             frame = publication.encoded(topic)
             for connection in live:
                 connection.outbox.put(frame, ticket)
-        for connection, foreign_frame in rendered:
-            connection.outbox.put(foreign_frame, ticket)
+        for connection, compat_frame in rendered:
+            connection.outbox.put(compat_frame, ticket)
 
     @staticmethod
-    def _render_foreign(
+    def _render_compat(
         publication: Publication, topic: str, connections: Iterable[Connection],
     ) -> list[tuple[Connection, EncodedFrame]]:
         rendered: list[tuple[Connection, EncodedFrame]] = []
@@ -341,7 +341,7 @@ class ConnectionManager:
         """The general fan-out: several topics (each connection served once) or with an audience."""
         multi = len(publication.topics) > 1
         event_id = publication.event.event_id
-        foreign_open = bool(self._foreign) and self.foreign_gate(publication)
+        compat_open = bool(self._compat) and self.compat_gate(publication)
         seen: set[Connection] = set()
         targets: list[tuple[Connection, EncodedFrame]] = []
         for topic in publication.topics:
@@ -350,7 +350,7 @@ class ConnectionManager:
                     continue
                 seen.add(connection)
                 connection.buffering[topic].append(publication)
-            members = [*self._live.get(topic, ()), *(self._foreign.get(topic, ()) if foreign_open else ())]
+            members = [*self._live.get(topic, ()), *(self._compat.get(topic, ()) if compat_open else ())]
             for connection in members:
                 if connection in seen or not connection.may_see(publication):
                     continue

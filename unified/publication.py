@@ -8,10 +8,10 @@ because per-recipient encoding dominates fan-out cost.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from wsmigrate.unified.events import Event
 from wsmigrate.unified.wire import EncodedFrame
@@ -25,19 +25,58 @@ class Position:
     seq: int
 
 
+@dataclass(frozen=True, slots=True)
+class Rollout:
+    """The rollout decision made once, when an event enters, and carried with it to every worker:
+    the stage its type was in, the live cohort percentage, the flags revision. The unified path only
+    carries it; the dual path (`wsmigrate.bridge.dual_path`) made it and acts on it."""
+
+    stage: str = "off"
+    live_percent: int = 0
+    flags_revision: int = 0
+
+
+NO_ROLLOUT = Rollout()
+
+
+@dataclass(frozen=True, slots=True)
+class Ingress:
+    """What is known of an event when it entered, and travels with it (never sent to clients):
+    where it came from, the one user who may see it (the catalogue's audience rule), and the
+    rollout decision."""
+
+    origin: str = "bus"
+    audience: str | None = None
+    rollout: Rollout = NO_ROLLOUT
+
+    def to_json(self) -> str:
+        """For the Redis stream: every worker acts on the same facts."""
+        rollout = self.rollout
+        return json.dumps({"origin": self.origin, "audience": self.audience,
+                           "rollout": [rollout.stage, rollout.live_percent, rollout.flags_revision]},
+                          separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> Ingress:
+        """The facts `to_json` wrote (ValueError when they are not)."""
+        raw = json.loads(text)
+        if not isinstance(raw, dict):
+            raise ValueError("ingress facts are not a JSON object")
+        stage, live_percent, revision = raw.get("rollout") or ("off", 0, 0)
+        audience = raw.get("audience")
+        return cls(origin=str(raw.get("origin", "bus")), audience=None if audience is None else str(audience),
+                   rollout=Rollout(str(stage), int(live_percent), int(revision)))
+
+
 @dataclass(slots=True, eq=False)
 class Publication:
-    """An event after the bus sequenced it.
-
-    `meta` carries ingress stamps that must travel with the event (the stage and flag revision
-    read once at ingress, the origin); it is never sent to clients.
-    """
+    """An event after the bus sequenced it, with the facts of its ingress (`Ingress`)."""
 
     event: Event
     topics: tuple[str, ...]
     seqs: dict[str, int]
     epochs: dict[str, str]
-    meta: dict[str, Any] = field(default_factory=dict)
+    ingress: Ingress = field(default_factory=Ingress)
     ingress_ns: int = field(default_factory=time.perf_counter_ns)
     _frames: dict[str, EncodedFrame] = field(default_factory=dict)
 
@@ -47,14 +86,14 @@ class Publication:
 
     @property
     def origin(self) -> str:
-        return str(self.meta.get("origin", "bus"))
+        return self.ingress.origin
 
     def position(self, topic: str) -> Position:
         return Position(self.epochs[topic], self.seqs[topic])
 
     def envelope(self, topic: str) -> Event:
         """The envelope as a subscriber of `topic` sees it (topic, seq and epoch of that topic)."""
-        return self.event.stamped(topic, self.seqs[topic], self.epochs[topic])
+        return self.event.sequenced(topic, self.seqs[topic], self.epochs[topic])
 
     def memo(self, key: str, build: Callable[[], str]) -> EncodedFrame:
         """A frame of another protocol (say, the legacy one), built once per publication."""

@@ -43,7 +43,7 @@ from wsmigrate.unified.backend import Deliver
 from wsmigrate.unified.errors import BusUnavailableError
 from wsmigrate.unified.events import Event
 from wsmigrate.unified.history import DEFAULT_HISTORY_SIZE, DEFAULT_HISTORY_TTL_S, new_epoch
-from wsmigrate.unified.publication import Position, Publication
+from wsmigrate.unified.publication import Ingress, Position, Publication
 from wsmigrate.unified.redis_listener import CONNECTION_ERRORS, OnDiscontinuity, StreamListener
 from wsmigrate.unified.redis_scripts import (
     APPEND,
@@ -52,7 +52,6 @@ from wsmigrate.unified.redis_scripts import (
     Keys,
     decode_publication,
     encode_event,
-    encode_meta,
     entry_fields,
     parse_id,
 )
@@ -204,7 +203,7 @@ class RedisBackend:
 
     # -- publishing ------------------------------------------------------------------------------
 
-    async def append(self, event: Event, topics: Sequence[str], meta: dict[str, Any]) -> bool:
+    async def append(self, event: Event, topics: Sequence[str], ingress: Ingress) -> bool:
         script = self._require(self._append)
         k = self.keys
         nonce = secrets.token_hex(8)
@@ -213,7 +212,7 @@ class RedisBackend:
             keys += [k.topic(topic), k.history(topic)]
         args: list[Any] = [
             nonce, _ms(self.dedup_window_s), self.events_maxlen, self.history_size, _ms(self.history_ttl_s),
-            _ms(self.topic_ttl_s), new_epoch() + new_epoch(), encode_event(event), encode_meta(meta),
+            _ms(self.topic_ttl_s), new_epoch() + new_epoch(), encode_event(event), ingress.to_json(),
             *topics, *(new_epoch() for _ in topics),
         ]
         self._remember_ingress(event.event_id)

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from wsmigrate.unified.events import Event
-from wsmigrate.unified.publication import Publication
+from wsmigrate.unified.publication import Ingress, Publication
 
 StreamId = tuple[int, int]
 ZERO_ID = "0-0"
@@ -56,7 +56,7 @@ local now_ms = string.format('%d', clock[1] * 1000 + math.floor(clock[2] / 1000)
 
 # KEYS: dedup, events, incarnation, then (topic hash, topic history) per topic.
 # ARGV: nonce, dedup_ms, events_maxlen, history_maxlen, history_ttl_ms, topic_ttl_ms,
-#       incarnation candidate, event json, meta json, then n topics, then n epoch candidates.
+#       incarnation candidate, event json, ingress json, then n topics, then n epoch candidates.
 # Returns {1, global entry id} or {0, nonce of the append that already published the id}.
 APPEND = (
     """
@@ -192,11 +192,6 @@ def encode_event(event: Event) -> str:
     return event.model_dump_json()
 
 
-def encode_meta(meta: Mapping[str, Any]) -> str:
-    """`meta` travels between workers, so it must be JSON (the ingress stamps are)."""
-    return json.dumps(dict(meta), separators=(",", ":"))
-
-
 def decode_publication(fields: Mapping[str, str], ingress_ns: int | None = None) -> Publication:
     """Rebuild the `Publication` an append script stored (raises ValueError/KeyError if malformed)."""
     topics = tuple(str(t) for t in json.loads(fields[F_TOPICS]))
@@ -204,10 +199,9 @@ def decode_publication(fields: Mapping[str, str], ingress_ns: int | None = None)
     epochs = dict(zip(topics, (str(e) for e in json.loads(fields[F_EPOCHS])), strict=True))
     event = Event.model_validate_json(fields[F_EVENT])
     primary = topics[0]
-    stamped = event.stamped(primary, seqs[primary], epochs[primary])
-    meta = json.loads(fields[F_META])
-    if not isinstance(meta, dict):
-        raise ValueError("publication meta is not a JSON object")
+    stamped = event.sequenced(primary, seqs[primary], epochs[primary])
+    ingress = Ingress.from_json(fields[F_META])
     if ingress_ns is None:
-        return Publication(event=stamped, topics=topics, seqs=seqs, epochs=epochs, meta=meta)
-    return Publication(event=stamped, topics=topics, seqs=seqs, epochs=epochs, meta=meta, ingress_ns=ingress_ns)
+        return Publication(event=stamped, topics=topics, seqs=seqs, epochs=epochs, ingress=ingress)
+    return Publication(event=stamped, topics=topics, seqs=seqs, epochs=epochs, ingress=ingress,
+                       ingress_ns=ingress_ns)

@@ -5,12 +5,12 @@ protocol) and `Settings`; `wsmigrate.bridge.server.mount.WsMigrate` builds one a
 Where each runtime callback is registered, in one place (`__init__`), so a reader can follow an
 event (docs/architecture.md walks the same path):
 
-* bus ingress hook: `Bridge.stamp` (stage, cohort, flag revision, read once per event);
+* the bus's rollout hook: `DualPath.decide_rollout` (stage, cohort, flags revision, once per event);
 * bus sinks, in order: `ConnectionManager.on_publication` (unified sockets and the legacy sockets'
-  compat connections), `Bridge.on_publication` (the legacy path);
-* legacy hub listener: the `Bridge` (mirrors broadcasts onto the bus, attaches compat connections);
-* compat renderer and foreign gate on the unified manager: `Bridge.render_compat`,
-  `Bridge.unified_path_involved`;
+  compat connections), `DualPath.on_publication` (the legacy path);
+* legacy hub listener: the `DualPath` (mirrors broadcasts onto the bus, attaches compat connections);
+* compat renderer and compat gate on the unified manager: `DualPath.render_compat`,
+  `DualPath.unified_path_involved`;
 * delivery observer: the `Comparator`; flags listener: `_export_flags` (the stage gauges).
 """
 
@@ -27,7 +27,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 
 from wsmigrate.bridge.comparator import Comparator
-from wsmigrate.bridge.dual_path import Bridge
+from wsmigrate.bridge.dual_path import DualPath
 from wsmigrate.bridge.flags import FileFlagStore, FlagStore, MemoryFlagStore
 from wsmigrate.bridge.flags_redis import RedisFlagStore
 from wsmigrate.bridge.server.gc_policy import CollectorPolicy, parse_thresholds
@@ -131,7 +131,7 @@ class Runtime:
         self.flags.add_listener(self._export_flags)
         self.comparator = Comparator(metrics=hot, window_s=settings.compare_window_s,
                                      capacity=settings.compare_capacity, sample_rate=settings.compare_sample_rate)
-        self.bridge = Bridge(self.bus, self.manager, self.legacy, self.flags, self.translations, metrics=hot,
+        self.bridge = DualPath(self.bus, self.manager, self.legacy, self.flags, self.translations, metrics=hot,
                              observer=self.comparator)
         self.bridge.install()
         self.quota = ConnectionQuota(settings.max_connections_per_user)

@@ -9,13 +9,14 @@ from typing import Any
 from examples.chat.declaration import ChatEvent
 from tests.support import CHAT
 from wsmigrate.unified import BusBackend, Event, Publication
+from wsmigrate.unified.publication import Ingress, Rollout
 
-META = {"origin": "bus"}
+INGRESS = Ingress(origin="admin", audience="7", rollout=Rollout("shadow", 25, 3))  # every field set: it must travel
 
 
 async def append(backend: BusBackend, event: Event) -> bool:
     """Publish `event` straight into a backend, on its rule's topics."""
-    return await backend.append(event, CHAT.route_topics(event), META)
+    return await backend.append(event, CHAT.delivery_topics(event), INGRESS)
 
 
 class Delivered:

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from tests.contract.helpers import META, Delivered, Sink, agent_updated, append, chunk, thread_updated
+from tests.contract.helpers import INGRESS, Delivered, Sink, agent_updated, append, chunk, thread_updated
 from tests.support import CHAT
 from wsmigrate.unified import Connection, ConnectionManager, EventBus, Position
 from wsmigrate.unified.backend import BusBackend, MemoryBackend
@@ -65,7 +65,7 @@ async def test_each_topic_is_numbered_without_gaps_and_multi_topic_events_on_eac
     multi = publications[2]
     assert multi.topics == ("thread:1", "agent:9")
     assert (multi.event.topic, multi.event.seq, multi.event.epoch) == ("thread:1", 2, multi.epochs["thread:1"])
-    assert multi.meta == META
+    assert multi.ingress == INGRESS
     for topic in ("thread:1", "agent:9"):
         epochs = {p.epochs[topic] for p in publications if topic in p.epochs}
         assert epochs == {(await backend.position(topic)).epoch}

@@ -147,4 +147,4 @@ async def test_publications_encode_each_topic_frame_once(bus: EventBus) -> None:
     pub = publications[0]
     assert pub.frame("agents") is pub.frame("agents")
     assert '"topic":"agents"' in pub.frame("agents")
-    assert CHAT.route_topics(pub.event) == ["agent:3", "agents"]
+    assert CHAT.delivery_topics(pub.event) == ["agent:3", "agents"]

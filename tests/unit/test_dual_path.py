@@ -1,7 +1,7 @@
-"""The dual-path `Bridge` without sockets or a server: every frame lands in an in-memory outbox.
+"""The dual-path `DualPath` without sockets or a server: every frame lands in an in-memory outbox.
 
 Each test builds the real components (in-memory bus, unified and legacy managers, flag store,
-translation table) around a `Bridge`, connects legacy and unified clients whose outboxes record
+translation table) around a `DualPath`, connects legacy and unified clients whose outboxes record
 what is put on them, and asserts what each client received and which path wrote it. The in-memory
 bus dispatches to its sinks inside `publish`, so every frame is in its outbox when `publish` (or a
 legacy `broadcast`) returns: no sleeps, milliseconds per test.
@@ -20,7 +20,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from examples.chat.declaration import ChatEvent, chat_catalog, chat_translations
-from wsmigrate.bridge.dual_path import Bridge
+from wsmigrate.bridge.dual_path import DualPath
 from wsmigrate.bridge.errors import BridgeError
 from wsmigrate.bridge.flags import FlagChange, MemoryFlagStore, apply_change
 from wsmigrate.bridge.stages import FlagsDocument, Stage, cohort_bucket
@@ -33,6 +33,7 @@ from wsmigrate.metrics.registry import UNDECLARED_FRAME
 from wsmigrate.unified import ConnectionManager, Event, EventBus, EventCatalog, MemoryBackend, Publication
 from wsmigrate.unified.errors import BusClosedError
 from wsmigrate.unified.outbox import DEFAULT_OUTBOX_CAPACITY, Outbox, OutFrame
+from wsmigrate.unified.publication import Ingress
 
 STAGES = [stage.value for stage in Stage]
 ORIGINS = ["legacy_call", "bus"]
@@ -160,7 +161,7 @@ class Rig:
     legacy: LegacyConnectionManager
     flags: MemoryFlagStore
     observer: RecordingObserver
-    bridge: Bridge
+    bridge: DualPath
 
     async def set_stage(self, event_type: str, stage: str) -> None:
         await self.flags.apply(FlagChange(kind="stage", event_type=event_type, stage=Stage(stage), force=True), "test")
@@ -247,7 +248,7 @@ def build(declare: Declare = boards_declaration, *, backend: MemoryBackend | Non
     observer = RecordingObserver()
     if before_bridge is not None:
         bus.attach(before_bridge)
-    bridge = Bridge(bus, unified, legacy, store, translations, metrics=metrics, observer=observer)
+    bridge = DualPath(bus, unified, legacy, store, translations, metrics=metrics, observer=observer)
     bridge.install()
     return Rig(catalog, translations, registry, metrics, bus, unified, legacy, store, observer, bridge)
 
@@ -549,14 +550,14 @@ async def test_a_frame_without_an_event_type_goes_the_old_way_only_and_is_counte
 class FailingBackend(MemoryBackend):
     """A bus backend whose network is down."""
 
-    async def append(self, event: Event, topics: Sequence[str], meta: dict[str, Any]) -> bool:
+    async def append(self, event: Event, topics: Sequence[str], ingress: Ingress) -> bool:
         raise ConnectionError("bus unreachable")
 
 
 class BuggyBackend(MemoryBackend):
     """A bus backend with a bug: an exception of no kind wsmigrate expects."""
 
-    async def append(self, event: Event, topics: Sequence[str], meta: dict[str, Any]) -> bool:
+    async def append(self, event: Event, topics: Sequence[str], ingress: Ingress) -> bool:
         raise RuntimeError("unexpected")
 
 

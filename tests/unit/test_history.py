@@ -6,12 +6,12 @@ from examples.chat.declaration import ChatEvent
 from tests.support import CHAT, FakeClock
 from wsmigrate.unified.backend import sequence
 from wsmigrate.unified.history import TopicHistory
-from wsmigrate.unified.publication import Position
+from wsmigrate.unified.publication import Ingress, Position, Rollout
 
 
 def add(history: TopicHistory, thread_id: int = 1) -> None:
     event = CHAT.create(ChatEvent.STREAM_CHUNK, {"thread_id": thread_id, "content": "x"})
-    history.record(sequence(history, event, [f"thread:{thread_id}"], {}))
+    history.record(sequence(history, event, [f"thread:{thread_id}"], Ingress()))
 
 
 def test_replay_is_all_or_nothing_within_the_size_bound() -> None:
@@ -58,7 +58,7 @@ def test_retained_history_costs_the_cycle_collector_nothing() -> None:
     history = TopicHistory(size=300)
     for i in range(600):
         event = CHAT.create(ChatEvent.AGENT_UPDATED, {"id": i % 3 + 1, "owner_id": 9})  # two topics, an owner
-        history.record(sequence(history, event, [f"agent:{i % 3 + 1}", "agents"], {"audience": "9"}))
+        history.record(sequence(history, event, [f"agent:{i % 3 + 1}", "agents"], Ingress(audience="9")))
         add(history, thread_id=i % 7 + 1)
     gc.collect()
     entries = [entry for log in history._logs.values() for entry in log.entries]
@@ -69,11 +69,11 @@ def test_retained_history_costs_the_cycle_collector_nothing() -> None:
 def test_replayed_publications_keep_the_routing_facts() -> None:
     history = TopicHistory(size=10)
     event = CHAT.create(ChatEvent.AGENT_UPDATED, {"id": 7, "owner_id": 3})
-    original = sequence(history, event, ["agent:7", "agents"], {"audience": "3", "stage": "off"})
+    original = sequence(history, event, ["agent:7", "agents"], Ingress("bus", "3", Rollout("shadow", 0, 4)))
     history.record(original)
     for topic in ("agent:7", "agents"):
         (replayed,) = history.since(topic, Position(original.epochs[topic], 0)) or []
         assert replayed.event == original.event
         assert (replayed.topics, replayed.seqs, replayed.epochs) == (original.topics, original.seqs, original.epochs)
-        assert replayed.meta == {"audience": "3"}  # what delivery needs; ingress stamps are not kept
+        assert replayed.ingress == Ingress(audience="3")  # what delivery needs; the rollout is not kept
         assert replayed.frame(topic) == original.frame(topic)

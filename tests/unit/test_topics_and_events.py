@@ -129,7 +129,7 @@ def test_every_event_type_has_its_topic_rule(event_type: ChatEvent, data: dict, 
     assert event.type == event_type.value
     assert type(event.type) is str  # an app's StrEnum becomes the plain name on the wire
     assert event.topic == topics[0]
-    assert CHAT.route_topics(event) == topics
+    assert CHAT.delivery_topics(event) == topics
 
 
 def test_the_catalogue_is_exactly_the_declared_one() -> None:
@@ -168,7 +168,7 @@ def test_an_undeclared_type_is_refused_by_name() -> None:
 def test_uuid_topics_and_a_function_rule() -> None:
     catalog = boards_catalog()
     event = catalog.create("task_created", {"id": TASK, "board_id": uuid.UUID(BOARD), "title": "t"})
-    assert catalog.route_topics(event) == [f"board:{BOARD}", f"task:{TASK}"]
+    assert catalog.delivery_topics(event) == [f"board:{BOARD}", f"task:{TASK}"]
     assert catalog.topics_for("comment_added", {"task_id": TASK, "board_id": BOARD}) == [f"task:{TASK}",
                                                                                            f"board:{BOARD}"]
     assert catalog.topics_for("team_note", {"team": "ops"}) == ["team:ops"]
@@ -224,13 +224,13 @@ def test_envelope_fields_and_unique_ids() -> None:
 
 def test_explicit_topic_outside_the_rule_goes_to_that_topic_only() -> None:
     event = Event(type=ChatEvent.SYSTEM_STATUS, topic="probe", data={})
-    assert CHAT.route_topics(event) == ["probe"]
+    assert CHAT.delivery_topics(event) == ["probe"]
 
 
 def test_stamped_is_exactly_model_copy() -> None:
     """Pins `Event.stamped` (the bus's fast copy) against pydantic's own `model_copy`."""
     event = CHAT.create(ChatEvent.AGENT_UPDATED, {"id": 7, "name": "x", "owner_id": 3})
-    stamped = event.stamped("agents", 41, "e1")
+    stamped = event.sequenced("agents", 41, "e1")
     reference = event.model_copy(update={"topic": "agents", "seq": 41, "epoch": "e1"})
     assert stamped == reference
     assert stamped.model_dump_json() == reference.model_dump_json()
@@ -246,7 +246,7 @@ def test_route_topics_of_single_topic_types_is_the_event_topic(event_type: ChatE
     data = {"id": 1, "agent_id": 2, "thread_id": 3}
     rule = CHAT.topics_for(event_type, data)
     for topic in (rule[0], "thread:99", "system"):
-        routed = CHAT.route_topics(Event(type=event_type, topic=topic, data=data))
+        routed = CHAT.delivery_topics(Event(type=event_type, topic=topic, data=data))
         if len(rule) == 1:
             assert routed == [topic]
         else:

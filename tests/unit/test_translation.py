@@ -53,7 +53,7 @@ def test_the_legacy_route_is_one_of_the_events_unified_topics(frame: dict, event
     translated = TABLE.to_event(frame)
     assert translated is not None
     event = CHAT.create(*translated)
-    assert TABLE.topic_of(TABLE.legacy_route(*translated)) in CHAT.route_topics(event)
+    assert TABLE.topic_of(TABLE.legacy_route(*translated)) in CHAT.delivery_topics(event)
 
 
 def test_every_event_type_has_exactly_one_frame() -> None:
