@@ -30,7 +30,6 @@ from fastapi import FastAPI, WebSocket
 from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CollectorRegistry
-from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from wsmigrate.bridge.ops import admin
@@ -167,7 +166,7 @@ class WsMigrate:
         if scheme.lower() == "bearer" and hmac.compare_digest(token.encode(), self.runtime.probe_token.encode()):
             return True, PROBE_USER
         assert self.authenticate is not None
-        user_id = await self.authenticate(HTTPConnection(websocket.scope))
+        user_id = await self.authenticate(websocket)  # a WebSocket is an HTTPConnection
         return user_id is not None, user_id
 
     async def _admit(self, websocket: WebSocket, kind: str) -> tuple[bool, str | None]:
