@@ -177,12 +177,28 @@ class FileFlagStore(MemoryFlagStore):
         self.path = path
         self.event_types = event_types
         self.fmt: Literal["toml", "json"] = "json" if path.suffix == ".json" else "toml"
-        super().__init__(self._read() if path.exists() else FlagsDocument(), audit_file=audit_file)
+        document, error = FlagsDocument(), None
+        if path.exists():
+            try:
+                document = self._read()
+            except FlagsError as exc:  # unreadable at start: the safe default (every type off), said once
+                error = str(exc)
+                log.error("flags file %s rejected at start (%s); every type is off until it is fixed", path, exc)
+        super().__init__(document, audit_file=audit_file)
+        self.last_error = error
         self._stamp = self._file_stamp()
         self._watcher: asyncio.Task[None] | None = None
 
     def _read(self) -> FlagsDocument:
-        return parse_document(self.path.read_text(encoding="utf-8"), fmt=self.fmt, event_types=self.event_types)
+        """The file's document; `FlagsError` for any content that is not one (invalid UTF-8 and
+        binary included) or a file that cannot be read."""
+        try:
+            text = self.path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise FlagsError(f"flags file {self.path.name} is not UTF-8 text: {exc}") from None
+        except OSError as exc:
+            raise FlagsError(f"flags file {self.path.name} cannot be read: {exc}") from None
+        return parse_document(text, fmt=self.fmt, event_types=self.event_types)
 
     def _file_stamp(self) -> tuple[int, int] | None:
         try:

@@ -102,3 +102,27 @@ async def test_api_changes_are_written_back_to_the_file(tmp_path: Path) -> None:
     assert resolve(reread.current(), MC).stage is Stage.SHADOW
     assert reread.current().revision == 1
     assert not store.reload_if_changed()  # its own write is not mistaken for an edit
+
+
+@pytest.mark.parametrize("content", [b"\xff\xfe\x00garbage", bytes(range(256)), b'stage = "\xc3\x28"\n'])
+def test_the_watcher_survives_any_content_and_reports_it(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "flags.toml"
+    path.write_text('[types.message_created]\nstage = "shadow"\n')
+    store = FileFlagStore(path)
+    path.write_bytes(content)
+    assert not store.reload_if_changed()  # no exception escapes the watcher
+    assert store.last_error is not None
+    assert resolve(store.current(), MC).stage is Stage.SHADOW
+    path.write_text('[types.message_created]\nstage = "live"\n')  # a later edit still applies
+    assert store.reload_if_changed()
+    assert store.last_error is None
+    assert resolve(store.current(), MC).stage is Stage.LIVE
+
+
+def test_a_file_unreadable_at_start_means_every_type_off_with_the_error_shown(tmp_path: Path) -> None:
+    path = tmp_path / "flags.toml"
+    path.write_bytes(b"\xff\xfe not utf-8")
+    store = FileFlagStore(path)
+    assert resolve(store.current(), MC).stage is Stage.OFF
+    assert store.last_error is not None
+    assert "not UTF-8" in store.last_error
