@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from examples.chat.app import ChatSettings, create_app, split_settings
+from examples.chat.app import ChatSettings, create_app
 from tests.ports import bind_free_port
-from tests.support import RunningServer
+from tests.support import RunningServer, split_settings
 from wsmigrate import Settings
 
 ServerFactory = Callable[..., RunningServer]
@@ -29,7 +29,7 @@ def server_factory(tmp_path: Path) -> Iterator[ServerFactory]:
         overrides.setdefault("heartbeat_interval_s", 3600)  # test clients do not answer pings unless asked
         sock = bind_free_port()
         overrides.setdefault("self_url", f"http://127.0.0.1:{sock.getsockname()[1]}")
-        ours, chat = split_settings(overrides)
+        ours, chat = split_settings(ChatSettings, overrides)
         app = create_app(Settings.from_env({}, **ours), ChatSettings.from_env({}, **chat), registry=CollectorRegistry())
         server = RunningServer(app, sock, direct=direct, deflate=deflate).start()
         started.append(server)

@@ -6,7 +6,7 @@ import asyncio
 import json
 import socket
 import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
 import httpx
@@ -17,6 +17,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from examples.chat.app import ChatApp
 from examples.chat.declaration import chat_catalog
 from tests.ports import bind_free_port
+from wsmigrate import EnvSettings
 from wsmigrate.bridge.server.runtime import Runtime
 from wsmigrate.bridge.server.ws_protocol import UVICORN_WS_OPTIONS, WS_MAX_SIZE
 
@@ -220,3 +221,9 @@ class StalledClient:
 
 # The reference chat app's declaration, for tests that need an application's event types.
 CHAT = chat_catalog()
+
+
+def split_settings(own: type[EnvSettings], overrides: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(wsmigrate's, the example's `own` settings) of one mixed set of setting overrides."""
+    mine = {k: v for k, v in overrides.items() if k in own.model_fields}
+    return {k: v for k, v in overrides.items() if k not in mine}, mine

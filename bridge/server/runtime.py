@@ -103,8 +103,7 @@ def with_probe(declaration: Declaration, unified_path: str) -> Declaration:
         return "ok" if scope == PROBE_SCOPE else await app_access(scope, target_id, user_id)
 
     views = (*protocol.views, probe_view(unified_path))
-    return replace(declaration, legacy=LegacyProtocol(views=views, access=access, commands=protocol.commands,
-                                                      error_frame=protocol.error_frame))
+    return replace(declaration, legacy=replace(protocol, views=views, access=access))
 
 
 class Runtime:

@@ -12,11 +12,10 @@ wsmigrate's `/ops`.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from fastapi import FastAPI
 from fastapi.responses import FileResponse, JSONResponse
@@ -86,12 +85,6 @@ class ChatApp:
     manager: ConnectionManager
     service: ChatService
     wsmigrate: WsMigrate
-
-
-def split_settings(overrides: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(wsmigrate's, the chat app's) of a mixed set of setting overrides (tests pass one)."""
-    own = {k: v for k, v in overrides.items() if k in ChatSettings.model_fields}
-    return {k: v for k, v in overrides.items() if k not in own}, own
 
 
 def create_app(settings: Settings | None = None, chat_settings: ChatSettings | None = None, *,

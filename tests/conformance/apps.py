@@ -20,8 +20,8 @@ from examples.boards.app import create_app as create_boards
 from examples.chat.app import ChatSettings
 from examples.chat.app import create_app as create_chat
 from tests.ports import bind_free_port
-from tests.support import RunningServer, rest
-from wsmigrate import EnvSettings, Settings
+from tests.support import RunningServer, rest, split_settings
+from wsmigrate import Settings
 
 Key = Any
 ORIGINS = ("legacy_call", "bus")
@@ -48,18 +48,13 @@ class ExampleApp(Protocol):
     async def scene(self, server: RunningServer, events: int) -> dict[str, Case]: ...
 
 
-def _split(own: type[EnvSettings], overrides: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    mine = {k: v for k, v in overrides.items() if k in own.model_fields}
-    return {k: v for k, v in overrides.items() if k not in mine}, mine
-
-
 class Chat:
     name = "chat"
 
     def create(self, tmp_path: Path, index: int, overrides: dict[str, Any]) -> FastAPI:
         overrides.setdefault("database_url", f"sqlite:///{tmp_path}/chat-{index}.db")
         overrides.setdefault("stream_delay_ms", 0)
-        ours, own = _split(ChatSettings, overrides)
+        ours, own = split_settings(ChatSettings, overrides)
         return create_chat(Settings.from_env({}, **ours), ChatSettings.from_env({}, **own),
                            registry=CollectorRegistry())
 
@@ -100,7 +95,7 @@ class Boards:
 
     def create(self, tmp_path: Path, index: int, overrides: dict[str, Any]) -> FastAPI:
         overrides.setdefault("database_url", f"sqlite:///{tmp_path}/boards-{index}.db")
-        ours, own = _split(BoardsSettings, overrides)
+        ours, own = split_settings(BoardsSettings, overrides)
         return create_boards(Settings.from_env({}, **ours), BoardsSettings.from_env({}, **own),
                              registry=CollectorRegistry())
 
