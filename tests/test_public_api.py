@@ -17,6 +17,9 @@ PUBLIC = {
     "EventCatalog", "EventSpec", "Event", "Topic", "TopicPattern", "Verdict", "allow_all",
     # publishing
     "EventBus", "Publication", "Position", "publish_event", "current_bus",
+    # REST snapshots followed live without a gap
+    "StreamPosition", "Positions", "POSITIONS_HEADER", "read_positions", "rest_positions", "topic_positions",
+    "positions_header",
     # the legacy side
     "LegacyView", "LegacyCommand", "LegacyProtocol", "Access", "TargetId", "LegacyContext",
     "LegacyConnectionManager", "LegacyProtocolError", "Frame", "TranslationTable", "flat", "nested", "legacy_only",

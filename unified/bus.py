@@ -18,7 +18,7 @@ import concurrent.futures
 import inspect
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from wsmigrate.metrics import WsMetrics
@@ -221,3 +221,8 @@ class EventBus:
 
     async def position(self, topic: str) -> Position:
         return await self.backend.position(topic)
+
+    async def positions(self, topics: Sequence[str]) -> dict[str, Position]:
+        """Where each of `topics` stands now (`BusBackend.positions`): read it *before* reading
+        a view's snapshot, hand it to the client, and the client subscribes `since` it."""
+        return await self.backend.positions(list(dict.fromkeys(topics)))

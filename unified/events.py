@@ -28,6 +28,19 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+class StreamPosition(BaseModel):
+    """Where a topic's stream stands, on the wire: `seq` of an event in history epoch `epoch`.
+
+    One shape wherever a position travels: in `subscribe.since`, in an event of several topics
+    (`Event.positions`), and in the positions a REST snapshot hands out (`unified.snapshot`).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    epoch: str = Field(max_length=64)
+    seq: int = Field(ge=0)
+
+
 class Event(BaseModel):
     """The unified wire envelope. One logical event has one `event_id` for its whole life."""
 
@@ -44,12 +57,17 @@ class Event(BaseModel):
     # Every topic of an event addressed to several, primary first (absent otherwise): a client that
     # follows two of them receives the event once and hands it to the handlers of both.
     topics: list[str] | None = Field(default=None, exclude_if=lambda value: value is None)
+    # For an event of several topics, its position on each (the frame's own `seq`/`epoch` are those
+    # of `topic` only): a client that follows several of them knows exactly how far each has come.
+    positions: dict[str, StreamPosition] | None = Field(default=None, exclude_if=lambda value: value is None)
 
     def addressed(self, topics: list[str]) -> Event:
         """This event carrying its topic list (the bus sets it on events of several topics)."""
         return self.model_copy(update={"topics": topics})
 
-    def sequenced(self, topic: str, seq: int, epoch: str) -> Event:
+    def sequenced(
+        self, topic: str, seq: int, epoch: str, positions: dict[str, StreamPosition] | None = None,
+    ) -> Event:
         """This event as it is delivered on `topic` at (`epoch`, `seq`).
 
         What `model_copy(update=...)` does, without its generic machinery: the bus stamps every
@@ -58,8 +76,13 @@ class Event(BaseModel):
         result against `model_copy` so a pydantic change cannot slip past.
         """
         copy = Event.__new__(Event)
-        _set(copy, "__dict__", {**self.__dict__, "topic": topic, "seq": seq, "epoch": epoch})
-        _set(copy, "__pydantic_fields_set__", self.__pydantic_fields_set__ | _STAMP_FIELDS)
+        stamp: dict[str, Any] = {"topic": topic, "seq": seq, "epoch": epoch}
+        fields = _STAMP_FIELDS
+        if positions is not None:
+            stamp["positions"] = positions
+            fields = _STAMP_FIELDS | {"positions"}
+        _set(copy, "__dict__", {**self.__dict__, **stamp})
+        _set(copy, "__pydantic_fields_set__", self.__pydantic_fields_set__ | fields)
         _set(copy, "__pydantic_extra__", None)
         _set(copy, "__pydantic_private__", None)
         return copy

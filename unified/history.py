@@ -64,6 +64,8 @@ def _restore(entry: _Entry) -> Publication:
                            epochs={event.topic: event.epoch}, ingress_ns=ingress_ns)
     audience, routed = entry[_PLAIN], entry[_PLAIN + 1:]
     topics = routed[0::3]
+    if event.positions is not None:  # the frame's copy of the routing facts, rebuilt per topic when sent
+        event = event.model_copy(update={"positions": None})
     return Publication(event=event, topics=topics, seqs=dict(zip(topics, routed[1::3], strict=True)),
                        epochs=dict(zip(topics, routed[2::3], strict=True)),
                        ingress=Ingress(audience=audience), ingress_ns=ingress_ns)

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from wsmigrate.unified.errors import UnifiedError
+from wsmigrate.unified.events import StreamPosition
 
 MAX_FRAME_BYTES = 64 * 1024
 MAX_JSON_DEPTH = 32
@@ -60,12 +61,6 @@ class ProtocolError(UnifiedError):
 MessageId = Annotated[str, Field(max_length=MESSAGE_ID_MAX)]
 
 
-class SincePosition(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    epoch: str = Field(max_length=64)
-    seq: int = Field(ge=0)
-
-
 class _ClientFrame(BaseModel):
     model_config = ConfigDict(extra="forbid")
     message_id: MessageId | None = None
@@ -74,7 +69,7 @@ class _ClientFrame(BaseModel):
 class SubscribeRequest(_ClientFrame):
     type: Literal["subscribe"]
     topics: list[str] = Field(max_length=1000)
-    since: dict[str, SincePosition] = Field(default_factory=dict)
+    since: dict[str, StreamPosition] = Field(default_factory=dict)
 
 
 class UnsubscribeRequest(_ClientFrame):

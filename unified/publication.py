@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from wsmigrate.unified.events import Event
+from wsmigrate.unified.events import Event, StreamPosition
 from wsmigrate.unified.wire import EncodedFrame
 
 
@@ -92,8 +92,12 @@ class Publication:
         return Position(self.epochs[topic], self.seqs[topic])
 
     def envelope(self, topic: str) -> Event:
-        """The envelope as a subscriber of `topic` sees it (topic, seq and epoch of that topic)."""
-        return self.event.sequenced(topic, self.seqs[topic], self.epochs[topic])
+        """The envelope as a subscriber of `topic` sees it (topic, seq and epoch of that topic; for an
+        event of several topics, its `positions` on all of them)."""
+        positions = None
+        if len(self.topics) > 1:
+            positions = {t: StreamPosition(epoch=self.epochs[t], seq=self.seqs[t]) for t in self.topics}
+        return self.event.sequenced(topic, self.seqs[topic], self.epochs[topic], positions)
 
     def memo(self, key: str, build: Callable[[], str]) -> EncodedFrame:
         """A frame of another protocol (say, the legacy one), built once per publication."""
@@ -107,8 +111,9 @@ class Publication:
         cached = self._frames.get(topic)
         if cached is None:
             event = self.event
-            # The event entered the bus stamped for its primary topic: no copy needed for that one.
-            envelope = event if topic == event.topic else self.envelope(topic)
+            # The event entered the bus stamped for its primary topic: no copy needed for that one
+            # (unless it has several topics, whose positions every copy carries).
+            envelope = event if topic == event.topic and len(self.topics) == 1 else self.envelope(topic)
             cached = self._frames[topic] = EncodedFrame(envelope.model_dump_json())
         return cached
 

@@ -48,6 +48,7 @@ from wsmigrate.unified.redis_listener import CONNECTION_ERRORS, OnDiscontinuity,
 from wsmigrate.unified.redis_scripts import (
     APPEND,
     F_TS,
+    POSITIONS,
     SNAPSHOT,
     Keys,
     decode_publication,
@@ -138,6 +139,7 @@ class RedisBackend:
         self._reader: Redis | None = None
         self._append: AsyncScript | None = None
         self._snapshot_script: AsyncScript | None = None
+        self._positions_script: AsyncScript | None = None
         self._ingress: OrderedDict[str, int] = OrderedDict()
         # appends waiting for the next pipeline: (script, keys, args, reply)
         self._appends: list[tuple[AsyncScript, list[str], list[Any], asyncio.Future[Any]]] = []
@@ -169,6 +171,7 @@ class RedisBackend:
         )
         self._append = self._writer.register_script(APPEND)
         self._snapshot_script = self._writer.register_script(SNAPSHOT)
+        self._positions_script = self._writer.register_script(POSITIONS)
         self.listener = StreamListener(
             self._reader, self._writer, self.keys, worker_id=self.worker_id, decode=self._decode,
             events_maxlen=self.events_maxlen, heartbeat_interval_s=self.heartbeat_interval_s,
@@ -196,7 +199,7 @@ class RedisBackend:
             if client is not None:
                 await client.aclose()
         self._reader = self._writer = None
-        self._append = self._snapshot_script = None
+        self._append = self._snapshot_script = self._positions_script = None
 
     def healthy(self) -> bool:
         return self.listener is not None and self.listener.healthy()
@@ -307,6 +310,18 @@ class RedisBackend:
         snapshot = await self._snapshot(topic, 0)
         await self._caught_up(snapshot)
         return Position(snapshot.epoch, snapshot.seq)
+
+    async def positions(self, topics: Sequence[str]) -> dict[str, Position]:
+        if not topics:
+            return {}
+        script = self._require(self._positions_script)
+        keys = [key for topic in topics for key in (self.keys.topic(topic), self.keys.history(topic))]
+        args: list[Any] = [_ms(self.topic_ttl_s), *(new_epoch() for _ in topics)]
+        try:
+            reply = await script(keys=keys, args=args)
+        except CONNECTION_ERRORS as exc:
+            raise BusUnavailableError(f"cannot read positions from the Redis bus: {exc!r}") from exc
+        return {topic: Position(str(epoch), int(seq)) for topic, (epoch, seq) in zip(topics, reply, strict=True)}
 
     async def _snapshot(self, topic: str, first: int) -> _Snapshot:
         script = self._require(self._snapshot_script)

@@ -124,6 +124,25 @@ return {incarnation, epoch, seq, last_id, now_ms, entries}
 """
 )
 
+# KEYS: (topic hash, topic history) per topic. ARGV: topic_ttl_ms, then one epoch candidate per topic.
+# Returns {epoch, seq} per topic. A topic without a hash gets one (and a fresh history) here, so
+# the epoch handed to a REST client is the one its next event is numbered in.
+POSITIONS = """
+local positions = {}
+for i = 1, #KEYS / 2 do
+  local state, history = KEYS[2 * i - 1], KEYS[2 * i]
+  local epoch = redis.call('HGET', state, 'epoch')
+  if not epoch then
+    epoch = ARGV[1 + i]
+    redis.call('DEL', history)
+    redis.call('HSET', state, 'epoch', epoch, 'seq', 0)
+  end
+  redis.call('PEXPIRE', state, ARGV[1])
+  positions[i] = {epoch, tonumber(redis.call('HGET', state, 'seq') or '0')}
+end
+return positions
+"""
+
 # KEYS: incarnation, events, worker key.
 # ARGV: incarnation candidate, worker id ('' = no heartbeat), heartbeat time, events_maxlen, worker_ttl_ms.
 # Returns {incarnation, last generated id, max deleted id} of the global stream.

@@ -31,6 +31,14 @@ _EXPORTS: dict[str, str] = {
     "Position": "wsmigrate.unified.publication",
     "publish_event": "wsmigrate.unified.decorator",
     "current_bus": "wsmigrate.unified.decorator",
+    # REST snapshots a view follows live without a gap (docs/protocol.md, "Snapshots")
+    "StreamPosition": "wsmigrate.unified.events",
+    "Positions": "wsmigrate.unified.snapshot",
+    "POSITIONS_HEADER": "wsmigrate.unified.snapshot",
+    "read_positions": "wsmigrate.unified.snapshot",
+    "rest_positions": "wsmigrate.unified.snapshot",
+    "topic_positions": "wsmigrate.unified.snapshot",
+    "positions_header": "wsmigrate.unified.snapshot",
     # the legacy side
     "LegacyView": "wsmigrate.legacy.views",
     "LegacyCommand": "wsmigrate.legacy.views",
@@ -58,6 +66,7 @@ _EXPORTS: dict[str, str] = {
 }
 
 __all__ = [
+    "POSITIONS_HEADER",
     "UVICORN_WS_OPTIONS",
     "Access",
     "Declaration",
@@ -74,9 +83,11 @@ __all__ = [
     "LegacyProtocolError",
     "LegacyView",
     "Position",
+    "Positions",
     "Publication",
     "Scenario",
     "Settings",
+    "StreamPosition",
     "TargetId",
     "Topic",
     "TopicPattern",
@@ -90,8 +101,12 @@ __all__ = [
     "flat",
     "legacy_only",
     "nested",
+    "positions_header",
     "publish_event",
+    "read_positions",
+    "rest_positions",
     "token_of",
+    "topic_positions",
 ]
 
 
@@ -126,6 +141,14 @@ if TYPE_CHECKING:
     from wsmigrate.unified.catalog import EventCatalog, EventSpec
     from wsmigrate.unified.decorator import current_bus, publish_event
     from wsmigrate.unified.endpoint import Verdict, allow_all
-    from wsmigrate.unified.events import Event
+    from wsmigrate.unified.events import Event, StreamPosition
     from wsmigrate.unified.publication import Position, Publication
+    from wsmigrate.unified.snapshot import (
+        POSITIONS_HEADER,
+        Positions,
+        positions_header,
+        read_positions,
+        rest_positions,
+        topic_positions,
+    )
     from wsmigrate.unified.topics import Topic, TopicPattern

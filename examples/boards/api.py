@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from examples.boards.db import Board, Comment, Task
 from examples.boards.schemas import BoardIn, BoardOut, BoardWithTasks, CommentIn, CommentOut, TaskIn, TaskOut, TaskPatch
-from wsmigrate import publish_event
+from wsmigrate import Positions, publish_event, topic_positions
 
 if TYPE_CHECKING:
     from examples.boards.app import BoardsApp
@@ -83,9 +83,13 @@ def create_board(body: BoardIn, db: DB, member: MemberId) -> BoardOut:
 
 
 @router.get("/boards/{board_id}")
-def get_board(board_id: str, db: DB, member: MemberId) -> BoardWithTasks:
+def get_board(board_id: str, db: DB, member: MemberId,
+              positions: Annotated[Positions, Depends(topic_positions("board:{board_id}"))]) -> BoardWithTasks:
+    """A board with its tasks, and the position of `board:{id}` read before them: a view subscribes
+    `since` it and misses nothing that happened after the read (docs/protocol.md, "Snapshots")."""
     board = _board(db, board_id, member)
-    return BoardWithTasks(**BoardOut.of(board).model_dump(), tasks=[TaskOut.of(t) for t in board.tasks])
+    return BoardWithTasks(**BoardOut.of(board).model_dump(), tasks=[TaskOut.of(t) for t in board.tasks],
+                          positions=positions)
 
 
 @router.post("/boards/{board_id}/tasks", status_code=status.HTTP_201_CREATED)

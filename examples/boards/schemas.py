@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from examples.boards.db import Board, Comment, Task
+from wsmigrate import Positions
 
 Column = Literal["todo", "doing", "done"]
 
@@ -49,6 +50,7 @@ class TaskOut(BaseModel):
 
 class BoardWithTasks(BoardOut):
     tasks: list[TaskOut]
+    positions: Positions
 
 
 class CommentIn(BaseModel):

@@ -15,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from examples.chat.db import Agent, Thread
+from examples.chat.db import Agent, Thread, bump
 from examples.chat.declaration import ChatEvent
 from examples.chat.schemas import (
     AgentIn,
@@ -28,10 +28,11 @@ from examples.chat.schemas import (
     ThreadIn,
     ThreadOut,
     ThreadPatch,
+    ThreadView,
 )
 from examples.chat.service import ChatService, ThreadNotFoundError
 from examples.chat.users import Principal
-from wsmigrate import current_bus, publish_event
+from wsmigrate import Positions, current_bus, publish_event, rest_positions, topic_positions
 
 if TYPE_CHECKING:
     from examples.chat.app import ChatApp
@@ -97,7 +98,9 @@ async def _check_thread(request: Request, thread_id: int, user: Principal | None
 # -- agents --------------------------------------------------------------------------------------
 
 
-@router.get("/agents")
+# The agents list keeps its body (the legacy dashboard reads it): the position of `agents`, read
+# before the list, travels in the Wsmigrate-Positions header.
+@router.get("/agents", dependencies=[Depends(topic_positions("agents"))])
 def list_agents(db: DB, user: User) -> list[AgentOut]:
     query = select(Agent).order_by(Agent.id)
     if user is not None:
@@ -127,6 +130,7 @@ def update_agent(agent_id: int, body: AgentPatch, db: DB, user: User) -> AgentOu
     old_status = agent.status
     for field, value in body.model_dump(exclude_none=True).items():
         setattr(agent, field, value)
+    bump(agent)
     db.commit()
     result = AgentOut.of(agent)
     if result.status != old_status:
@@ -179,6 +183,7 @@ def create_thread(body: ThreadIn, db: DB, user: User) -> ThreadOut:
 def update_thread(thread_id: int, body: ThreadPatch, db: DB, user: User) -> ThreadOut:
     thread = _thread(db, thread_id, user)
     thread.title = body.title
+    bump(thread)
     db.commit()
     return ThreadOut.of(thread)
 
@@ -203,6 +208,23 @@ async def list_messages(thread_id: int, chat: Chat, request: Request, user: User
     if history is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"Thread {thread_id} not found")
     return history
+
+
+@router.get("/threads/{thread_id}/view")
+async def thread_view(thread_id: int, chat: Chat, request: Request, user: User) -> ThreadView:
+    """The chat view's initial state: positions first, then the snapshot (docs/protocol.md, "Snapshots")."""
+    await _check_thread(request, thread_id, user)
+    agent_id = await run_in_threadpool(chat.agent_of, thread_id)  # never changes: safe to read first
+    if agent_id is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"Thread {thread_id} not found")
+    positions: Positions = await rest_positions([f"thread:{thread_id}", f"agent:{agent_id}"])
+    # Messages before the run: a run that ends in between shows as its stored message, never twice.
+    snapshot = await run_in_threadpool(chat.thread_snapshot, thread_id)
+    if snapshot is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"Thread {thread_id} not found")
+    thread, agent, messages = snapshot
+    return ThreadView(thread=thread, agent=agent, messages=messages, run=chat.latest_run(thread_id),
+                      positions=positions)
 
 
 @router.post("/threads/{thread_id}/messages", status_code=status.HTTP_201_CREATED)

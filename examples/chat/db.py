@@ -12,9 +12,9 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, String, Text, create_engine, event
+from sqlalchemy import ForeignKey, String, Text, create_engine, event, inspect, text
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
 
 
@@ -48,6 +48,7 @@ class Agent(Base):
     status: Mapped[str] = mapped_column(String(40), default="idle")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    version: Mapped[int] = mapped_column(default=1, server_default="1")  # bumped by every update (`bump`)
     threads: Mapped[list[Thread]] = relationship(back_populates="agent", cascade="all, delete-orphan")
 
 
@@ -58,6 +59,7 @@ class Thread(Base):
     title: Mapped[str] = mapped_column(String(500), default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    version: Mapped[int] = mapped_column(default=1, server_default="1")
     agent: Mapped[Agent] = relationship(back_populates="threads")
     messages: Mapped[list[Message]] = relationship(
         back_populates="thread", cascade="all, delete-orphan", order_by="Message.id"
@@ -93,10 +95,23 @@ class Database:
         for attempt in range(3):
             try:
                 Base.metadata.create_all(self.engine)
-                return
+                break
             except OperationalError as exc:
                 if "already exists" not in str(exc) or attempt == 2:
                     raise
+        self._add_missing_columns()
+
+    def _add_missing_columns(self) -> None:
+        """A database made by an older version of the app lacks `version`: add it (default 1)."""
+        with self.engine.begin() as connection:
+            for table in ("agents", "threads"):
+                columns = {column["name"] for column in inspect(connection).get_columns(table)}
+                if "version" not in columns:
+                    try:
+                        connection.execute(text(f"ALTER TABLE {table} ADD COLUMN version INTEGER NOT NULL DEFAULT 1"))
+                    except (OperationalError, ProgrammingError) as exc:  # another worker added it first
+                        if "duplicate column" not in str(exc) and "already exists" not in str(exc):
+                            raise
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -105,6 +120,11 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def bump(row: Agent | Thread) -> None:
+    """Count a change of `row` (in the UPDATE itself, so concurrent changes each get a version)."""
+    row.version = type(row).version + 1
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -25,16 +25,24 @@ def thread_message(message: Mapping[str, Any]) -> Frame:
     return {"type": "thread_message", "thread_id": message["thread_id"], "message": dict(message)}
 
 
-def stream_start(thread_id: int) -> Frame:
-    return {"type": "stream_start", "thread_id": thread_id}
+def _run(run_id: str | None, index: int | None = None) -> Frame:
+    """Fields the frames of a run gained so a view loaded mid-run knows which chunks it already holds."""
+    fields: Frame = {} if run_id is None else {"run_id": run_id}
+    if index is not None:
+        fields["index"] = index
+    return fields
 
 
-def stream_chunk(thread_id: int, content: str) -> Frame:
-    return {"type": "stream_chunk", "thread_id": thread_id, "content": content}
+def stream_start(thread_id: int, run_id: str | None = None) -> Frame:
+    return {"type": "stream_start", "thread_id": thread_id, **_run(run_id)}
 
 
-def stream_end(thread_id: int) -> Frame:
-    return {"type": "stream_end", "thread_id": thread_id}
+def stream_chunk(thread_id: int, content: str, run_id: str | None = None, index: int | None = None) -> Frame:
+    return {"type": "stream_chunk", "thread_id": thread_id, "content": content, **_run(run_id, index)}
+
+
+def stream_end(thread_id: int, run_id: str | None = None) -> Frame:
+    return {"type": "stream_end", "thread_id": thread_id, **_run(run_id)}
 
 
 def stream_error(thread_id: int, error: str) -> Frame:

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from examples.chat.db import Agent, Message, Thread, iso_utc
+from wsmigrate import Positions
 
 AgentStatus = Literal["idle", "running", "error", "offline"]
 
@@ -34,13 +35,14 @@ class AgentOut(BaseModel):
     owner_id: int | None
     created_at: str
     updated_at: str
+    version: int  # +1 on every change: a view skips an event older than what its snapshot holds
 
     @classmethod
     def of(cls, agent: Agent) -> AgentOut:
         return cls(
             id=agent.id, agent_id=agent.id, name=agent.name, system_prompt=agent.system_prompt,
             status=agent.status, owner_id=agent.owner_id,
-            created_at=iso_utc(agent.created_at), updated_at=iso_utc(agent.updated_at),
+            created_at=iso_utc(agent.created_at), updated_at=iso_utc(agent.updated_at), version=agent.version,
         )
 
 
@@ -62,12 +64,13 @@ class ThreadOut(BaseModel):
     title: str
     created_at: str
     updated_at: str
+    version: int  # +1 on every change
 
     @classmethod
     def of(cls, thread: Thread) -> ThreadOut:
         return cls(
             id=thread.id, thread_id=thread.id, agent_id=thread.agent_id, title=thread.title,
-            created_at=iso_utc(thread.created_at), updated_at=iso_utc(thread.updated_at),
+            created_at=iso_utc(thread.created_at), updated_at=iso_utc(thread.updated_at), version=thread.version,
         )
 
 
@@ -102,3 +105,25 @@ class RunAccepted(BaseModel):
     thread_id: int
     run_id: str
     chunks: int
+
+
+class RunOut(BaseModel):
+    """A streamed run as it stands: the reply so far; `chunks` tokens of it were announced."""
+
+    thread_id: int
+    run_id: str
+    content: str = ""
+    chunks: int = 0
+    state: Literal["streaming", "done", "stored", "error"] = "streaming"
+    message_id: int | None = None  # the stored reply, once `stored`
+
+
+class ThreadView(BaseModel):
+    """What the chat view loads: the thread, its agent, its messages and its latest run, with the
+    positions of `thread:{id}` and `agent:{agent_id}` read before any of it (subscribe `since` them)."""
+
+    thread: ThreadOut
+    agent: AgentOut
+    messages: list[MessageOut]
+    run: RunOut | None
+    positions: Positions

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections import OrderedDict
 from typing import Protocol
 
 from starlette.concurrency import run_in_threadpool
@@ -19,7 +20,7 @@ from examples.chat import legacy_frames as frames
 from examples.chat.db import Database, Message, Thread
 from examples.chat.legacy_manager import ConnectionManager
 from examples.chat.responder import reply_tokens
-from examples.chat.schemas import MessageOut, RunAccepted
+from examples.chat.schemas import AgentOut, MessageOut, RunAccepted, RunOut, ThreadOut
 
 log = logging.getLogger(__name__)
 
@@ -29,11 +30,11 @@ class ChatAnnouncer(Protocol):
 
     async def message_created(self, message: MessageOut) -> None: ...
 
-    async def stream_start(self, thread_id: int) -> None: ...
+    async def stream_start(self, thread_id: int, run_id: str) -> None: ...
 
-    async def stream_chunk(self, thread_id: int, content: str) -> None: ...
+    async def stream_chunk(self, thread_id: int, content: str, run_id: str, index: int) -> None: ...
 
-    async def stream_end(self, thread_id: int) -> None: ...
+    async def stream_end(self, thread_id: int, run_id: str) -> None: ...
 
     async def stream_error(self, thread_id: int, error: str) -> None: ...
 
@@ -47,14 +48,14 @@ class LegacyCallSites:
     async def message_created(self, message: MessageOut) -> None:
         await self.manager.broadcast_to_thread(message.thread_id, frames.thread_message(message.model_dump()))
 
-    async def stream_start(self, thread_id: int) -> None:
-        await self.manager.broadcast_to_thread(thread_id, frames.stream_start(thread_id))
+    async def stream_start(self, thread_id: int, run_id: str) -> None:
+        await self.manager.broadcast_to_thread(thread_id, frames.stream_start(thread_id, run_id))
 
-    async def stream_chunk(self, thread_id: int, content: str) -> None:
-        await self.manager.broadcast_to_thread(thread_id, frames.stream_chunk(thread_id, content))
+    async def stream_chunk(self, thread_id: int, content: str, run_id: str, index: int) -> None:
+        await self.manager.broadcast_to_thread(thread_id, frames.stream_chunk(thread_id, content, run_id, index))
 
-    async def stream_end(self, thread_id: int) -> None:
-        await self.manager.broadcast_to_thread(thread_id, frames.stream_end(thread_id))
+    async def stream_end(self, thread_id: int, run_id: str) -> None:
+        await self.manager.broadcast_to_thread(thread_id, frames.stream_end(thread_id, run_id))
 
     async def stream_error(self, thread_id: int, error: str) -> None:
         await self.manager.broadcast_to_thread(thread_id, frames.stream_error(thread_id, error))
@@ -80,6 +81,20 @@ class Messages:
             session.commit()
             return MessageOut.of(message)
 
+    def agent_of(self, thread_id: int) -> int | None:
+        """The agent a thread belongs to (it never changes), or None if the thread does not exist."""
+        with self.db.session() as session:
+            thread = session.get(Thread, thread_id)
+            return None if thread is None else thread.agent_id
+
+    def thread_snapshot(self, thread_id: int) -> tuple[ThreadOut, AgentOut, list[MessageOut]] | None:
+        """A thread, its agent and its messages, read in one transaction."""
+        with self.db.session() as session, session.begin():
+            thread = session.get(Thread, thread_id)
+            if thread is None:
+                return None
+            return ThreadOut.of(thread), AgentOut.of(thread.agent), [MessageOut.of(m) for m in thread.messages]
+
     def history(self, thread_id: int) -> list[MessageOut] | None:
         """All messages of a thread in order, or None if the thread does not exist."""
         with self.db.session() as session:
@@ -89,8 +104,19 @@ class Messages:
             return [MessageOut.of(m) for m in thread.messages]
 
 
+MAX_REMEMBERED_RUNS = 1_000
+
+
 class ChatService(Messages):
-    """Stores messages and runs the deterministic responder, announcing each step."""
+    """Stores messages and runs the deterministic responder, announcing each step.
+
+    The latest run of each thread is remembered (bounded: `MAX_REMEMBERED_RUNS` threads) so a view
+    loaded mid-run gets the reply so far in its snapshot (`latest_run`). Every step changes that
+    state *before* it is announced: a snapshot read after a position holds every chunk at or
+    before it, and the chunks' `index` tells the view which later ones it holds too. The state is
+    this process's: with several workers, a view served by another worker shows a running reply
+    from where it joined (a production app keeps it where every worker reads it).
+    """
 
     def __init__(self, db: Database, announcer: ChatAnnouncer, *, chunks: int, delay_ms: float) -> None:
         super().__init__(db)
@@ -98,6 +124,18 @@ class ChatService(Messages):
         self.default_chunks = chunks
         self.default_delay_ms = delay_ms
         self._runs: set[asyncio.Task[None]] = set()
+        self._latest: OrderedDict[int, RunOut] = OrderedDict()
+
+    def latest_run(self, thread_id: int) -> RunOut | None:
+        """The thread's latest run as it stands now (a copy), or None."""
+        run = self._latest.get(thread_id)
+        return None if run is None else run.model_copy(deep=True)
+
+    def _remember(self, run: RunOut) -> None:
+        self._latest[run.thread_id] = run
+        self._latest.move_to_end(run.thread_id)
+        while len(self._latest) > MAX_REMEMBERED_RUNS:
+            self._latest.popitem(last=False)
 
     async def post_message(self, thread_id: int, content: str, role: str = "user") -> MessageOut:
         """Store a message (after commit) and announce `message_created`."""
@@ -118,25 +156,33 @@ class ChatService(Messages):
         count = chunks or self.default_chunks
         delay = self.default_delay_ms if delay_ms is None else delay_ms
         run_id = uuid.uuid4().hex[:12]
-        task = asyncio.get_running_loop().create_task(self._run(thread_id, prompt, count, delay / 1000.0))
+        task = asyncio.get_running_loop().create_task(self._run(thread_id, run_id, prompt, count, delay / 1000.0))
         self._runs.add(task)
         task.add_done_callback(self._runs.discard)
         return RunAccepted(thread_id=thread_id, run_id=run_id, chunks=count)
 
-    async def _run(self, thread_id: int, prompt: str, chunks: int, delay_s: float) -> None:
+    async def _run(self, thread_id: int, run_id: str, prompt: str, chunks: int, delay_s: float) -> None:
+        run = RunOut(thread_id=thread_id, run_id=run_id)
         try:
-            await self.announcer.stream_start(thread_id)
+            self._remember(run)
+            await self.announcer.stream_start(thread_id, run_id)
             tokens = reply_tokens(prompt, chunks)
-            for token in tokens:
-                await self.announcer.stream_chunk(thread_id, token)
+            for index, token in enumerate(tokens):
+                run.content += token
+                run.chunks = index + 1
+                await self.announcer.stream_chunk(thread_id, token, run_id, index)
                 # Yield to the loop between chunks so a long run never starves other requests.
                 await asyncio.sleep(delay_s)
-            await self.announcer.stream_end(thread_id)
-            await self.post_message(thread_id, "".join(tokens), role="assistant")
+            run.state = "done"
+            await self.announcer.stream_end(thread_id, run_id)
+            message = await run_in_threadpool(self.store, thread_id, "assistant", "".join(tokens))
+            run.state, run.message_id = "stored", message.id
+            await self.announcer.message_created(message)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             log.exception("run on thread %d failed", thread_id)
+            run.state = "error"
             await self.announcer.stream_error(thread_id, str(exc))
 
     async def wait_idle(self, timeout: float) -> None:

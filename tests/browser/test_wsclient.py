@@ -116,7 +116,7 @@ async def test_close_is_final_no_reconnect(server_factory: ServerFactory, page: 
     assert len(sockets.sockets) == 1
 
 
-async def test_an_event_replayed_after_a_reconnect_is_dispatched_once(
+async def test_an_event_of_two_topics_moves_both_positions_so_a_reconnect_replays_nothing(
     server_factory: ServerFactory, page: Page
 ) -> None:
     server = server_factory()
@@ -134,12 +134,17 @@ async def test_an_event_replayed_after_a_reconnect_is_dispatched_once(
     await page.wait_for_function("() => got.all.length === 1 && got.one.length === 1")
     [event_id] = await page.evaluate("() => got.one")
 
-    # The event came once, on agent:<id> (first in rule order), so the `agents` position did not move:
-    # the resubscribe after the reconnect replays it on `agents`, and the client must drop it.
+    # The event came once, on agent:<id> (first in rule order), carrying its position on both topics:
+    # the client moved both, so the resubscribe after the reconnect asks from past it on each.
+    [frame] = [f for f in sockets.received[0] if f.get("event_id") == event_id]
+    assert frame["topic"] == f"agent:{agent['id']}"
+    assert set(frame["positions"]) == {f"agent:{agent['id']}", "agents"}
+    assert await page.evaluate("() => client.position('agents')") == frame["positions"]["agents"]
     assert await asyncio.to_thread(kill_unified_connections, server) == 1
     await page.wait_for_function("id => client.stats.connects === 2 && client.isLive('agents')", arg=agent["id"])
-    await page.evaluate("() => client.ping()")  # frames are ordered: the replay is in before the pong
-    replayed = [f for f in sockets.received[1] if f.get("event_id") == event_id]
-    assert [f["topic"] for f in replayed] == ["agents"]
-    assert await page.evaluate("() => [got.all.length, got.one.length, client.stats.duplicatesDropped]") == [1, 1, 1]
+    await page.evaluate("() => client.ping()")  # frames are ordered: a replay would be in before the pong
+    [resubscribe] = [f for f in sockets.sent[1] if f["type"] == "subscribe"]
+    assert resubscribe["since"]["agents"] == frame["positions"]["agents"]
+    assert [f for f in sockets.received[1] if f.get("event_id") == event_id] == []
+    assert await page.evaluate("() => [got.all.length, got.one.length, client.stats.duplicatesDropped]") == [1, 1, 0]
 

@@ -128,6 +128,35 @@ async def test_position_never_runs_ahead_of_delivery(make_backend: MakeBackend) 
     assert delivered.seqs("thread:1")[-1] == 300
 
 
+async def test_positions_read_many_topics_at_once_and_replay_exactly_what_followed(make_backend: MakeBackend) -> None:
+    backend, delivered = await make_backend()
+    assert await backend.positions([]) == {}
+    fresh = await backend.positions(["thread:8", "agent:8"])
+    assert {p.seq for p in fresh.values()} == {0}
+    for i in range(3):
+        assert await append(backend, chunk(8, str(i)))
+    assert await append(backend, thread_updated(8, 8))  # on thread:8 and agent:8
+    await delivered.wait_for(4)
+
+    # The epoch handed out before any event is the one the events were numbered in.
+    read = await backend.positions(["thread:8", "agent:8", "thread:9"])
+    assert read["thread:8"] == Position(fresh["thread:8"].epoch, 4)
+    assert read["agent:8"] == Position(fresh["agent:8"].epoch, 1)
+    assert read["thread:9"].seq == 0
+    assert read["thread:8"] == await backend.position("thread:8")
+
+    later = [chunk(8, "after"), thread_updated(8, 8)]
+    for event in later:
+        assert await append(backend, event)
+    await delivered.wait_for(6)
+    replayed = await backend.replay("thread:8", read["thread:8"])
+    assert replayed is not None
+    assert [p.event.event_id for p in replayed] == [e.event_id for e in later]
+    replayed_agent = await backend.replay("agent:8", read["agent:8"])
+    assert replayed_agent is not None
+    assert [p.event.event_id for p in replayed_agent] == [later[1].event_id]
+
+
 async def test_replay_is_all_or_nothing_within_the_size_bound(make_backend: MakeBackend) -> None:
     backend, delivered = await make_backend(history_size=5)
     for i in range(8):

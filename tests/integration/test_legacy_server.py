@@ -74,14 +74,18 @@ async def test_streaming_frames(server: RunningServer) -> None:
     _, thread = await make_thread(server, "stream please")
     client = LegacyClient(ws_base(server))
     await client.open_thread(thread["id"])
-    await rest(server, "POST", f"/api/threads/{thread['id']}/run", {"chunks": 30})
-    assert await client.recv() == {"type": "stream_start", "thread_id": thread["id"]}
+    run = await rest(server, "POST", f"/api/threads/{thread['id']}/run", {"chunks": 30})
+    # The old shapes, plus the run's id and each chunk's index (added so a view loaded mid-run
+    # knows which chunks its snapshot holds; old clients ignore them).
+    run_id = run["run_id"]
+    assert await client.recv() == {"type": "stream_start", "thread_id": thread["id"], "run_id": run_id}
     chunks = [await client.recv() for _ in range(30)]
-    for chunk in chunks:
-        assert set(chunk) == {"type", "thread_id", "content"}
+    for index, chunk in enumerate(chunks):
+        assert set(chunk) == {"type", "thread_id", "content", "run_id", "index"}
         assert chunk["type"] == "stream_chunk"
+        assert (chunk["run_id"], chunk["index"]) == (run_id, index)
     assert "".join(c["content"] for c in chunks) == reply_text("stream please", 30)
-    assert await client.recv() == {"type": "stream_end", "thread_id": thread["id"]}
+    assert await client.recv() == {"type": "stream_end", "thread_id": thread["id"], "run_id": run_id}
     final = await client.recv()
     assert final["type"] == "thread_message"
     assert_message_shape(final["message"], thread["id"], "assistant", reply_text("stream please", 30))

@@ -33,6 +33,8 @@ export interface EventEnvelope<D = Record<string, unknown>> {
   data: D;
   /** Every topic of an event addressed to several, primary first; absent otherwise. */
   topics?: string[];
+  /** For an event of several topics, where it stands on each of them; absent otherwise. */
+  positions?: Record<string, Position>;
 }
 
 export interface SubscribedAck {
@@ -95,8 +97,15 @@ export interface WsClientOptions {
   random?: () => number;
 }
 
-export interface SubscribeOptions {
-  /** The server lost the history this subscription needed: refetch the view's state. */
+export interface SubscribeOptions<D = Record<string, unknown>> {
+  /**
+   * Where the view's REST snapshot was read (the server returns it with the snapshot, in the body
+   * or the `Wsmigrate-Positions` header): the handler gets exactly the events after it.
+   */
+  since?: Position | null;
+  /** True when the snapshot already holds `event` (same event_id or resource version): skipped. */
+  contains?: (event: EventEnvelope<D>) => boolean;
+  /** The server lost the history this subscription needed: reload the view (snapshot, then `since`). */
   onResync?: (topic: string) => void;
   /** The topic is live on the current socket (called at once if it already was, and after each reconnect). */
   onSubscribed?: (info: { topic: string; position: AckPosition | null }) => void;
@@ -112,6 +121,10 @@ export interface WsClientStats {
   reconnects: number;
   events: number;
   duplicatesDropped: number;
+  /** Events a view's snapshot already held (`since`, `contains`). */
+  snapshotSkipped: number;
+  /** Topics re-subscribed from an older position for a view that joined after the socket passed it. */
+  rewinds: number;
   resyncs: number;
   queueDropped: number;
   lastClose: { code: number; reason: string } | null;
@@ -143,7 +156,7 @@ export declare class WsClient extends EventTarget {
   start(): this;
   close(code?: number, reason?: string): void;
   subscribe<D = Record<string, unknown>>(
-    topic: string, handler: (event: EventEnvelope<D>) => void, options?: SubscribeOptions,
+    topic: string, handler: (event: EventEnvelope<D>) => void, options?: SubscribeOptions<D>,
   ): Unsubscribe;
   on<D = Record<string, unknown>>(type: string, handler: (event: EventEnvelope<D>) => void): Unsubscribe;
   send(frame: ClientFrame): boolean;
@@ -162,6 +175,15 @@ export declare class WsClient extends EventTarget {
 
 /** The topics an event is addressed to, by the protocol's topic rules. */
 export declare function topicsOf(event: Pick<EventEnvelope, "topic" | "topics">): string[];
+
+/** Where an event stands on each topic it addresses. */
+export declare function positionsOf(event: Pick<EventEnvelope, "topic" | "epoch" | "seq" | "positions">): Record<string, Position>;
+
+/** The response header a `topic_positions` REST endpoint sets. */
+export declare const POSITIONS_HEADER: "Wsmigrate-Positions";
+
+/** The positions a REST response carries in its `Wsmigrate-Positions` header ({} when absent). */
+export declare function positionsFromResponse(response: Response): Record<string, Position>;
 
 /** Create a client and open its socket (unless `autoStart: false`). */
 export declare function createWsClient(options?: WsClientOptions): WsClient;

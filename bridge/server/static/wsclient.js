@@ -8,6 +8,14 @@
 //   const off = client.subscribe("board:6f1c…", (event) => render(event));
 //   off(); // the last handler of a topic leaving sends `unsubscribe`
 //
+// A view that loads its state over REST follows it live from where the snapshot stood
+// (docs/protocol.md, "Snapshots"): the server reads the topic's position before the snapshot and
+// returns it; the view subscribes `since` it and recognises what the snapshot already holds:
+//
+//   const { tasks, positions } = await (await fetch(`/api/boards/${id}`)).json();
+//   client.subscribe(`board:${id}`, apply, { since: positions[`board:${id}`],
+//                                           contains: (event) => hasVersion(event) });
+//
 // Plain ES module, no dependencies, no build step. Types: wsclient.d.ts.
 
 /** Connection states, in the order a healthy client goes through them. */
@@ -47,6 +55,39 @@ export function topicsOf(event) {
     if (topic && !topics.includes(topic)) topics.push(topic);
   }
   return topics;
+}
+
+/**
+ * Where an event stands on each topic it addresses: `{topic: {epoch, seq}}`. An event of several
+ * topics carries `positions` for all of them; otherwise its own `topic`, `epoch` and `seq` say it.
+ */
+export function positionsOf(event) {
+  if (event.positions && typeof event.positions === "object") return event.positions;
+  if (event.epoch == null || event.seq == null) return {};
+  return { [event.topic]: { epoch: event.epoch, seq: event.seq } };
+}
+
+/** The positions a REST response carries in its `Wsmigrate-Positions` header ({} when absent). */
+export function positionsFromResponse(response) {
+  const raw = response && response.headers ? response.headers.get(POSITIONS_HEADER) : null;
+  if (!raw) return {};
+  try {
+    const parsed = JSON.parse(raw);
+    return parsed && typeof parsed === "object" ? parsed : {};
+  } catch {
+    return {};
+  }
+}
+
+/** The response header a `topic_positions` REST endpoint sets (CORS: list it in expose_headers). */
+export const POSITIONS_HEADER = "Wsmigrate-Positions";
+
+function checkedPosition(since) {
+  if (since == null) return null;
+  if (typeof since !== "object" || typeof since.epoch !== "string" || !Number.isInteger(since.seq) || since.seq < 0) {
+    throw new TypeError("subscribe: since must be {epoch: string, seq: integer >= 0} as the server returned it");
+  }
+  return { epoch: since.epoch, seq: since.seq };
 }
 
 /** Bounded LRU set of seen event ids: the least recently seen is evicted first. */
@@ -110,6 +151,8 @@ export class WsClient extends EventTarget {
       reconnects: 0, // opens after the first
       events: 0, // event frames dispatched
       duplicatesDropped: 0,
+      snapshotSkipped: 0, // events a view's snapshot already held (`since`, `contains`)
+      rewinds: 0, // topics re-subscribed from an older position for a view that joined late
       resyncs: 0,
       queueDropped: 0,
       lastClose: null,
@@ -184,20 +227,30 @@ export class WsClient extends EventTarget {
 
   /**
    * Subscribe `handler(event)` to `topic`; returns the function that unsubscribes it (idempotent).
-   * options.onResync(topic): history was lost (`recovered:false`): refetch the view's state.
+   * options.since {epoch, seq}: the position the view's REST snapshot was read at (returned by the
+   *   server with the snapshot): the handler gets exactly the events after it, replayed by the
+   *   server if they already happened, whether or not another view holds the topic already.
+   * options.contains(event): true when the snapshot already holds `event` (same `event_id` or
+   *   resource version): it is skipped. Only events after `since` are asked.
+   * options.onResync(topic): history was lost (`recovered:false`): reload the view as it first
+   *   loaded (snapshot, then subscribe `since` it).
    * options.onSubscribed({topic, position}): the topic is live (at once if it already was).
    * options.onError(frame): the server refused the topic (not_found, forbidden, ...).
    */
   subscribe(topic, handler, options = {}) {
     if (typeof topic !== "string" || !topic) throw new TypeError("subscribe: topic must be a non-empty string");
     if (typeof handler !== "function") throw new TypeError("subscribe: handler must be a function");
+    const since = checkedPosition(options.since);
     let entry = this._topics.get(topic);
     if (!entry) {
-      entry = { handlers: new Set(), position: null, sent: false, live: false, pendingId: null, error: null };
+      entry = { handlers: new Set(), position: since, sent: false, live: false, pendingId: null, error: null,
+        rewind: false };
       this._topics.set(topic, entry);
     }
-    const sub = { handler, options };
+    // `after`: the newest position of the topic this handler has (or its snapshot has).
+    const sub = { handler, options, after: since || (entry.live && entry.position ? { ...entry.position } : null) };
     entry.handlers.add(sub);
+    if (since && entry.position !== since) this._join(topic, entry, since);
     this._dirty.add(topic);
     this._scheduleFlush();
     if (entry.live && typeof options.onSubscribed === "function") {
@@ -214,6 +267,51 @@ export class WsClient extends EventTarget {
       this._dirty.add(topic);
       this._scheduleFlush();
     };
+  }
+
+  /**
+   * A handler joins `topic` from `since`. Not sent yet: ask from the older of the two positions.
+   * Sent, and the socket is already past `since`: the events in between went by before this view
+   * existed, so the topic is re-subscribed from `since` (the other handlers skip what they had).
+   */
+  _join(topic, entry, since) {
+    const known = entry.position;
+    if (!entry.sent) {
+      if (!known || known.epoch !== since.epoch || since.seq < known.seq) entry.position = { ...since };
+      return;
+    }
+    if (entry.pendingId) return; // checked when the answer comes (_catchUp)
+    if (known && known.epoch === since.epoch && since.seq >= known.seq) return;
+    this._rewind(topic, entry);
+  }
+
+  /** After an ack: a handler that joined while the subscribe was on its way may need older events. */
+  _catchUp(topic, entry) {
+    const known = entry.position;
+    if (!known) return;
+    for (const sub of entry.handlers) {
+      if (sub.after && sub.after.epoch === known.epoch && sub.after.seq < known.seq) {
+        this._rewind(topic, entry);
+        return;
+      }
+    }
+  }
+
+  /** Re-subscribe `topic` from the oldest position one of its handlers still needs. */
+  _rewind(topic, entry) {
+    let from = null;
+    for (const sub of entry.handlers) {
+      const after = sub.after;
+      if (!after) continue;
+      if (!from || (after.epoch === from.epoch && after.seq < from.seq)) from = { ...after };
+    }
+    if (!from) return;
+    this.stats.rewinds += 1;
+    entry.position = from;
+    entry.live = false;
+    entry.rewind = entry.sent; // sent: unsubscribe, then subscribe from `from`; else the next subscribe asks
+    this._dirty.add(topic);
+    this._scheduleFlush();
   }
 
   /** Handle every event of `type` (on any topic; "*" for all); returns the function removing it. */
@@ -422,7 +520,11 @@ export class WsClient extends EventTarget {
         if (entry.sent) unsubscribe.push(topic);
       } else if (!entry.sent) {
         subscribe.push(topic);
+      } else if (entry.rewind) {
+        unsubscribe.push(topic);
+        subscribe.push(topic);
       }
+      entry.rewind = false;
     }
     this._dirty.clear();
     if (this._state !== State.OPEN || !this._ws) return; // sent on connect
@@ -451,6 +553,7 @@ export class WsClient extends EventTarget {
       const entry = this._topics.get(topic);
       entry.sent = true;
       entry.live = false;
+      entry.rewind = false;
       entry.pendingId = messageId;
       entry.error = null;
       if (entry.position) since[topic] = { epoch: entry.position.epoch, seq: entry.position.seq };
@@ -474,6 +577,7 @@ export class WsClient extends EventTarget {
         }
       }
       if (position && position.recovered === false) this._resync(topic, entry);
+      else this._catchUp(topic, entry);
     }
     this.dispatchEvent(new CustomEvent("subscribed", { detail: { ack } }));
   }
@@ -551,35 +655,74 @@ export class WsClient extends EventTarget {
   }
 
   _onEvent(event) {
-    const own = this._topics.get(event.topic);
-    if (own && event.epoch != null && event.seq != null) {
-      const position = own.position;
-      if (!position || position.epoch !== event.epoch || event.seq > position.seq) {
-        own.position = { epoch: event.epoch, seq: event.seq };
-      }
+    const positions = positionsOf(event);
+    const live = [];
+    for (const topic of topicsOf(event)) {
+      const entry = this._topics.get(topic);
+      if (!entry || !entry.live) continue; // a late event of a topic left (or being re-subscribed)
+      const at = positions[topic] || null;
+      const known = entry.position;
+      if (at && (!known || known.epoch !== at.epoch || at.seq > known.seq)) entry.position = { ...at };
+      live.push([entry, at]);
     }
-    const live = topicsOf(event).map((topic) => this._topics.get(topic)).filter((entry) => entry && entry.live);
-    if (!live.length) return; // a late event of a topic left since: nobody to give it to
-    if (!this._seen.add(event.event_id)) {
-      this.stats.duplicatesDropped += 1;
-      this.dispatchEvent(new CustomEvent("duplicate", { detail: { event } }));
-      return;
-    }
-    this.stats.events += 1;
+    if (!live.length) return;
+    const fresh = this._seen.add(event.event_id);
     const called = new Set();
-    for (const entry of live) {
+    let skipped = false;
+    for (const [entry, at] of live) {
       for (const sub of [...entry.handlers]) {
-        if (called.has(sub.handler)) continue;
+        if (called.has(sub.handler)) {
+          if (at) sub.after = { epoch: at.epoch, seq: at.seq }; // it has the event, through another topic
+          continue;
+        }
+        const verdict = this._wants(sub, at, event, fresh);
+        if (verdict === "skip") skipped = true;
+        if (verdict !== "deliver") continue;
         called.add(sub.handler);
         this._call(sub.handler, event);
       }
     }
+    if (!fresh) {
+      if (!called.size) {
+        this.stats.duplicatesDropped += 1;
+        this.dispatchEvent(new CustomEvent("duplicate", { detail: { event } }));
+      }
+      return;
+    }
+    if (skipped && !called.size) this.stats.snapshotSkipped += 1;
+    this.stats.events += 1;
     for (const key of [event.type, "*"]) {
       const handlers = this._typeHandlers.get(key);
       if (!handlers) continue;
       for (const wrapped of [...handlers]) this._call(wrapped.handler, event);
     }
     this.dispatchEvent(new CustomEvent("event", { detail: { event } }));
+  }
+
+  /**
+   * Whether handler `sub` gets `event`, which stands at `at` on the sub's topic: "deliver", "skip"
+   * (its snapshot or its own past holds it) or "duplicate" (seen on this socket, nothing shows the
+   * handler lacks it). Per-handler positions make a re-subscription's replay reach only the
+   * handlers that lack it.
+   */
+  _wants(sub, at, event, fresh) {
+    const after = sub.after;
+    const comparable = Boolean(at && after && at.epoch === after.epoch);
+    if (comparable && at.seq <= after.seq) return "skip";
+    if (!fresh && !comparable) return "duplicate";
+    if (at) sub.after = { epoch: at.epoch, seq: at.seq };
+    const contains = sub.options.contains;
+    if (typeof contains === "function") {
+      let held = false;
+      try {
+        held = Boolean(contains(event));
+      } catch (error) {
+        console.error("wsclient: contains() failed", error);
+        this.dispatchEvent(new CustomEvent("handlererror", { detail: { error, event } }));
+      }
+      if (held) return "skip";
+    }
+    return "deliver";
   }
 
   _call(fn, arg) {

@@ -1,8 +1,13 @@
 // The demo app on the unified protocol: ONE wsClient for the page's lifetime; the Dashboard and
 // Chat views subscribe to topics on it and unsubscribe when the router unmounts them.
+//
+// Every view loads the same way (docs/protocol.md, "Snapshots"): a REST snapshot that carries the
+// positions of the view's topics, read by the server before the snapshot; then `subscribe(topic,
+// handler, { since, contains })`: the server replays exactly what happened after the positions,
+// and `contains` recognises the few events the snapshot already holds (by id or version).
 
 import { createWsClient } from "./wsclient.js";
-import { api, ChatView, DashboardView, dashboardActions, sessionToken, startRouter } from "./ui.js";
+import { api, ChatView, DashboardView, dashboardActions, sessionToken, snapshot, startRouter } from "./ui.js";
 
 const client = createWsClient({
   getToken: sessionToken, // ?token= on the page URL, or the demo user's on a development server
@@ -23,30 +28,40 @@ const renderBadge = () => {
 client.addEventListener("statechange", renderBadge);
 renderBadge();
 
+/**
+ * Whether a view holding `agents` (id -> agent) already reflects an event of the `agents` topic:
+ * the `contains` of every subscription to it.
+ */
+const agentsHold = (agents) => (event) => {
+  const known = agents.get(event.data.id);
+  if (event.type === "agent_deleted") return !known;
+  return Boolean(known) && event.data.version != null && known.version >= event.data.version;
+};
+
 const summary = new Map();
 const summaryEl = document.getElementById("summary");
 const renderSummary = () => {
   const running = [...summary.values()].filter((a) => a.status === "running").length;
   summaryEl.textContent = `${summary.size} agent${summary.size === 1 ? "" : "s"} · ${running} running`;
 };
+let offSummary = null;
 const loadSummary = async () => {
-  const agents = await api("GET", "/api/agents");
+  const { data: agents, positions } = await snapshot("/api/agents");
   summary.clear();
   for (const agent of agents) summary.set(agent.id, agent);
   renderSummary();
+  if (offSummary) offSummary();
+  offSummary = client.subscribe("agents", (event) => {
+    if (event.type === "agent_deleted") summary.delete(event.data.id);
+    else summary.set(event.data.id, event.data);
+    renderSummary();
+  }, {
+    since: positions.agents,
+    contains: agentsHold(summary),
+    onResync: () => loadSummary().catch(console.error),
+  });
 };
-let summaryLoaded = false;
-client.subscribe("agents", (event) => {
-  if (event.type === "agent_deleted") summary.delete(event.data.id);
-  else summary.set(event.data.id, event.data);
-  renderSummary();
-}, {
-  onSubscribed: () => {
-    if (!summaryLoaded) loadSummary().catch(console.error);
-    summaryLoaded = true;
-  },
-  onResync: () => loadSummary().catch(console.error),
-});
+loadSummary().catch(console.error);
 
 // -- views ----------------------------------------------------------------------------------------
 
@@ -61,89 +76,129 @@ function mountDashboard() {
   const markReady = () => {
     if (loaded && live && !disposed) view.ready();
   };
+  let offAgents = null;
   const load = async (replace) => {
-    const [agents, threads] = await Promise.all([api("GET", "/api/agents"), api("GET", "/api/threads")]);
+    // The chats of each agent are read when the view mounts (thread events travel on thread: and
+    // agent: topics, which the dashboard does not hold).
+    const [{ data: agents, positions }, threads] = await Promise.all([snapshot("/api/agents"), api("GET", "/api/threads")]);
     if (disposed) return;
     view.setAgents(agents, { replace });
     view.setThreads(threads, { replace });
     loaded = true;
-    markReady();
+    if (offAgents) offAgents();
+    live = false;
+    offAgents = client.subscribe("agents", (event) => {
+      if (event.type === "agent_deleted") view.removeAgent(event.data.id);
+      else view.upsertAgent(event.data);
+    }, {
+      since: positions.agents,
+      contains: agentsHold(view.agents),
+      onSubscribed: () => {
+        live = true;
+        markReady();
+      },
+      onResync: () => load(true).catch(console.error),
+    });
   };
-  const offAgents = client.subscribe("agents", (event) => {
-    if (event.type === "agent_deleted") view.removeAgent(event.data.id);
-    else view.upsertAgent(event.data);
-  }, {
-    onSubscribed: () => {
-      live = true;
-      markReady();
-    },
-    onResync: () => load(true).catch(console.error),
-  });
-  // The chats of each agent are read when the view mounts (thread events travel on thread: and
-  // agent: topics, which the dashboard does not hold).
   load(false).catch((error) => console.error(error));
   return () => {
     disposed = true;
-    offAgents();
+    if (offAgents) offAgents();
   };
 }
 
 function mountChat(threadId) {
   let disposed = false;
-  let loaded = false;
   let live = false;
+  let offThread = null;
   let offAgent = null;
   const view = new ChatView(root, threadId, {
     send: async (content) => view.upsertMessage(await api("POST", `/api/threads/${threadId}/messages`, { content })),
     run: (options) => api("POST", `/api/threads/${threadId}/run`, options),
   }, { subtitle: `topic thread:${threadId} on the one socket` });
-  const markReady = () => {
-    if (loaded && live && !disposed) view.ready();
+  // What the view holds, to recognise the events its snapshot already contains.
+  const held = { thread: null, agent: null, run: null };
+  const sameRun = (data) => held.run && held.run.run_id === data.run_id;
+  const threadHolds = (event) => {
+    const data = event.data;
+    switch (event.type) {
+      case "message_created": return view.messages.has(data.id);
+      case "stream_start": return sameRun(data);
+      case "stream_chunk": return sameRun(data) && data.index < held.run.chunks;
+      case "stream_end": case "stream_error": return sameRun(data) && held.run.state !== "streaming";
+      case "thread_created": case "thread_updated": return held.thread.version >= data.version;
+      default: return false;
+    }
   };
-  const loadMessages = async (replace) => {
-    const messages = await api("GET", `/api/threads/${threadId}/messages`);
-    if (!disposed) view.setMessages(messages, { replace });
-  };
-  const offThread = client.subscribe(`thread:${threadId}`, (event) => {
+  const onThreadEvent = (event) => {
     const data = event.data;
     switch (event.type) {
       case "message_created": view.upsertMessage(data); break;
-      case "stream_start": view.streamStart(); break;
-      case "stream_chunk": view.streamChunk(data.content); break;
-      case "stream_end": view.streamEnd(); break;
-      case "stream_error": view.streamError(data.error); break;
-      case "thread_updated": view.setThread(data); break;
+      case "stream_start":
+        held.run = { run_id: data.run_id, chunks: 0, state: "streaming" };
+        view.streamStart();
+        break;
+      case "stream_chunk":
+        if (sameRun(data)) held.run.chunks = data.index + 1;
+        view.streamChunk(data.content);
+        break;
+      case "stream_end":
+        if (sameRun(data)) held.run.state = "done";
+        view.streamEnd();
+        break;
+      case "stream_error":
+        if (sameRun(data)) held.run.state = "error";
+        view.streamError(data.error);
+        break;
+      case "thread_updated":
+        held.thread = data;
+        view.setThread(data);
+        break;
       case "thread_deleted": view.gone(`Chat ${threadId} was deleted.`); break;
       default: break;
     }
-  }, {
-    onSubscribed: () => {
-      live = true;
-      markReady();
-    },
-    onResync: () => {
-      view.streamInterrupted();
-      loadMessages(true).catch(console.error);
-    },
-    onError: (frame) => view.gone(frame.message),
-  });
-  (async () => {
-    const thread = await api("GET", `/api/threads/${threadId}`);
+  };
+  const onAgentEvent = (event) => {
+    if (event.type === "agent_deleted") view.agentGone();
+    else if (event.type.startsWith("agent_")) {
+      held.agent = event.data;
+      view.setAgent(event.data);
+    }
+  };
+  const agentHolds = (event) => event.type.startsWith("agent_") && event.type !== "agent_deleted"
+    && held.agent.version >= event.data.version;
+  const load = async (again) => {
+    const { data, positions } = await snapshot(`/api/threads/${threadId}/view`);
     if (disposed) return;
-    view.setThread(thread);
-    offAgent = client.subscribe(`agent:${thread.agent_id}`, (event) => {
-      if (event.type === "agent_deleted") view.agentGone();
-      else if (event.type.startsWith("agent_")) view.setAgent(event.data);
+    if (again) view.streamInterrupted();
+    Object.assign(held, { thread: data.thread, agent: data.agent, run: data.run });
+    view.setThread(data.thread);
+    view.setAgent(data.agent);
+    view.setMessages(data.messages, { replace: again });
+    if (!again) view.showRun(data.run);
+    // Subscribe in the same tick the snapshot is applied, from where it was read.
+    if (offThread) offThread();
+    if (offAgent) offAgent();
+    live = false;
+    offThread = client.subscribe(`thread:${threadId}`, onThreadEvent, {
+      since: positions[`thread:${threadId}`],
+      contains: threadHolds,
+      onSubscribed: () => {
+        live = true;
+        if (!disposed) view.ready();
+      },
+      onResync: () => load(true).catch(console.error),
+      onError: (frame) => view.gone(frame.message),
     });
-    const [agent] = await Promise.all([api("GET", `/api/agents/${thread.agent_id}`), loadMessages(false)]);
-    if (disposed) return;
-    view.setAgent(agent);
-    loaded = true;
-    markReady();
-  })().catch((error) => view.gone(error.message));
+    offAgent = client.subscribe(`agent:${data.agent.id}`, onAgentEvent, {
+      since: positions[`agent:${data.agent.id}`],
+      contains: agentHolds,
+    });
+  };
+  load(false).catch((error) => view.gone(error.message));
   return () => {
     disposed = true;
-    offThread();
+    if (offThread) offThread();
     if (offAgent) offAgent();
   };
 }

@@ -2,6 +2,7 @@
 // per view). Views here know nothing about sockets: the page wires a transport to them.
 
 import { h } from "./dom.js";
+import { positionsFromResponse } from "./wsclient.js";
 
 export { h };
 
@@ -36,6 +37,21 @@ export function sessionToken() {
 
 /** JSON over REST with the page's token; throws an Error carrying the server's `detail`. */
 export async function api(method, path, body) {
+  return (await apiResponse(method, path, body)).data;
+}
+
+/**
+ * A view's snapshot over REST: its body and the positions of its topics, read by the server before
+ * the snapshot (in the body's `positions`, else the `Wsmigrate-Positions` header). Subscribe
+ * `since` them: nothing between the snapshot and the subscription is missed.
+ */
+export async function snapshot(path) {
+  const { data, response } = await apiResponse("GET", path);
+  const positions = (data && !Array.isArray(data) && data.positions) || positionsFromResponse(response);
+  return { data, positions };
+}
+
+async function apiResponse(method, path, body) {
   const headers = { accept: "application/json" };
   const token = await sessionToken();
   if (token) headers.authorization = `Bearer ${token}`;
@@ -48,7 +64,7 @@ export async function api(method, path, body) {
     error.status = response.status;
     throw error;
   }
-  return data;
+  return { data, response };
 }
 
 /** "#/chat/45" -> {name: "chat", id: 45}; anything else -> {name: "dashboard"}. */
@@ -74,7 +90,11 @@ export function flash(root, message) {
   setTimeout(() => note.remove(), 4000);
 }
 
-const newer = (a, b) => !b || !a.updated_at || !b.updated_at || a.updated_at >= b.updated_at;
+const newer = (a, b) => {
+  if (!b) return true;
+  if (a.version != null && b.version != null) return a.version >= b.version;
+  return !a.updated_at || !b.updated_at || a.updated_at >= b.updated_at;
+};
 
 // -- Dashboard ------------------------------------------------------------------------------------
 
@@ -356,6 +376,16 @@ export class ChatView {
   _bubble(role, content) {
     return h("li", { class: `msg ${role}`, dataset: { role } },
       h("span", { class: "role" }, role), h("div", { class: "body" }, content));
+  }
+
+  /** The thread's latest run as the snapshot holds it (`RunOut`), so a view loaded mid-run shows it all. */
+  showRun(run) {
+    if (!run || run.state === "stored") return; // the reply is among the messages
+    this.streamStart();
+    this.stream.querySelector(".body").append(run.content);
+    this.stream.dataset.chunks = String(run.chunks);
+    if (run.state === "done") this.streamEnd();
+    if (run.state === "error") this.streamError("the run failed");
   }
 
   streamStart() {
