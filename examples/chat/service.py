@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
+import secrets
+import time
 from collections import OrderedDict
 from typing import Protocol
 
@@ -107,6 +108,12 @@ class Messages:
 MAX_REMEMBERED_RUNS = 1_000
 
 
+def new_run_id() -> str:
+    """Start time first (microseconds, hex), then randomness: ids of a thread's runs sort in the order
+    they started, so a view can tell a run older than the one its snapshot shows."""
+    return f"{time.time_ns() // 1000:014x}{secrets.token_hex(3)}"
+
+
 class ChatService(Messages):
     """Stores messages and runs the deterministic responder, announcing each step.
 
@@ -155,7 +162,7 @@ class ChatService(Messages):
         prompt = await run_in_threadpool(self._prompt, thread_id)
         count = chunks or self.default_chunks
         delay = self.default_delay_ms if delay_ms is None else delay_ms
-        run_id = uuid.uuid4().hex[:12]
+        run_id = new_run_id()
         task = asyncio.get_running_loop().create_task(self._run(thread_id, run_id, prompt, count, delay / 1000.0))
         self._runs.add(task)
         task.add_done_callback(self._runs.discard)

@@ -119,13 +119,15 @@ function mountChat(threadId) {
   // What the view holds, to recognise the events its snapshot already contains.
   const held = { thread: null, agent: null, run: null };
   const sameRun = (data) => held.run && held.run.run_id === data.run_id;
+  // Run ids sort by start: a run older than the one the view shows is over, its reply stored.
+  const olderRun = (data) => held.run && data.run_id < held.run.run_id;
   const threadHolds = (event) => {
     const data = event.data;
     switch (event.type) {
       case "message_created": return view.messages.has(data.id);
-      case "stream_start": return sameRun(data);
-      case "stream_chunk": return sameRun(data) && data.index < held.run.chunks;
-      case "stream_end": case "stream_error": return sameRun(data) && held.run.state !== "streaming";
+      case "stream_start": return sameRun(data) || olderRun(data);
+      case "stream_chunk": return olderRun(data) || (sameRun(data) && data.index < held.run.chunks);
+      case "stream_end": case "stream_error": return olderRun(data) || (sameRun(data) && held.run.state !== "streaming");
       case "thread_created": case "thread_updated": return held.thread.version >= data.version;
       default: return false;
     }
