@@ -218,6 +218,7 @@ class ConnectionManager:
             return SubscribedAck(message_id=message_id, topics=wanted, positions=positions)
         # From here to the end: no await, so nothing can slip between the ack and going live.
         to_send: dict[str, list[Publication]] = {}
+        replayed_ids: set[str] = set()
         for topic in fresh:
             held = connection.buffering.pop(topic, None)
             if held is None:  # dropped while the subscribe was being answered
@@ -226,6 +227,10 @@ class ConnectionManager:
             _join(self._live, topic, connection)
             if topic in replays:
                 replayed = replays[topic]
+                # Asked for by `since`: sent even if the event reached this connection before through
+                # another topic (a client re-subscribing from an older position needs it again),
+                # once per subscribe.
+                replayed_ids.update(p.event.event_id for p in replayed if len(p.topics) > 1)
                 last = replayed[-1].seqs[topic] if replayed else positions[topic].seq
                 to_send[topic] = replayed + [p for p in held if p.seqs[topic] > last]
             else:
@@ -235,9 +240,17 @@ class ConnectionManager:
                 to_send[topic] = held
         ack = SubscribedAck(message_id=message_id, topics=wanted, positions=positions)
         connection.outbox.put(ack.model_dump_json(exclude_none=True))
+        sent: set[str] = set()
         for topic, publications in to_send.items():
             for publication in publications:
-                self._deliver_one(connection, publication, topic)
+                event_id = publication.event.event_id
+                replayed_for_since = event_id in replayed_ids
+                if replayed_for_since:
+                    if event_id in sent:
+                        continue
+                    sent.add(event_id)
+                    connection.first_time(event_id)  # remembered: a live copy on another topic is not sent
+                self._deliver_one(connection, publication, topic, asked=replayed_for_since)
         return ack
 
     def attach(self, connection: Connection, topics: Iterable[str]) -> None:
@@ -291,11 +304,13 @@ class ConnectionManager:
 
     # -- delivery --------------------------------------------------------------------------------
 
-    def _deliver_one(self, connection: Connection, publication: Publication, topic: str) -> None:
-        """Queue one publication outside the live fan-out (replays, held-back events)."""
+    def _deliver_one(self, connection: Connection, publication: Publication, topic: str, *,
+                     asked: bool = False) -> None:
+        """Queue one publication outside the live fan-out (replays, held-back events). `asked`: a
+        replay the client asked for with `since`, sent even if it came before on another topic."""
         if not connection.may_see(publication):
             return
-        if len(publication.topics) > 1 and not connection.first_time(publication.event.event_id):
+        if len(publication.topics) > 1 and not asked and not connection.first_time(publication.event.event_id):
             return
         frame = connection.frame(publication, topic)
         if frame is None:

@@ -217,3 +217,51 @@ async def test_with_auth_on_the_pages_sign_in_with_the_development_session(
     await page.locator("#new-agent-name").fill("Owned by demo")
     await page.locator("#create-agent button[type=submit]").click()
     await expect(page.locator("li.agent .agent-name")).to_have_text(["Owned by demo"])
+
+
+NAVIGATIONS_MID_STREAM = 20
+STREAM_CHUNKS = 30
+
+
+async def test_twenty_views_opened_mid_stream_show_every_token_exactly_once(
+    server_factory: ServerFactory, page: Page
+) -> None:
+    """The chat view loads its snapshot (with the reply so far and the positions read before it),
+    then subscribes `since` them: opened at any point of a running stream, by a full page load or
+    a route change on the one socket, it shows the whole reply, each token once."""
+    server = server_factory()
+    async with rest_client(server) as rest:
+        agent = await rest("POST", "/api/agents", {"name": "Streamer"})
+        await page.goto(f"{server.http}/")
+        await dashboard_ready(page)
+        joined_mid_stream = 0
+        for n in range(NAVIGATIONS_MID_STREAM):
+            thread = await rest("POST", "/api/threads", {"agent_id": agent["id"], "title": f"Stream {n}"})
+            prompt = f"tell me about streams, take {n}"
+            await rest("POST", f"/api/threads/{thread['id']}/messages", {"content": prompt})
+            topic = f"thread:{thread['id']}"
+            watcher = await support.Client.open(server.ws_url())
+            await watcher.subscribe(topic)
+            await rest("POST", f"/api/threads/{thread['id']}/run", {"chunks": STREAM_CHUNKS, "delay_ms": 15})
+            seen = 0
+            while seen < (n * 7) % (STREAM_CHUNKS - 4):  # open the view at a different point of each run
+                frame = await watcher.recv()
+                seen += frame.get("type") == "stream_chunk"
+            if n % 2:
+                await page.goto(f"{server.http}/#/chat/{thread['id']}")  # a fresh page: a new socket
+                await page.reload()
+            else:
+                await page.evaluate("id => { location.hash = `#/chat/${id}`; }", thread["id"])
+            await chat_ready(page, thread["id"])
+            reply = page.locator("#messages li.msg.assistant")
+            await page.locator("#messages li.msg.assistant[data-id]").wait_for()  # the stored reply is in
+            await expect(reply).to_have_count(1)
+            joined_mid_stream += await reply.get_attribute("data-stream") == "true"
+            await expect(reply.locator(".body")).to_have_text(reply_text(prompt, STREAM_CHUNKS))
+            assert await reply.get_attribute("data-repaired") is None, f"view {n}: the stream showed other text"
+            assert await reply.get_attribute("data-partial") is None, f"view {n}: the stream was joined mid-run"
+            await watcher.close()
+            await page.evaluate("() => { location.hash = '#/'; }")
+            await dashboard_ready(page)
+        # Most views opened while the reply was streaming (the snapshot had a run in flight).
+        assert joined_mid_stream >= NAVIGATIONS_MID_STREAM * 3 // 4

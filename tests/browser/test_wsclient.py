@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 
+import httpx
 import pytest
 from playwright.async_api import Page
 
@@ -148,3 +149,41 @@ async def test_an_event_of_two_topics_moves_both_positions_so_a_reconnect_replay
     assert [f for f in sockets.received[1] if f.get("event_id") == event_id] == []
     assert await page.evaluate("() => [got.all.length, got.one.length, client.stats.duplicatesDropped]") == [1, 1, 0]
 
+
+
+async def test_a_view_joining_a_live_topic_from_an_older_snapshot_gets_exactly_what_followed_it(
+    server_factory: ServerFactory, page: Page
+) -> None:
+    server = server_factory()
+    sockets = await open_blank(page, server)
+    await page.evaluate(f"""async () => {{
+        {IMPORT}
+        const client = window.client = wsc.createWsClient();
+        window.got = {{ early: [], late: [] }};
+        client.subscribe("agents", (e) => got.early.push(e.data.name));
+    }}""")
+    await page.wait_for_function("() => client.isLive('agents')")
+    # The late view's snapshot is read here; three agents are created before it subscribes.
+    async with httpx.AsyncClient(base_url=server.http, timeout=10) as http:
+        response = (await http.get("/api/agents")).raise_for_status()
+    since = json.loads(response.headers["Wsmigrate-Positions"])["agents"]
+    for name in ("a1", "a2", "a3"):
+        await rest(server, "POST", "/api/agents", {"name": name})
+    await page.wait_for_function("() => got.early.length === 3")
+    await page.evaluate("""since => {
+        window.offLate = client.subscribe("agents", (e) => got.late.push(e.data.name), {
+            since, contains: (e) => e.data.name === "a1",  // as if the snapshot already held a1
+        });
+    }""", since)
+    await page.wait_for_function("() => client.isLive('agents') && got.late.length === 2")
+    await rest(server, "POST", "/api/agents", {"name": "a4"})
+    await page.wait_for_function("() => got.early.length === 4 && got.late.length === 3")
+    await page.evaluate("() => client.ping()")
+    assert await page.evaluate("() => got") == {"early": ["a1", "a2", "a3", "a4"], "late": ["a2", "a3", "a4"]}
+    stats = await page.evaluate("() => client.stats")
+    assert (stats["rewinds"], stats["duplicatesDropped"], stats["snapshotSkipped"]) == (1, 0, 1)
+    # The socket had passed the late view's position: the topic was re-subscribed from it, and the
+    # server replayed events the connection had before (on agent:<id>), because `since` asked.
+    rewind = [f for f in sockets.sent[0] if f["type"] in ("subscribe", "unsubscribe")][-2:]
+    assert [f["type"] for f in rewind] == ["unsubscribe", "subscribe"]
+    assert rewind[1]["since"] == {"agents": since}

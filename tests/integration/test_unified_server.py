@@ -192,3 +192,24 @@ async def test_one_stalled_client_does_not_delay_the_others(server_factory: Serv
     assert drops >= 1
     await healthy.close()
     stalled.close()
+
+
+async def test_a_subscribe_since_replays_an_event_the_connection_had_through_another_topic(
+    server: RunningServer,
+) -> None:
+    """Events of several topics reach a connection once; but a `since` asks for a replay, which must
+    hold them too (a client re-subscribing a topic from an older snapshot's position needs them)."""
+    agent = await rest(server, "POST", "/api/agents", {"name": "Ada"})
+    client = await Client.open(server.ws_url())
+    ack = await client.subscribe(f"agent:{agent['id']}", "agents")
+    since = ack["positions"]["agents"]
+    await rest(server, "PATCH", f"/api/agents/{agent['id']}", {"name": "Ada L."})
+    first = await client.expect("agent_updated")
+    assert set(first["positions"]) == {f"agent:{agent['id']}", "agents"}
+    await client.send({"type": "unsubscribe", "topics": ["agents"], "message_id": "u"})
+    await client.expect("unsubscribed")
+    again = await client.subscribe("agents", message_id="s2", since={"agents": since})
+    assert again["positions"]["agents"]["recovered"] is True
+    replayed = await client.expect("agent_updated")
+    assert (replayed["event_id"], replayed["topic"]) == (first["event_id"], "agents")
+    await client.close()

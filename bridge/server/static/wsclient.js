@@ -151,7 +151,7 @@ export class WsClient extends EventTarget {
       reconnects: 0, // opens after the first
       events: 0, // event frames dispatched
       duplicatesDropped: 0,
-      snapshotSkipped: 0, // events a view's snapshot already held (`since`, `contains`)
+      snapshotSkipped: 0, // events a view skipped because its snapshot held them (`contains`)
       rewinds: 0, // topics re-subscribed from an older position for a view that joined late
       resyncs: 0,
       queueDropped: 0,
@@ -668,7 +668,7 @@ export class WsClient extends EventTarget {
     if (!live.length) return;
     const fresh = this._seen.add(event.event_id);
     const called = new Set();
-    let skipped = false;
+    let held = false;
     for (const [entry, at] of live) {
       for (const sub of [...entry.handlers]) {
         if (called.has(sub.handler)) {
@@ -676,20 +676,20 @@ export class WsClient extends EventTarget {
           continue;
         }
         const verdict = this._wants(sub, at, event, fresh);
-        if (verdict === "skip") skipped = true;
+        if (verdict === "held") held = true;
         if (verdict !== "deliver") continue;
         called.add(sub.handler);
         this._call(sub.handler, event);
       }
     }
+    if (held && !called.size) this.stats.snapshotSkipped += 1;
     if (!fresh) {
-      if (!called.size) {
+      if (!called.size && !held) {
         this.stats.duplicatesDropped += 1;
         this.dispatchEvent(new CustomEvent("duplicate", { detail: { event } }));
       }
       return;
     }
-    if (skipped && !called.size) this.stats.snapshotSkipped += 1;
     this.stats.events += 1;
     for (const key of [event.type, "*"]) {
       const handlers = this._typeHandlers.get(key);
@@ -700,15 +700,16 @@ export class WsClient extends EventTarget {
   }
 
   /**
-   * Whether handler `sub` gets `event`, which stands at `at` on the sub's topic: "deliver", "skip"
-   * (its snapshot or its own past holds it) or "duplicate" (seen on this socket, nothing shows the
-   * handler lacks it). Per-handler positions make a re-subscription's replay reach only the
-   * handlers that lack it.
+   * Whether handler `sub` gets `event`, which stands at `at` on the sub's topic: "deliver", "had"
+   * (at or before the handler's position: it had it, or its snapshot's position covers it), "held"
+   * (its `contains` says the snapshot holds it) or "duplicate" (seen on this socket, and nothing
+   * shows the handler lacks it). Per-handler positions make a re-subscription's replay reach only
+   * the handlers that lack it.
    */
   _wants(sub, at, event, fresh) {
     const after = sub.after;
     const comparable = Boolean(at && after && at.epoch === after.epoch);
-    if (comparable && at.seq <= after.seq) return "skip";
+    if (comparable && at.seq <= after.seq) return "had";
     if (!fresh && !comparable) return "duplicate";
     if (at) sub.after = { epoch: at.epoch, seq: at.seq };
     const contains = sub.options.contains;
@@ -720,7 +721,7 @@ export class WsClient extends EventTarget {
         console.error("wsclient: contains() failed", error);
         this.dispatchEvent(new CustomEvent("handlererror", { detail: { error, event } }));
       }
-      if (held) return "skip";
+      if (held) return "held";
     }
     return "deliver";
   }
