@@ -14,6 +14,7 @@ import tomllib
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 from websockets.asyncio.client import connect
 
@@ -23,7 +24,7 @@ from wsmigrate.bridge.stages import parse_document
 
 GUIDE = ROOT / "docs" / "migration-guide.md"
 BLOCKS = code_blocks(GUIDE)
-KNOWN_LANGUAGES = {"python", "sh", "toml"}
+KNOWN_LANGUAGES = {"python", "sh", "toml", "javascript"}
 
 
 def test_every_block_is_of_a_kind_this_test_runs() -> None:
@@ -98,3 +99,36 @@ def test_the_guides_flags_document_is_valid_for_its_catalogue(guide_namespace: d
     assert documents
     for block in documents:
         parse_document(block.code, fmt="toml", event_types=guide_namespace["catalog"].names)
+
+
+async def test_the_guides_view_endpoints_hand_out_positions_a_subscription_follows_without_a_gap(
+    guide_server: RunningServer,
+) -> None:
+    async with httpx.AsyncClient(base_url=guide_server.http, timeout=10) as http:
+        view = (await http.get("/api/tickets/45/view")).raise_for_status()
+        listed = (await http.get("/api/tickets/45/replies")).raise_for_status()
+        since = view.json()["positions"]["ticket:45"]
+        assert json.loads(view.headers["Wsmigrate-Positions"]) == {"ticket:45": since}
+        assert json.loads(listed.headers["Wsmigrate-Positions"]) == {"ticket:45": since}
+        assert isinstance(listed.json(), list)  # the old body, unchanged
+        assert (await http.get("/api/tickets/0/view")).status_code == 404  # outside the topic grammar
+        # A reply posted after the snapshot, before the subscription: replayed from the position.
+        reply = (await http.post("/api/tickets/45/replies", json={"body": "between"})).raise_for_status().json()
+    client = await Client.open(guide_server.ws_url())
+    ack = await client.subscribe("ticket:45", since={"ticket:45": since})
+    assert ack["positions"]["ticket:45"]["recovered"] is True
+    event = await client.expect("reply_posted")
+    assert event["data"]["id"] == reply["id"]
+    assert event["seq"] == since["seq"] + 1
+    await client.close()
+
+
+def test_the_guides_browser_snippets_are_valid_javascript(tmp_path: Any) -> None:
+    snippets = [b for b in BLOCKS if b.language == "javascript"]
+    assert snippets
+    for block in snippets:
+        module = tmp_path / f"block-{block.line}.mjs"
+        # The snippet as the body of an async function: its free names are the view's own.
+        module.write_text(f"export async function snippet(client, id, render, reload) {{\n{block.code}\n}}\n")
+        checked = subprocess.run(["node", "--check", str(module)], capture_output=True, text=True, timeout=30)
+        assert checked.returncode == 0, f"the guide's block at line {block.line}: {checked.stderr}"
