@@ -80,12 +80,11 @@ class Database:
 
     def create_all(self) -> None:
         """Create missing tables (several workers may race on a fresh file: the loser finds them)."""
-        for attempt in range(3):
+        for table in Base.metadata.sorted_tables:  # one by one: a racing worker may be mid-way
             try:
-                Base.metadata.create_all(self.engine)
-                return
+                table.create(self.engine, checkfirst=True)
             except OperationalError as exc:
-                if "already exists" not in str(exc) or attempt == 2:
+                if "already exists" not in str(exc):
                     raise
 
     @contextmanager

@@ -43,8 +43,14 @@ async def walk(base: str) -> str:
             snapshot = await recv(legacy)
             assert snapshot == {"type": "board_snapshot", "board_id": board["id"], "name": "Launch", "tasks": []}
             await recv(watcher)
-            await unified.send(json.dumps({"type": "subscribe", "topics": [f"board:{board['id']}"]}))
-            assert (await recv(unified))["type"] == "subscribed"
+            # The board view: its snapshot over REST, then its topic from the position read before it.
+            view = (await http.get(f"/api/boards/{board['id']}")).raise_for_status().json()
+            assert (view["name"], view["tasks"]) == ("Launch", [])
+            topic = f"board:{board['id']}"
+            await unified.send(json.dumps({"type": "subscribe", "topics": [topic],
+                                           "since": {topic: view["positions"][topic]}}))
+            ack = await recv(unified)
+            assert (ack["type"], ack["positions"][topic]["recovered"]) == ("subscribed", True), ack
 
             task = (await http.post(f"/api/boards/{board['id']}/tasks", json={"title": "Write docs"})).json()
             assert (task["board_id"], task["column"]) == (board["id"], "todo"), task

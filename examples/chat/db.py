@@ -92,12 +92,11 @@ class Database:
         """Create missing tables. Several workers start at once on a fresh database: one of them
         may lose the race between "does the table exist" and "create it"; it then finds the
         tables made by the winner."""
-        for attempt in range(3):
+        for table in Base.metadata.sorted_tables:  # one by one: a racing worker may be mid-way
             try:
-                Base.metadata.create_all(self.engine)
-                break
+                table.create(self.engine, checkfirst=True)
             except OperationalError as exc:
-                if "already exists" not in str(exc) or attempt == 2:
+                if "already exists" not in str(exc):
                     raise
         self._add_missing_columns()
 

@@ -4,8 +4,8 @@ environment beside the app's own `metrics`, `legacy`, `bridge` and `unified` mod
 line, `ok <version> ...`, or fails.
 
 The domain is unlike the examples': orders, with a legacy socket per order at
-`/ws/orders/{order_id}`, an old manager with `broadcast_to_order`, and one route migrated to
-`@publish_event`.
+`/ws/orders/{order_id}`, an old manager with `broadcast_to_order`, one route migrated to
+`@publish_event`, and an order view served over REST with the positions of its topic.
 """
 
 from __future__ import annotations
@@ -14,10 +14,11 @@ import asyncio
 import json
 import socket
 import sys
+from typing import Annotated
 
 import httpx
 import uvicorn
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from websockets.asyncio.client import connect
 
 import bridge  # the application's own packages, named like wsmigrate's layers
@@ -33,12 +34,14 @@ from wsmigrate import (
     LegacyConnectionManager,
     LegacyProtocol,
     LegacyView,
+    Positions,
     Settings,
     TranslationTable,
     WsMigrate,
     flat,
     legacy_only,
     publish_event,
+    topic_positions,
 )
 
 TIMEOUT_S = 10.0
@@ -79,6 +82,12 @@ def build_app(port: int) -> FastAPI:
     async def pay(order_id: int) -> dict[str, object]:
         return {"order_id": order_id, "amount": 12}
 
+    @app.get("/orders/{order_id}")
+    async def order_view(
+        order_id: int, positions: Annotated[Positions, Depends(topic_positions("order:{order_id}"))],
+    ) -> dict[str, object]:
+        return {"order": {"id": order_id}, "positions": positions}
+
     wsm.install(app)
     return app
 
@@ -117,6 +126,15 @@ async def main() -> str:
             assert (paid["type"], paid["data"]) == ("order_paid", {"order_id": 5, "amount": 12})
             assert await _recv(old) == {"type": "order_shipped", "order_id": 5, "carrier": "post"}
             assert await _recv(old) == {"type": "order_paid", "order_id": 5, "amount": 12}
+        # A view's snapshot, then an event, then the subscription from the snapshot's position: replayed.
+        async with httpx.AsyncClient(base_url=f"http://{base}", timeout=TIMEOUT_S) as http:
+            since = (await http.get("/orders/6")).raise_for_status().json()["positions"]["order:6"]
+            (await http.post("/orders/6/pay")).raise_for_status()
+        async with connect(f"ws://{base}/api/ws") as view:
+            await view.send(json.dumps({"type": "subscribe", "topics": ["order:6"], "since": {"order:6": since}}))
+            ack, replayed = await _recv(view), await _recv(view)
+            assert ack["positions"]["order:6"]["recovered"] is True  # type: ignore[index]
+            assert (replayed["type"], replayed["seq"]) == ("order_paid", since["seq"] + 1)
     finally:
         server.should_exit = True
         await serving
