@@ -145,8 +145,13 @@ def update_agent(agent_id: int, body: AgentPatch, db: DB, user: User) -> AgentOu
 def delete_agent(agent_id: int, db: DB, user: User) -> AgentOut:
     agent = _agent(db, agent_id, user)
     result = AgentOut.of(agent)
-    db.delete(agent)
+    threads = [ThreadOut.of(thread) for thread in agent.threads]
+    db.delete(agent)  # its threads go with it (cascade): each is announced, as deleting it alone is
     db.commit()
+    bus = current_bus.get()
+    if bus is not None:
+        for thread in threads:
+            bus.publish_sync(bus.new_event(ChatEvent.THREAD_DELETED, thread.model_dump()))
     return result
 
 

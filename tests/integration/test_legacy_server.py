@@ -93,7 +93,7 @@ async def test_streaming_frames(server: RunningServer) -> None:
 
 
 async def test_agent_socket_gets_flat_agent_and_thread_frames(server: RunningServer) -> None:
-    agent, _ = await make_thread(server, None)
+    agent, first = await make_thread(server, None)
     client = LegacyClient(ws_base(server))
     await client.open_agent(agent["id"])
     await rest(server, "PATCH", f"/api/agents/{agent['id']}", {"name": "Ada 2", "status": "running"})
@@ -116,6 +116,9 @@ async def test_agent_socket_gets_flat_agent_and_thread_frames(server: RunningSer
     await rest(server, "DELETE", f"/api/threads/{thread['id']}")
     assert (await client.recv())["type"] == "thread_deleted"
     await rest(server, "DELETE", f"/api/agents/{agent['id']}")
+    # The agent's remaining thread goes with it, and is announced first.
+    gone = await client.recv()
+    assert (gone["type"], gone["thread_id"]) == ("thread_deleted", first["id"])
     deleted = await client.recv()
     assert deleted["type"] == "agent_deleted"
     assert deleted["agent_id"] == agent["id"]

@@ -213,3 +213,14 @@ async def test_a_subscribe_since_replays_an_event_the_connection_had_through_ano
     replayed = await client.expect("agent_updated")
     assert (replayed["event_id"], replayed["topic"]) == (first["event_id"], "agents")
     await client.close()
+
+
+async def test_deleting_an_agent_announces_the_deletion_of_each_of_its_threads(server: RunningServer) -> None:
+    agent = await rest(server, "POST", "/api/agents", {"name": "Ada"})
+    threads = [await rest(server, "POST", "/api/threads", {"agent_id": agent["id"], "title": t}) for t in "ab"]
+    client = await Client.open(server.ws_url())
+    await client.subscribe(*(f"thread:{t['id']}" for t in threads))
+    await rest(server, "DELETE", f"/api/agents/{agent['id']}")
+    deleted = [await client.expect("thread_deleted"), await client.expect("thread_deleted")]
+    assert sorted(e["data"]["id"] for e in deleted) == sorted(t["id"] for t in threads)
+    await client.close()
