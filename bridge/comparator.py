@@ -18,6 +18,12 @@ pairs; an event that does not fit is skipped as a whole (all its observations, o
 counted as `comparisons_skipped{reason="capacity"}`, so "zero mismatches" can never be vacuous and
 an overflow never reads as a false `missing`. Sampling (`sample_rate`) is by a hash of the event id, so
 both paths sample the same pairs.
+
+Payloads are compared as canonical JSON (keys sorted), so the legacy path's frame, exactly as the
+application built it, and the unified path's frame, rendered from the event by the translation,
+match when they carry the same fields and values in any key order, and only then. A failed
+comparison keeps a sample (`samples`, `/api/admin/mismatches`) with both payloads and, for a
+`mismatch_payload`, the fields that differ.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from wsmigrate.bridge.frame_diff import canonical, text_differences
 from wsmigrate.metrics import WsMetrics
 from wsmigrate.unified import Publication
 
@@ -40,6 +47,7 @@ DEFAULT_WINDOW_S = 5.0
 DEFAULT_CAPACITY = 200_000
 SAMPLE_RING = 100
 PAYLOAD_SAMPLE_CHARS = 2000
+DIGEST_CACHE = 1024  # one event's frame is the same string for all its recipients: digested once
 
 
 @dataclass(slots=True)
@@ -49,6 +57,7 @@ class _Pair:
     counts: dict[str, int] = field(default_factory=dict)
     digests: dict[str, bytes] = field(default_factory=dict)
     payloads: dict[str, str] = field(default_factory=dict)
+    recipients_only: bool = False  # no application frame: both paths rendered the same way
 
 
 class Comparator:
@@ -78,6 +87,8 @@ class Comparator:
         self.samples: deque[dict[str, Any]] = deque(maxlen=SAMPLE_RING)
         self.outcomes: dict[str, dict[str, int]] = {}
         self.skipped: dict[str, dict[str, int]] = {}
+        self._digests: OrderedDict[tuple[str, str], bytes] = OrderedDict()
+        self.recipients_only: dict[str, int] = {}
 
     # -- hooks -----------------------------------------------------------------------------------
 
@@ -92,10 +103,15 @@ class Comparator:
     # -- observations ----------------------------------------------------------------------------
 
     def observe(self, publication: Publication, path: str, recipient: str, payload: str, sent: bool) -> None:
-        self.record(publication.event.event_id, publication.event_type, path, recipient, payload)
+        self.record(publication.event.event_id, publication.event_type, path, recipient, payload,
+                    recipients_only=publication.ingress.source_frame is None)
 
-    def record(self, event_id: str, event_type: str, path: str, recipient: str, payload: str) -> None:
-        """One path's frame for one recipient (the observer entry point, also usable directly)."""
+    def record(self, event_id: str, event_type: str, path: str, recipient: str, payload: str, *,
+               recipients_only: bool = False) -> None:
+        """One path's frame for one recipient (the observer entry point, also usable directly).
+
+        `recipients_only`: the event has no application frame (published on the bus), so both
+        paths rendered its payload the same way and only the recipients are really compared."""
         # No expiry here: both paths observe an event inside one synchronous bus dispatch, and a
         # stall in the middle of it (a GC pause, a busy machine) must never close a pair between
         # its two halves. Windows close only between dispatches (`expire`, run by a task).
@@ -118,18 +134,27 @@ class Comparator:
                     self._skipped_events.popitem(last=False)
                 self._skip(event_type, "capacity")
                 return
-            pair = _Pair(event_type=event_type, deadline=now + self.window_s)
+            pair = _Pair(event_type=event_type, deadline=now + self.window_s, recipients_only=recipients_only)
             self._open[key] = pair
         pair.counts[path] = pair.counts.get(path, 0) + 1
         if path not in pair.digests:
             pair.digests[path] = self._digest(event_type, payload)
-            pair.payloads[path] = payload[:PAYLOAD_SAMPLE_CHARS]
+            pair.payloads[path] = payload
 
     def _digest(self, event_type: str, payload: str) -> bytes:
+        key = (event_type, payload)
+        cached = self._digests.get(key)
+        if cached is not None:
+            return cached
         hook = self.clean.get(event_type)
         if hook is not None:
-            payload = json.dumps(hook(json.loads(payload)), sort_keys=True, separators=(",", ":"))
-        return hashlib.blake2b(payload.encode("utf-8"), digest_size=16).digest()
+            text = json.dumps(hook(json.loads(payload)), sort_keys=True, separators=(",", ":"))
+        else:
+            text = canonical(payload)
+        digest = self._digests[key] = hashlib.blake2b(text.encode("utf-8"), digest_size=16).digest()
+        if len(self._digests) > DIGEST_CACHE:
+            self._digests.popitem(last=False)
+        return digest
 
     # -- decisions -------------------------------------------------------------------------------
 
@@ -177,12 +202,21 @@ class Comparator:
             if hook is not None and hook(pair.payloads.get("legacy", ""), pair.payloads.get("unified", "")):
                 outcome = "ignored"
         self._outcome(pair.event_type, outcome)
+        if pair.recipients_only:
+            self.recipients_only[pair.event_type] = self.recipients_only.get(pair.event_type, 0) + 1
+            if self.metrics:
+                self.metrics.comparisons_recipients_only.labels(pair.event_type).inc()
         if outcome not in ("match", "ignored"):
-            self.samples.append({
+            legacy_text, unified_text = pair.payloads.get("legacy"), pair.payloads.get("unified")
+            sample: dict[str, Any] = {
                 "event_id": key[0], "recipient": key[1], "event_type": pair.event_type, "outcome": outcome,
-                "counts": dict(pair.counts), "legacy": pair.payloads.get("legacy"),
-                "unified": pair.payloads.get("unified"), "at": time.time(),
-            })
+                "counts": dict(pair.counts), "at": time.time(),
+                "legacy": None if legacy_text is None else legacy_text[:PAYLOAD_SAMPLE_CHARS],
+                "unified": None if unified_text is None else unified_text[:PAYLOAD_SAMPLE_CHARS],
+            }
+            if outcome == "mismatch_payload" and legacy_text is not None and unified_text is not None:
+                sample["differences"] = text_differences(legacy_text, unified_text)
+            self.samples.append(sample)
 
     def _outcome(self, event_type: str, outcome: str) -> None:
         per_type = self.outcomes.setdefault(event_type, {})

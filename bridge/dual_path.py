@@ -3,16 +3,23 @@
 How an event flows once `DualPath.install` ran (docs/architecture.md walks it in full):
 
 1. **Ingress.** A legacy broadcast (`broadcast(scope, id, frame)`) is intercepted, translated into the
-   canonical `Event` and published on the bus once (`origin="legacy_call"`); a legacy frame the
-   table does not know is delivered the old way and counted. A bus publish enters directly. Either
+   canonical `Event` and published on the bus once (`origin="legacy_call"`), carrying the frame
+   exactly as the application built it (`Ingress.source_frame`). The translation's fidelity is
+   measured right there, at every stage: the event rendered back must be the same frame
+   (`wsmigrate_translation_roundtrips_total{outcome="exact"|"lossy"}`, samples in
+   `translation_samples`). A legacy frame the table does not know is delivered the old way and
+   counted. A bus publish enters directly. Either
    way the bus asks `decide_rollout` for the event's `Rollout` (stage, cohort percentage, flags
    revision), read once, and carries it with the publication (`Publication.ingress.rollout`).
-2. **Legacy path** (bus sink `on_publication`): renders the legacy frame, finds the legacy sockets
-   the old code would have reached, and for each decides from the rollout which path serves it.
+2. **Legacy path** (bus sink `on_publication`): takes the application's own frame (rendered from the
+   event only for events published on the bus, which have none), finds the legacy sockets the old
+   code would have reached, and for each decides from the rollout which path serves it.
    It sends where the legacy path serves and only computes where it is compared.
 3. **Unified path**: the unified `ConnectionManager` serves unified clients as always, and legacy
    sockets through their compat connection (same socket, same ordered outbox) whose renderer,
-   `render_compat`, applies the same decision the other way round.
+   `render_compat`, renders the frame from the event through the translation (independently of the
+   legacy path's frame, so the comparator compares two renderings) and applies the same decision
+   the other way round.
 
 Both paths decide with `serving_path(stage, in_live_cohort)` from the same rollout, so for any
 event and socket exactly one of them writes, whatever the flags do meanwhile; and both enqueue on
@@ -21,12 +28,16 @@ the socket's single outbox inside the same synchronous bus dispatch, so per-topi
 
 from __future__ import annotations
 
+import json
 import logging
+import time
+from collections import deque
 from collections.abc import Collection, Mapping
 from typing import Any, Protocol
 
 from wsmigrate.bridge.errors import BridgeError, TranslationError
 from wsmigrate.bridge.flags import FlagStore
+from wsmigrate.bridge.frame_diff import differences
 from wsmigrate.bridge.stages import (
     FlagsDocument,
     Stage,
@@ -48,7 +59,9 @@ from wsmigrate.unified.wire import EncodedFrame
 
 log = logging.getLogger(__name__)
 
-LEGACY_FRAME_KEY = "legacy"
+LEGACY_FRAME_KEY = "legacy"  # the legacy path's frame: the application's own, or rendered
+RENDERED_FRAME_KEY = "legacy_rendered"  # the unified path's: always rendered from the event
+TRANSLATION_SAMPLES = 100
 
 
 class DeliveryObserver(Protocol):
@@ -85,6 +98,8 @@ class DualPath:
         # The rollout of each event type under the current flags document, resolved once per document.
         self._rollouts: dict[str, Rollout] = {}
         self._rollouts_of: FlagsDocument | None = None
+        # Lossy round trips (frame -> event -> frame), newest last: what an operator reads to fix a row.
+        self.translation_samples: deque[dict[str, Any]] = deque(maxlen=TRANSLATION_SAMPLES)
 
     def install(self) -> None:
         self.bus.decide_rollout(self.decide_rollout)
@@ -148,13 +163,38 @@ class DualPath:
                       broadcast.scope, broadcast.target_id, route)
             return False
         try:
-            await self.bus.publish(self.bus.new_event(event_type, data), origin="legacy_call")
+            source = encode(broadcast.message)
+        except (TypeError, ValueError) as exc:
+            self._count(event_type, "error")
+            log.error("legacy %s frame is not JSON (%r); delivered the old way", event_type, exc)
+            return False
+        self._check_round_trip(event_type, broadcast.message, source, data)
+        try:
+            await self.bus.publish(self.bus.new_event(event_type, data), origin="legacy_call", source_frame=source)
         except Exception as exc:  # noqa: BLE001 - the boundary with the app's code: nothing may escape
             self._count(event_type, "error")
             log.error("mirroring %s failed (%r); delivered the old way", event_type, exc)
             return False
         self._count(event_type, "mirrored")
         return True
+
+    def _check_round_trip(self, event_type: str, frame: Mapping[str, Any], source: str,
+                          data: Mapping[str, Any]) -> None:
+        """Render the event back into a legacy frame and compare it with the one the app sent."""
+        try:
+            rendered: Any = json.loads(encode(self.translations.legacy_frame(event_type, data)))
+        except (TranslationError, KeyError, TypeError, ValueError) as exc:
+            rendered = {"<cannot render>": repr(exc)}
+        original = json.loads(source)
+        exact = rendered == original
+        if self.metrics:
+            self.metrics.translation_roundtrips.labels(event_type, "exact" if exact else "lossy").inc()
+        if not exact:
+            self.translation_samples.append({
+                "event_type": event_type, "frame_type": frame.get("type"), "at": time.time(),
+                "differences": differences(original, rendered), "legacy": source[:2000],
+                "unified": json.dumps(rendered)[:2000],
+            })
 
     def _count(self, event_type: str, outcome: str) -> None:
         if self.metrics:
@@ -199,9 +239,16 @@ class DualPath:
             return None
 
     def _legacy_frame(self, publication: Publication) -> EncodedFrame:
-        """The legacy frame of an event, encoded once per publication for every legacy socket."""
+        """The legacy path's frame: the application's own when it sent one, encoded once per publication."""
+        source = publication.ingress.source_frame
+        if source is None:
+            return self._rendered_frame(publication)
+        return publication.memo(LEGACY_FRAME_KEY, lambda: source)
+
+    def _rendered_frame(self, publication: Publication) -> EncodedFrame:
+        """The unified path's frame for legacy sockets: rendered from the event through the translation."""
         event = publication.event
-        return publication.memo(LEGACY_FRAME_KEY,
+        return publication.memo(RENDERED_FRAME_KEY,
                                 lambda: encode(self.translations.legacy_frame(event.type, event.data)))
 
     def _live(self, client_id: str, live_percent: int) -> bool:
@@ -212,7 +259,7 @@ class DualPath:
         route = self._legacy_route(publication)
         if route is None or self.translations.topic_of(route) not in connection.topics:
             return None
-        frame = self._legacy_frame(publication)
+        frame = self._rendered_frame(publication)
         rollout = publication.ingress.rollout
         stage = _STAGE_OF[rollout.stage]
         live = self._live(connection.client_id, rollout.live_percent)

@@ -39,6 +39,7 @@ COMPARISON_OUTCOMES = (
     "late",
 )
 SKIP_REASONS = ("sampled_out", "capacity")
+ROUNDTRIP_OUTCOMES = ("exact", "lossy")
 UNDECLARED_FRAME = "undeclared"  # the frame-type label of legacy frames the translations do not know
 UNIFIED_KIND = "unified"  # the other connection kinds are the legacy views an application declares
 STAGES = ("off", "shadow", "live", "complete")
@@ -147,6 +148,20 @@ class WsMetrics:
             ["event_type", "outcome"], registry=r,
         )
         _initialise(self.comparisons, types, COMPARISON_OUTCOMES)
+
+        self.comparisons_recipients_only = Counter(
+            f"{PREFIX}_comparisons_recipients_only", "Decided comparisons of events published on the bus "
+            "(`@publish_event`): they have no application frame, so recipients were compared, not payloads.",
+            ["event_type"], registry=r,
+        )
+        _initialise(self.comparisons_recipients_only, types)
+
+        self.translation_roundtrips = Counter(
+            f"{PREFIX}_translation_roundtrips", "Mirrored legacy frames rendered back from their event: the "
+            "same frame (exact) or not (lossy: legacy clients would get another frame from the unified path).",
+            ["event_type", "outcome"], registry=r,
+        )
+        _initialise(self.translation_roundtrips, types, ROUNDTRIP_OUTCOMES)
 
         self.comparisons_skipped = Counter(
             f"{PREFIX}_comparisons_skipped", "Observations the comparator did not compare, and why.",

@@ -154,17 +154,18 @@ class EventBus:
         """An event of a declared type, addressed by the catalogue's topic rule."""
         return self.catalog.create(event_type, data, event_id=event_id)
 
-    async def publish(self, event: Event, *, origin: str = "bus") -> bool:
+    async def publish(self, event: Event, *, origin: str = "bus", source_frame: str | None = None) -> bool:
         """Sequence and deliver `event`. Returns False if its `event_id` was already published.
 
-        Raises `UnknownEventTypeError` for a type the catalogue does not declare."""
+        `source_frame`: the frame of another protocol `event` was translated from, as JSON text
+        (see `Ingress`). Raises `UnknownEventTypeError` for a type the catalogue does not declare."""
         if self._loop is None:
             raise BusClosedError("the event bus is not running")
         topics = self.catalog.delivery_topics(event)
         if len(topics) > 1 and event.topics != topics:
             event = event.addressed(topics)
         rollout = self._rollout(event, origin) if self._rollout is not None else NO_ROLLOUT
-        ingress = Ingress(origin, self.catalog.audience(event), rollout)
+        ingress = Ingress(origin, self.catalog.audience(event), rollout, source_frame)
         accepted = await self.backend.append(event, topics, ingress)
         if not accepted:
             if self.metrics:

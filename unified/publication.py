@@ -42,19 +42,24 @@ NO_ROLLOUT = Rollout()
 @dataclass(frozen=True, slots=True)
 class Ingress:
     """What is known of an event when it entered, and travels with it (never sent to clients):
-    where it came from, the one user who may see it (the catalogue's audience rule), and the
-    rollout decision."""
+    where it came from, the one user who may see it (the catalogue's audience rule), the rollout
+    decision, and, for an event translated from a frame of another protocol (a legacy broadcast),
+    that frame's JSON text exactly as the application sent it (`source_frame`): the path of that
+    protocol delivers it unchanged, so what the other path renders can be compared with it."""
 
     origin: str = "bus"
     audience: str | None = None
     rollout: Rollout = NO_ROLLOUT
+    source_frame: str | None = None
 
     def to_json(self) -> str:
         """For the Redis stream: every worker acts on the same facts."""
         rollout = self.rollout
-        return json.dumps({"origin": self.origin, "audience": self.audience,
-                           "rollout": [rollout.stage, rollout.live_percent, rollout.flags_revision]},
-                          separators=(",", ":"))
+        facts: dict[str, object] = {"origin": self.origin, "audience": self.audience,
+                                    "rollout": [rollout.stage, rollout.live_percent, rollout.flags_revision]}
+        if self.source_frame is not None:
+            facts["source"] = self.source_frame
+        return json.dumps(facts, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, text: str) -> Ingress:
@@ -63,9 +68,10 @@ class Ingress:
         if not isinstance(raw, dict):
             raise ValueError("ingress facts are not a JSON object")
         stage, live_percent, revision = raw.get("rollout") or ("off", 0, 0)
-        audience = raw.get("audience")
+        audience, source = raw.get("audience"), raw.get("source")
         return cls(origin=str(raw.get("origin", "bus")), audience=None if audience is None else str(audience),
-                   rollout=Rollout(str(stage), int(live_percent), int(revision)))
+                   rollout=Rollout(str(stage), int(live_percent), int(revision)),
+                   source_frame=None if source is None else str(source))
 
 
 @dataclass(slots=True, eq=False)

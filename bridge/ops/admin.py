@@ -138,9 +138,12 @@ async def put_flag(event_type: str, body: StageChange, request: Request, who: Ad
 
 @router.get("/mismatches")
 async def mismatches(request: Request, _: Admin) -> dict[str, Any]:
-    """The last comparison samples that were not a match (capped ring), newest last."""
-    comparator = _runtime(request).comparator
-    return {"open_pairs": comparator.open_pairs, "samples": list(comparator.samples)}
+    """The last comparison samples that were not a match (capped ring), newest last, and the last
+    lossy translation round trips (`translation_samples`: which field differs)."""
+    runtime = _runtime(request)
+    comparator = runtime.comparator
+    return {"open_pairs": comparator.open_pairs, "samples": list(comparator.samples),
+            "translation_samples": list(runtime.bridge.translation_samples)}
 
 
 @router.get("/report")
@@ -196,6 +199,8 @@ def _ops_report(runtime: Runtime) -> dict[str, Any]:
             "missing": int(parity.missing),
             "mismatches": int(parity.mismatches),
             "compared": int(parity.compared),
+            "compared_recipients_only": int(parity.recipients_only),
+            "translation_round_trips": {outcome: int(n) for outcome, n in parity.round_trips.items()},
             "consistency": None if consistency is None else round(consistency, 3),
             "safe": safe,
             "verdict": verdict,

@@ -33,6 +33,8 @@ class TypeReport:
     delivered: dict[str, float] = field(default_factory=lambda: {"legacy": 0.0, "unified": 0.0})
     outcomes: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     capacity_skips: float = 0.0
+    round_trips: dict[str, float] = field(default_factory=lambda: {"exact": 0.0, "lossy": 0.0})
+    recipients_only: float = 0.0  # comparisons of events with no application frame (`@publish_event`)
 
     @property
     def matches(self) -> float:
@@ -60,9 +62,14 @@ class TypeReport:
         stage = Stage(self.stage)
         if stage is Stage.COMPLETE:
             return False, "already complete"
+        lossy = self.round_trips["lossy"]
         if stage is Stage.OFF:
+            if lossy:
+                return False, f"not safe: {lossy:.0f} lossy translation round trips (fix the translation row)"
             return True, "safe to promote (to shadow: comparison starts there)"
         reasons = []
+        if lossy:
+            reasons.append(f"{lossy:.0f} lossy translation round trips (fix the translation row)")
         if self.missing:
             reasons.append(f"{self.missing:.0f} missing")
         if self.capacity_skips:
@@ -136,6 +143,11 @@ def build_report(text: str, event_types: Sequence[str] | None = None) -> dict[st
             reports[labels["event_type"]].delivered[labels["path"]] += value
     for labels, value in each("wsmigrate_comparisons_total"):
         reports[labels["event_type"]].outcomes[labels["outcome"]] += value
+    for labels, value in each("wsmigrate_comparisons_recipients_only_total"):
+        reports[labels["event_type"]].recipients_only += value
+    for labels, value in each("wsmigrate_translation_roundtrips_total"):
+        if labels.get("outcome") in ("exact", "lossy"):
+            reports[labels["event_type"]].round_trips[labels["outcome"]] += value
     for labels, value in each("wsmigrate_comparisons_skipped_total"):
         if labels.get("reason") == "capacity":
             reports[labels["event_type"]].capacity_skips += value
@@ -144,15 +156,18 @@ def build_report(text: str, event_types: Sequence[str] | None = None) -> dict[st
 
 def render(reports: dict[str, TypeReport], thresholds: Thresholds) -> str:
     head = (f"{'event type':<22} {'stage':<9} {'published':>10} {'legacy sent':>12} {'unified sent':>13} "
-            f"{'matches':>9} {'missing':>8} {'mismatch':>9} {'consistency':>12}")
+            f"{'matches':>9} {'missing':>8} {'mismatch':>9} {'consistency':>12} {'lossy':>6}")
     lines = [head, "-" * len(head)]
     for report in reports.values():
         consistency = "-" if report.consistency is None else f"{report.consistency:.3f}%"
         lines.append(
             f"{report.event_type:<22} {report.stage:<9} {report.published:>10.0f} {report.delivered['legacy']:>12.0f} "
             f"{report.delivered['unified']:>13.0f} {report.matches:>9.0f} {report.missing:>8.0f} "
-            f"{report.mismatches:>9.0f} {consistency:>12}")
+            f"{report.mismatches:>9.0f} {consistency:>12} {report.round_trips['lossy']:>6.0f}")
     lines.append("")
     for report in reports.values():
         lines.append(f"{report.event_type}: {report.verdict(thresholds)[1]}")
+        if report.recipients_only:
+            lines.append(f"  {report.recipients_only:.0f} of {report.compared:.0f} comparisons are of events published "
+                         "on the bus: recipients were compared, not payloads (both paths render those the same way)")
     return "\n".join(lines)

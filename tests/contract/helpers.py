@@ -11,7 +11,8 @@ from tests.support import CHAT
 from wsmigrate.unified import BusBackend, Event, Publication
 from wsmigrate.unified.publication import Ingress, Rollout
 
-INGRESS = Ingress(origin="admin", audience="7", rollout=Rollout("shadow", 25, 3))  # every field set: it must travel
+INGRESS = Ingress(origin="admin", audience="7", rollout=Rollout("shadow", 25, 3),  # every field set: it must travel
+                  source_frame='{"type": "old_shape", "n": 1}')
 
 
 async def append(backend: BusBackend, event: Event) -> bool:
