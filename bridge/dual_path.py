@@ -100,6 +100,7 @@ class DualPath:
         self._rollouts_of: FlagsDocument | None = None
         # Lossy round trips (frame -> event -> frame), newest last: what an operator reads to fix a row.
         self.translation_samples: deque[dict[str, Any]] = deque(maxlen=TRANSLATION_SAMPLES)
+        self._frame_counters: dict[tuple[str, str, bool], Any] = {}
 
     def install(self) -> None:
         self.bus.decide_rollout(self.decide_rollout)
@@ -303,7 +304,15 @@ class DualPath:
             self.legacy.send_frames(served, frame, publication.event_type, publication.ingress_ns)
 
     def _observe(self, publication: Publication, path: str, recipient: str, text: str, *, sent: bool) -> None:
+        event_type = publication.event_type
         if not sent:
-            (self.legacy.ledger if path == "legacy" else self.unified.ledger).shadow(publication.event_type)
+            (self.legacy.ledger if path == "legacy" else self.unified.ledger).shadow(event_type)
+        if self.metrics is not None:
+            key = (event_type, path, sent)
+            counter = self._frame_counters.get(key)
+            if counter is None:  # `labels()` is slow: looked up once per combination
+                counter = self._frame_counters[key] = self.metrics.legacy_recipient_frames.labels(
+                    event_type, path, "sent" if sent else "shadow")
+            counter.inc()
         if self.observer is not None:
             self.observer.observe(publication, path, recipient, text, sent)

@@ -149,6 +149,14 @@ class WsMetrics:
         )
         _initialise(self.comparisons, types, COMPARISON_OUTCOMES)
 
+        self.legacy_recipient_frames = Counter(
+            f"{PREFIX}_legacy_recipient_frames", "Frames each path produced for legacy-socket recipients of a "
+            "compared event (sent, or computed for the comparison: shadow): the delivery ratio compares "
+            "these, like with like (native unified clients are not counted).",
+            ["event_type", "path", "outcome"], registry=r,
+        )
+        _initialise(self.legacy_recipient_frames, types, PATHS, ("sent", "shadow"))
+
         self.comparisons_recipients_only = Counter(
             f"{PREFIX}_comparisons_recipients_only", "Decided comparisons of events published on the bus "
             "(`@publish_event`): they have no application frame, so recipients were compared, not payloads.",
