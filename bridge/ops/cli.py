@@ -17,7 +17,7 @@ import httpx
 import uvicorn
 
 from wsmigrate.bridge.ops.admin_client import AdminClient, AdminError, render_flags
-from wsmigrate.bridge.ops.report import Thresholds, TypeReport, build_report, legacy_only_broadcasts, render_legacy_only
+from wsmigrate.bridge.ops.report import Thresholds, build_fleet_report, legacy_only_broadcasts, render_legacy_only
 from wsmigrate.bridge.ops.report import render as render_report
 from wsmigrate.bridge.server.settings import Settings
 from wsmigrate.bridge.server.ws_protocol import UVICORN_WS_OPTIONS
@@ -107,28 +107,38 @@ def _flags(args: argparse.Namespace) -> int:
     return 0
 
 
-def _fetch_exposition(urls: str | list[str]) -> str:
-    """Every host's `/metrics` (one URL per host; each covers its workers), concatenated."""
-    texts = []
+class HostUnreachableError(Exception):
+    """A host of the deployment did not answer with its metrics."""
+
+
+def _fetch_expositions(urls: str | list[str]) -> dict[str, str]:
+    """Every host's `/metrics` (one URL per host; each covers its workers), by host URL."""
+    texts: dict[str, str] = {}
     for url in [urls] if isinstance(urls, str) else urls:
-        response = httpx.get(url.rstrip("/") + "/metrics", timeout=10)
-        response.raise_for_status()
-        texts.append(response.text)
-    return "\n".join(texts)
-
-
-def _fetch_report(urls: str | list[str]) -> dict[str, TypeReport]:
-    return build_report(_fetch_exposition(urls))
+        host = url.rstrip("/")
+        try:
+            response = httpx.get(host + "/metrics", timeout=10)
+            response.raise_for_status()
+        except httpx.HTTPError as exc:
+            raise HostUnreachableError(f"host {host} did not answer with its metrics: {exc}") from None
+        texts[host] = response.text
+    return texts
 
 
 def _report(args: argparse.Namespace) -> int:
     thresholds = Thresholds(args.min_compared, args.min_consistency)
-    exposition = _fetch_exposition(args.url or ["http://127.0.0.1:8000"])
-    reports = build_report(exposition)
+    try:
+        expositions = _fetch_expositions(args.url or ["http://127.0.0.1:8000"])
+    except HostUnreachableError as exc:
+        print(f"wsmigrate: {exc}", file=sys.stderr)
+        return 2
+    exposition = "\n".join(expositions.values())
+    reports = build_fleet_report(expositions)
     if args.json:
         print(json.dumps({t: {"stage": r.stage, "published": r.published, "delivered": r.delivered,
                               "matches": r.matches, "missing": r.missing, "mismatches": r.mismatches,
                               "compared": r.compared, "consistency": r.consistency,
+                              "host_stages": r.host_stages, "hosts_disagree": r.hosts_disagree,
                               "verdict": r.verdict(thresholds)[1]} for t, r in reports.items()}, indent=2))
     else:
         print(render_report(reports, thresholds))
@@ -138,7 +148,11 @@ def _report(args: argparse.Namespace) -> int:
 
 def _promote(args: argparse.Namespace) -> int:
     thresholds = Thresholds(args.min_compared, args.min_consistency)
-    reports = _fetch_report(args.url)
+    try:
+        reports = build_fleet_report(_fetch_expositions(args.url or ["http://127.0.0.1:8000"]))
+    except HostUnreachableError as exc:
+        print(f"wsmigrate: {exc}", file=sys.stderr)
+        return 2
     report = reports.get(args.event_type)
     if report is None:
         print(f"wsmigrate: unknown event type {args.event_type!r}; the server declares: {', '.join(reports)}",
@@ -154,11 +168,17 @@ def _promote(args: argparse.Namespace) -> int:
         print(f"wsmigrate: refusing to promote {args.event_type} {current.value} -> {target.value}: {reason}",
               file=sys.stderr)
         return 1
-    try:
-        _admin(args).set_stage(args.event_type, target.value, force=args.force)
-    except AdminError as exc:
-        print(f"wsmigrate: {exc}", file=sys.stderr)
-        return 1
+    token = args.token or os.environ.get("WSMIGRATE_ADMIN_TOKEN", "")
+    if not token:
+        raise SystemExit("wsmigrate: an admin token is needed: --token or WSMIGRATE_ADMIN_TOKEN")
+    for host in args.url or ["http://127.0.0.1:8000"]:
+        admin = AdminClient(host, token)
+        try:  # hosts sharing a flags store may already have the change: each is moved once
+            if admin.flags()["types"][args.event_type]["stage"] != target.value:
+                admin.set_stage(args.event_type, target.value, force=args.force)
+        except (AdminError, httpx.HTTPError) as exc:
+            print(f"wsmigrate: {host}: {exc}", file=sys.stderr)
+            return 1
     print(f"{args.event_type}: {current.value} -> {target.value} ({reason})")
     return 0
 
@@ -224,8 +244,10 @@ def build_parser() -> argparse.ArgumentParser:
     promote = commands.add_parser("promote", help="move a type to its next stage if the numbers allow it")
     promote.add_argument("event_type")
     promote.add_argument("--force", action="store_true", help="promote whatever the numbers say")
+    promote.add_argument("--url", action="append", help="a host's base URL; repeat for every host of a deployment "
+                         "(their numbers are judged together; each host not yet there is moved)")
+    promote.add_argument("--token", help="admin token (default: $WSMIGRATE_ADMIN_TOKEN)")
     _add_thresholds(promote)
-    _add_admin_options(promote)
     promote.set_defaults(handler=_promote)
     return parser
 

@@ -8,7 +8,7 @@ see on their dashboards.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -35,6 +35,14 @@ class TypeReport:
     capacity_skips: float = 0.0
     round_trips: dict[str, float] = field(default_factory=lambda: {"exact": 0.0, "lossy": 0.0})
     recipients_only: float = 0.0  # comparisons of events with no application frame (`@publish_event`)
+    host_stages: dict[str, str] = field(default_factory=dict)  # host -> its stage ("mixed": its workers differ)
+
+    @property
+    def hosts_disagree(self) -> bool:
+        return len(set(self.host_stages.values())) > 1 or "mixed" in self.host_stages.values()
+
+    def host_stage_text(self) -> str:
+        return ", ".join(f"{host} {stage}" for host, stage in self.host_stages.items())
 
     @property
     def matches(self) -> float:
@@ -59,6 +67,8 @@ class TypeReport:
 
     def verdict(self, thresholds: Thresholds) -> tuple[bool, str]:
         """(safe, reason) for moving this type to its next stage."""
+        if self.hosts_disagree:
+            return False, f"no verdict: the hosts disagree on the stage ({self.host_stage_text()})"
         stage = Stage(self.stage)
         if stage is Stage.COMPLETE:
             return False, "already complete"
@@ -131,10 +141,7 @@ def build_report(text: str, event_types: Sequence[str] | None = None) -> dict[st
     def each(name: str) -> list[tuple[dict[str, str], float]]:
         return [(labels, value) for labels, value in samples.get(name, []) if labels.get("event_type") in reports]
 
-    stage_votes: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
-    for labels, value in each("wsmigrate_event_type_stage"):
-        stage_votes[labels["event_type"]][labels["stage"]] += value
-    for event_type, votes in stage_votes.items():
+    for event_type, votes in _stage_votes(each("wsmigrate_event_type_stage")).items():
         reports[event_type].stage = max(votes, key=lambda s: (votes[s], -STAGE_ORDER.index(Stage(s))))
     for labels, value in each("wsmigrate_events_published_total"):
         reports[labels["event_type"]].published += value
@@ -154,14 +161,38 @@ def build_report(text: str, event_types: Sequence[str] | None = None) -> dict[st
     return reports
 
 
+def _stage_votes(samples: list[tuple[dict[str, str], float]]) -> dict[str, dict[str, float]]:
+    """Per event type, how many workers report each stage (a worker exports 1 for its stage)."""
+    votes: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    for labels, value in samples:
+        votes[labels["event_type"]][labels["stage"]] += value
+    return votes
+
+
+def build_fleet_report(expositions: Mapping[str, str], event_types: Sequence[str] | None = None,
+                       ) -> dict[str, TypeReport]:
+    """`build_report` over several hosts (`{host: its /metrics text}`), with each host's own stage:
+    where the hosts, or the workers of one host, are not all in one stage, `hosts_disagree` and the
+    verdict is withheld (a majority would judge a move some hosts are not making)."""
+    reports = build_report("\n".join(expositions.values()), event_types)
+    for host, text in expositions.items():
+        stages = _stage_votes([(labels, value) for labels, value in parse_samples(text).get(
+            "wsmigrate_event_type_stage", []) if labels.get("event_type") in reports])
+        for event_type, votes in stages.items():
+            present = [stage for stage, count in votes.items() if count > 0]
+            reports[event_type].host_stages[host] = present[0] if len(present) == 1 else "mixed"
+    return reports
+
+
 def render(reports: dict[str, TypeReport], thresholds: Thresholds) -> str:
     head = (f"{'event type':<22} {'stage':<9} {'published':>10} {'legacy sent':>12} {'unified sent':>13} "
             f"{'matches':>9} {'missing':>8} {'mismatch':>9} {'consistency':>12} {'lossy':>6}")
     lines = [head, "-" * len(head)]
     for report in reports.values():
         consistency = "-" if report.consistency is None else f"{report.consistency:.3f}%"
+        stage = "mixed" if report.hosts_disagree else report.stage
         lines.append(
-            f"{report.event_type:<22} {report.stage:<9} {report.published:>10.0f} {report.delivered['legacy']:>12.0f} "
+            f"{report.event_type:<22} {stage:<9} {report.published:>10.0f} {report.delivered['legacy']:>12.0f} "
             f"{report.delivered['unified']:>13.0f} {report.matches:>9.0f} {report.missing:>8.0f} "
             f"{report.mismatches:>9.0f} {consistency:>12} {report.round_trips['lossy']:>6.0f}")
     lines.append("")
