@@ -6,6 +6,13 @@ announces the new revision on the channel `{prefix}:flags:changed`. Each worker 
 channel and also re-reads the key every `poll_s` (a pub/sub message lost across a reconnect must
 not leave a worker behind), so a change is in force on every worker within a second. Each worker
 exports the revision it runs (`wsmigrate_flags_revision`), so skew is visible.
+
+Revisions never go backwards. Redis may come back without the key (`FLUSHALL`, a restart without
+persistence) or with an older document (an older RDB snapshot, a lagging replica). A worker that
+reads no document, or one older than the revision it runs, writes its own back (compare-and-set:
+only over a missing or still older value) and announces it; a change applied meanwhile starts
+from the newest document the worker knows, never from the seed. So every worker ends on the
+highest revision any of them had, and no worker silently falls back to an older stage.
 """
 
 from __future__ import annotations
@@ -61,6 +68,7 @@ class RedisFlagStore(MemoryFlagStore):
         """Adopt the document in Redis if it is newer than ours; True when it changed."""
         raw = await self._redis.get(self.key)
         if raw is None:
+            await self._restore_newest(None)
             return False
         try:
             document = FlagsDocument.model_validate_json(raw, context=self._context)
@@ -70,10 +78,41 @@ class RedisFlagStore(MemoryFlagStore):
             return False
         self.last_error = None
         current = self.current()
-        if document == current or document.revision < current.revision:
+        if document.revision < current.revision:
+            await self._restore_newest(document.revision)
+            return False
+        if document == current:
             return False
         self._install(document)
         return True
+
+    async def _restore_newest(self, found: int | None) -> None:
+        """Redis lost the document or holds an older one: write ours back, unless a worker with
+        a newer one already did (module docstring)."""
+        ours = self.current()
+        async with self._redis.pipeline(transaction=True) as pipe:
+            try:
+                await pipe.watch(self.key)
+                raw = await pipe.get(self.key)
+                stored = self._parse(raw)
+                if stored is not None and stored.revision >= ours.revision:
+                    return
+                pipe.multi()  # type: ignore[no-untyped-call]
+                pipe.set(self.key, ours.to_json())
+                await pipe.execute()
+            except WatchError:
+                return  # changed meanwhile: the next refresh judges the new value
+        what = "missing" if found is None else f"at revision {found}"
+        log.warning("flags document in Redis was %s; restored revision %d", what, ours.revision)
+        await self._redis.publish(self.channel, str(ours.revision))
+
+    def _parse(self, raw: bytes | str | None) -> FlagsDocument | None:
+        if raw is None:
+            return None
+        try:
+            return FlagsDocument.model_validate_json(raw, context=self._context)
+        except ValueError:
+            return None
 
     async def _listen(self) -> None:
         while True:
@@ -101,7 +140,10 @@ class RedisFlagStore(MemoryFlagStore):
                     try:
                         await pipe.watch(self.key)
                         raw = await pipe.get(self.key)
-                        before = FlagsDocument.model_validate_json(raw, context=self._context) if raw else self._seed
+                        stored = FlagsDocument.model_validate_json(raw, context=self._context) if raw else None
+                        before = self.current()  # the newest we know: Redis may have lost or rolled back
+                        if stored is not None and stored.revision >= before.revision:
+                            before = stored
                         after = apply_change(before, change)
                         pipe.multi()  # type: ignore[no-untyped-call]
                         pipe.set(self.key, after.to_json())
