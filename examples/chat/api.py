@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Request, status
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, status
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
@@ -18,6 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from examples.chat.db import Agent, Thread, bump
 from examples.chat.declaration import ChatEvent
 from examples.chat.schemas import (
+    MAX_ID,
     AgentIn,
     AgentOut,
     AgentPatch,
@@ -66,6 +67,10 @@ async def current_user(request: Request) -> Principal | None:
 
 
 DB = Annotated[Session, Depends(db_session)]
+# Ids are bounded where they enter: the database stores signed 64-bit integers, and an id outside
+# them is a 422, not an overflow deep in the driver (a 500).
+AgentId = Annotated[int, Path(ge=1, le=MAX_ID)]
+ThreadId = Annotated[int, Path(ge=1, le=MAX_ID)]
 Chat = Annotated[ChatService, Depends(chat_service)]
 User = Annotated[Principal | None, Depends(current_user)]
 
@@ -109,7 +114,7 @@ def list_agents(db: DB, user: User) -> list[AgentOut]:
 
 
 @router.get("/agents/{agent_id}")
-def get_agent(agent_id: int, db: DB, user: User) -> AgentOut:
+def get_agent(agent_id: AgentId, db: DB, user: User) -> AgentOut:
     return AgentOut.of(_agent(db, agent_id, user))
 
 
@@ -125,7 +130,7 @@ def create_agent(body: AgentIn, db: DB, user: User) -> AgentOut:
 
 @router.patch("/agents/{agent_id}")
 @publish_event(ChatEvent.AGENT_UPDATED)
-def update_agent(agent_id: int, body: AgentPatch, db: DB, user: User) -> AgentOut:
+def update_agent(agent_id: AgentId, body: AgentPatch, db: DB, user: User) -> AgentOut:
     agent = _agent(db, agent_id, user)
     old_status = agent.status
     for field, value in body.model_dump(exclude_none=True).items():
@@ -142,7 +147,7 @@ def update_agent(agent_id: int, body: AgentPatch, db: DB, user: User) -> AgentOu
 
 @router.delete("/agents/{agent_id}")
 @publish_event(ChatEvent.AGENT_DELETED)
-def delete_agent(agent_id: int, db: DB, user: User) -> AgentOut:
+def delete_agent(agent_id: AgentId, db: DB, user: User) -> AgentOut:
     agent = _agent(db, agent_id, user)
     result = AgentOut.of(agent)
     threads = [ThreadOut.of(thread) for thread in agent.threads]
@@ -159,7 +164,7 @@ def delete_agent(agent_id: int, db: DB, user: User) -> AgentOut:
 
 
 @router.get("/threads")
-def list_threads(db: DB, user: User, agent_id: int | None = None) -> list[ThreadOut]:
+def list_threads(db: DB, user: User, agent_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None) -> list[ThreadOut]:
     query = select(Thread).order_by(Thread.id)
     if user is not None:
         query = query.join(Agent).where(Agent.owner_id == int(user.user_id))
@@ -169,7 +174,7 @@ def list_threads(db: DB, user: User, agent_id: int | None = None) -> list[Thread
 
 
 @router.get("/threads/{thread_id}")
-def get_thread(thread_id: int, db: DB, user: User) -> ThreadOut:
+def get_thread(thread_id: ThreadId, db: DB, user: User) -> ThreadOut:
     return ThreadOut.of(_thread(db, thread_id, user))
 
 
@@ -185,7 +190,7 @@ def create_thread(body: ThreadIn, db: DB, user: User) -> ThreadOut:
 
 @router.patch("/threads/{thread_id}")
 @publish_event(ChatEvent.THREAD_UPDATED)
-def update_thread(thread_id: int, body: ThreadPatch, db: DB, user: User) -> ThreadOut:
+def update_thread(thread_id: ThreadId, body: ThreadPatch, db: DB, user: User) -> ThreadOut:
     thread = _thread(db, thread_id, user)
     thread.title = body.title
     bump(thread)
@@ -195,7 +200,7 @@ def update_thread(thread_id: int, body: ThreadPatch, db: DB, user: User) -> Thre
 
 @router.delete("/threads/{thread_id}")
 @publish_event(ChatEvent.THREAD_DELETED)
-def delete_thread(thread_id: int, db: DB, user: User) -> ThreadOut:
+def delete_thread(thread_id: ThreadId, db: DB, user: User) -> ThreadOut:
     thread = _thread(db, thread_id, user)
     result = ThreadOut.of(thread)
     db.delete(thread)
@@ -207,7 +212,7 @@ def delete_thread(thread_id: int, db: DB, user: User) -> ThreadOut:
 
 
 @router.get("/threads/{thread_id}/messages")
-async def list_messages(thread_id: int, chat: Chat, request: Request, user: User) -> list[MessageOut]:
+async def list_messages(thread_id: ThreadId, chat: Chat, request: Request, user: User) -> list[MessageOut]:
     await _check_thread(request, thread_id, user)
     history = await run_in_threadpool(chat.history, thread_id)
     if history is None:
@@ -216,7 +221,7 @@ async def list_messages(thread_id: int, chat: Chat, request: Request, user: User
 
 
 @router.get("/threads/{thread_id}/view")
-async def thread_view(thread_id: int, chat: Chat, request: Request, user: User) -> ThreadView:
+async def thread_view(thread_id: ThreadId, chat: Chat, request: Request, user: User) -> ThreadView:
     """The chat view's initial state: positions first, then the snapshot (docs/protocol.md, "Snapshots")."""
     await _check_thread(request, thread_id, user)
     agent_id = await run_in_threadpool(chat.agent_of, thread_id)  # never changes: safe to read first
@@ -233,7 +238,7 @@ async def thread_view(thread_id: int, chat: Chat, request: Request, user: User) 
 
 
 @router.post("/threads/{thread_id}/messages", status_code=status.HTTP_201_CREATED)
-async def post_message(thread_id: int, body: MessageIn, chat: Chat, request: Request, user: User) -> MessageOut:
+async def post_message(thread_id: ThreadId, body: MessageIn, chat: Chat, request: Request, user: User) -> MessageOut:
     await _check_thread(request, thread_id, user)
     try:
         return await chat.post_message(thread_id, body.content, body.role)
@@ -242,7 +247,7 @@ async def post_message(thread_id: int, body: MessageIn, chat: Chat, request: Req
 
 
 @router.post("/threads/{thread_id}/run", status_code=status.HTTP_202_ACCEPTED)
-async def run_thread(thread_id: int, chat: Chat, request: Request, user: User,
+async def run_thread(thread_id: ThreadId, chat: Chat, request: Request, user: User,
                      body: RunIn | None = None) -> RunAccepted:
     await _check_thread(request, thread_id, user)
     body = body or RunIn()

@@ -10,6 +10,7 @@ from examples.chat.db import Agent, Message, Thread, iso_utc
 from wsmigrate import Positions
 
 AgentStatus = Literal["idle", "running", "error", "offline"]
+MAX_ID = 2**63 - 1  # ids are signed 64-bit integers in the database
 
 
 class AgentIn(BaseModel):
@@ -48,7 +49,7 @@ class AgentOut(BaseModel):
 
 class ThreadIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    agent_id: int
+    agent_id: int = Field(ge=1, le=MAX_ID)
     title: str = Field("", max_length=500)
 
 
