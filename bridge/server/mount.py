@@ -36,6 +36,7 @@ from wsmigrate.bridge.ops import admin
 from wsmigrate.bridge.server.guards import Authenticate
 from wsmigrate.bridge.server.pages import STATIC_PACKAGE, install_ops_page
 from wsmigrate.bridge.server.probes import PROBE_KIND
+from wsmigrate.bridge.server.redact import install_redaction
 from wsmigrate.bridge.server.runtime import Declaration, Runtime
 from wsmigrate.bridge.server.settings import Settings
 from wsmigrate.bridge.server.shutdown import install_sigterm_drain
@@ -132,6 +133,7 @@ class WsMigrate:
         served under `/static` beside wsmigrate's (the app's first)."""
         app.state.runtime = self.runtime
         app.state.wsmigrate = self
+        install_redaction()  # `?token=` never reaches the servers' request logs
         app.add_middleware(BusContext, bus=self.runtime.bus)
         if lifespan:
             self._wrap_lifespan(app)

@@ -8,12 +8,18 @@ authenticated and nothing is owned.
 Ownership: users own agents, agents own threads. Every check answers `ok`, `not_found` or
 `forbidden`; `examples.chat.ownership` answers it for the unified topics, the legacy sockets and
 the REST routes alike, so all of them enforce the same rule.
+
+Tokens are cached for `TOKEN_CACHE_TTL_S` (30 s): a token revoked or rotated in the database stops
+working for new requests and sockets within that time, on every worker (each re-reads it). An
+open socket keeps the session it authenticated until it closes.
 """
 
 from __future__ import annotations
 
 import secrets
+import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import select
@@ -25,6 +31,7 @@ from examples.chat.db import Database, User
 from wsmigrate import token_of
 
 _CACHE_SIZE = 10_000
+TOKEN_CACHE_TTL_S = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,12 +41,15 @@ class Principal:
 
 
 class Authenticator:
-    """Resolves tokens to users (cached: tokens do not change owner)."""
+    """Resolves tokens to users (cached for `ttl_s`: a revoked token stops working within it)."""
 
-    def __init__(self, db: Database, *, enabled: bool) -> None:
+    def __init__(self, db: Database, *, enabled: bool, ttl_s: float = TOKEN_CACHE_TTL_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.db = db
         self.enabled = enabled
-        self._cache: OrderedDict[str, Principal] = OrderedDict()
+        self.ttl_s = ttl_s
+        self._clock = clock
+        self._cache: OrderedDict[str, tuple[Principal, float]] = OrderedDict()  # token -> (user, expires)
 
     def _lookup(self, token: str) -> Principal | None:
         with self.db.session() as session:
@@ -50,11 +60,15 @@ class Authenticator:
         if token is None:
             return None
         cached = self._cache.get(token)
-        if cached is not None:
-            return cached
+        now = self._clock()
+        if cached is not None and cached[1] > now:
+            return cached[0]
         found = await run_in_threadpool(self._lookup, token)
-        if found is not None:
-            self._cache[token] = found
+        if found is None:
+            self._cache.pop(token, None)
+        else:
+            self._cache[token] = (found, now + self.ttl_s)
+            self._cache.move_to_end(token)
             if len(self._cache) > _CACHE_SIZE:
                 self._cache.popitem(last=False)
         return found

@@ -63,6 +63,10 @@ async def test_a_stage_change_from_the_cli_shows_within_two_seconds(server_facto
     await open_console(page, server)
     await expect(row(page, "message_created")).to_have_attribute("data-stage", "off")
     assert "admin_token" not in page.url  # taken off the address bar once read
+    # kept for this tab's session only, never on disk (localStorage) for the next user of the machine
+    stored = await page.evaluate("() => [Object.values(localStorage), Object.values(sessionStorage)]")
+    assert ADMIN_TOKEN not in stored[0]
+    assert ADMIN_TOKEN in stored[1]
 
     cli = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "wsmigrate", "flags", "set", "message_created", "shadow",

@@ -3,7 +3,8 @@
 // its buttons call the admin API (PUT /api/admin/flags/{type}, POST/DELETE /api/admin/flags/kill).
 //
 // The admin token is never the demo user's: it comes from `?admin_token=` on the URL (then removed
-// from the address bar) or the form, and is remembered in localStorage.
+// from the address bar) or the form, and is kept in sessionStorage: for this tab's session only,
+// never on disk for the next visitor of a shared machine.
 // Delivery rates are computed here: (delivered now - delivered then) / (generated_at now -
 // generated_at then), between two reports at least MIN_RATE_WINDOW_S apart on the server's clock.
 
@@ -36,8 +37,8 @@ const state = {
 
 function storeToken(token) {
   try {
-    if (token) localStorage.setItem(TOKEN_KEY, token);
-    else localStorage.removeItem(TOKEN_KEY);
+    if (token) sessionStorage.setItem(TOKEN_KEY, token);
+    else sessionStorage.removeItem(TOKEN_KEY);
   } catch {
     // storage unavailable (private mode): the token lasts as long as the page
   }
@@ -54,7 +55,7 @@ function initialToken() {
     return fromUrl.trim();
   }
   try {
-    return localStorage.getItem(TOKEN_KEY) || "";
+    return sessionStorage.getItem(TOKEN_KEY) || "";
   } catch {
     return "";
   }
