@@ -190,7 +190,7 @@ class UnifiedSession:
                     message_id=request.message_id), raw)
                 continue
             accepted.append(raw)
-        since = {t: Position(p.epoch, p.seq) for t, p in request.since.items() if t in accepted}
+        since = {t: Position(p.epoch, p.seq, p.event_id) for t, p in request.since.items() if t in accepted}
         try:
             await self.manager.subscribe(connection, accepted, since, message_id=request.message_id)
         except BusUnavailableError as exc:

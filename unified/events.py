@@ -39,6 +39,9 @@ class StreamPosition(BaseModel):
 
     epoch: str = Field(max_length=64)
     seq: int = Field(ge=0)
+    # The id of the event at `seq`, when the sender knows it (a client's last event): the server
+    # then replays only if that event is still at `seq` (docs/protocol.md, "Order and recovery").
+    event_id: str | None = Field(default=None, max_length=64, exclude_if=lambda value: value is None)
 
 
 class Event(BaseModel):

@@ -19,6 +19,7 @@ replay rebuilds its publications from the stored frame; replays are rare, live d
 
 from __future__ import annotations
 
+import json
 import secrets
 import time
 from collections import OrderedDict, deque
@@ -143,9 +144,15 @@ class TopicHistory:
         log = self._log(topic)
         if since.epoch != log.epoch or since.seq < 0 or since.seq > log.seq:
             return None
+        self._expire(log, self._clock())
+        if since.event_id is not None and since.seq > 0:
+            # One process's memory never rolls back; still, an event at `seq` other than the one
+            # the client saw is no continuation of its stream.
+            at = next((entry for entry in log.entries if entry[1] == since.seq), None)
+            if at is not None and json.loads(at[2]).get("event_id") != since.event_id:
+                return None
         if since.seq == log.seq:
             return []
-        self._expire(log, self._clock())
         if not log.entries:
             return None
         oldest = log.entries[0][1]

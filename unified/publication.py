@@ -19,10 +19,16 @@ from wsmigrate.unified.wire import EncodedFrame
 
 @dataclass(frozen=True, slots=True)
 class Position:
-    """Where a topic's stream stands: `seq` of the newest event in the history epoch `epoch`."""
+    """Where a topic's stream stands: `seq` of the newest event in the history epoch `epoch`.
+
+    `event_id`, when known, is the id of the event at `seq`: a replay from this position then
+    proves continuity (the event at `seq` is still that one) instead of trusting the numbers, which
+    a Redis restored from an older snapshot hands out again for other events.
+    """
 
     epoch: str
     seq: int
+    event_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,6 +23,7 @@ an append whose reply was lost still reports True, and the event is delivered on
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import secrets
 import socket
@@ -47,6 +48,7 @@ from wsmigrate.unified.publication import Ingress, Position, Publication
 from wsmigrate.unified.redis_listener import CONNECTION_ERRORS, OnDiscontinuity, StreamListener
 from wsmigrate.unified.redis_scripts import (
     APPEND,
+    F_EVENT,
     F_TS,
     POSITIONS,
     SNAPSHOT,
@@ -287,14 +289,24 @@ class RedisBackend:
     async def replay(self, topic: str, since: Position) -> list[Publication] | None:
         if since.seq < 0:
             return None
-        first = since.seq + 1 if self.history_size > 0 else 0
-        snapshot = await self._snapshot(topic, first)
+        # With the id of the client's last event, its entry is read too: the replay goes on only if
+        # that event is still at `seq`. A Redis restored from an older snapshot keeps the epochs and
+        # numbers later events from an older `seq` again; the numbers alone would look continuous.
+        proven = since.event_id is not None and since.seq > 0
+        first = (since.seq if proven else since.seq + 1) if self.history_size > 0 else 0
+        snapshot = await self._snapshot(topic, first, extra=1 if proven else 0)
         if since.epoch != snapshot.epoch or since.seq > snapshot.seq:
             return None
         missing = snapshot.seq - since.seq
         if missing > self.history_size:
             return None
-        entries = snapshot.entries[:missing]
+        entries = snapshot.entries
+        if proven:
+            if not entries or parse_id(entries[0][0]) != (since.seq, 0) or \
+                    _event_id_of(entries[0][1]) != since.event_id:
+                return None  # that event is gone (trimmed, expired) or another one holds its place
+            entries = entries[1:]
+        entries = entries[:missing]
         if missing and (
             len(entries) < missing
             or parse_id(entries[0][0]) != (since.seq + 1, 0)
@@ -323,12 +335,12 @@ class RedisBackend:
             raise BusUnavailableError(f"cannot read positions from the Redis bus: {exc!r}") from exc
         return {topic: Position(str(epoch), int(seq)) for topic, (epoch, seq) in zip(topics, reply, strict=True)}
 
-    async def _snapshot(self, topic: str, first: int) -> _Snapshot:
+    async def _snapshot(self, topic: str, first: int, *, extra: int = 0) -> _Snapshot:
         script = self._require(self._snapshot_script)
         k = self.keys
         keys = [k.incarnation, k.events, k.topic(topic), k.history(topic)]
         args: list[Any] = [new_epoch() + new_epoch(), new_epoch(), _ms(self.topic_ttl_s), first,
-                           max(self.history_size, 1)]
+                           max(self.history_size, 1) + extra]
         try:
             incarnation, epoch, seq, last_id, now_ms, entries = await script(keys=keys, args=args)
         except CONNECTION_ERRORS as exc:
@@ -347,6 +359,14 @@ class RedisBackend:
         if value is None:
             raise BusUnavailableError("the Redis bus backend is not started")
         return value
+
+
+def _event_id_of(fields: Mapping[str, str]) -> str | None:
+    try:
+        value = json.loads(fields[F_EVENT]).get("event_id")
+    except (KeyError, ValueError, AttributeError):
+        return None
+    return None if value is None else str(value)
 
 
 def _ms(seconds: float) -> int:

@@ -140,12 +140,14 @@ async def test_an_event_of_two_topics_moves_both_positions_so_a_reconnect_replay
     [frame] = [f for f in sockets.received[0] if f.get("event_id") == event_id]
     assert frame["topic"] == f"agent:{agent['id']}"
     assert set(frame["positions"]) == {f"agent:{agent['id']}", "agents"}
-    assert await page.evaluate("() => client.position('agents')") == frame["positions"]["agents"]
+    assert await page.evaluate("() => client.position('agents')") == {**frame["positions"]["agents"],
+                                                                       "event_id": event_id}
     assert await asyncio.to_thread(kill_unified_connections, server) == 1
     await page.wait_for_function("id => client.stats.connects === 2 && client.isLive('agents')", arg=agent["id"])
     await page.evaluate("() => client.ping()")  # frames are ordered: a replay would be in before the pong
     [resubscribe] = [f for f in sockets.sent[1] if f["type"] == "subscribe"]
-    assert resubscribe["since"]["agents"] == frame["positions"]["agents"]
+    # ... with the id of that event: the server replays only if it is still at that position
+    assert resubscribe["since"]["agents"] == {**frame["positions"]["agents"], "event_id": event_id}
     assert [f for f in sockets.received[1] if f.get("event_id") == event_id] == []
     assert await page.evaluate("() => [got.all.length, got.one.length, client.stats.duplicatesDropped]") == [1, 1, 0]
 

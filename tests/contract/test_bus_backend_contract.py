@@ -241,3 +241,23 @@ async def test_subscribers_through_bus_and_manager_get_gapless_streams(make_back
         assert [f["seq"] for f in fresh_events] == list(range(start + 1, 206))
     finally:
         await bus.stop()
+
+
+async def test_a_replay_from_the_id_of_the_last_event_seen_is_refused_when_another_event_holds_its_place(
+    make_backend: MakeBackend,
+) -> None:
+    backend, delivered = await make_backend()
+    events = [chunk(3, str(i)) for i in range(4)]
+    for event in events:
+        assert await append(backend, event)
+    await delivered.wait_for(4)
+    at_two = delivered.publications[1].position("thread:3")
+    proven = Position(at_two.epoch, 2, events[1].event_id)
+    replayed = await backend.replay("thread:3", proven)
+    assert replayed is not None
+    assert [p.event.event_id for p in replayed] == [e.event_id for e in events[2:]]
+    caught_up = Position(at_two.epoch, 4, events[3].event_id)
+    assert await backend.replay("thread:3", caught_up) == []
+    # The numbers match, the event does not: not the stream the client followed.
+    assert await backend.replay("thread:3", Position(at_two.epoch, 2, "someone-else")) is None
+    assert await backend.replay("thread:3", Position(at_two.epoch, 4, "someone-else")) is None

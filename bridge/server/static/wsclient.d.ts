@@ -14,6 +14,8 @@ export declare const State: Readonly<{
 export interface Position {
   epoch: string;
   seq: number;
+  /** The event at `seq`, when the client saw it: sent back in `since` to prove continuity. */
+  event_id?: string;
 }
 
 /** A position in a `subscribed` ack; `recovered` is present when the subscribe asked `since`. */

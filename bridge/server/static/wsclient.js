@@ -58,13 +58,20 @@ export function topicsOf(event) {
 }
 
 /**
- * Where an event stands on each topic it addresses: `{topic: {epoch, seq}}`. An event of several
- * topics carries `positions` for all of them; otherwise its own `topic`, `epoch` and `seq` say it.
+ * Where an event stands on each topic it addresses: `{topic: {epoch, seq, event_id}}`. An event of
+ * several topics carries `positions` for all of them; otherwise its own `topic`, `epoch` and `seq`
+ * say it. `event_id` goes back to the server in `since`: it replays only if that event is still
+ * at `seq` (a Redis restored from an older snapshot would otherwise look continuous).
  */
 export function positionsOf(event) {
-  if (event.positions && typeof event.positions === "object") return event.positions;
+  const id = event.event_id;
+  if (event.positions && typeof event.positions === "object") {
+    const out = {};
+    for (const [topic, p] of Object.entries(event.positions)) out[topic] = { epoch: p.epoch, seq: p.seq, event_id: id };
+    return out;
+  }
   if (event.epoch == null || event.seq == null) return {};
-  return { [event.topic]: { epoch: event.epoch, seq: event.seq } };
+  return { [event.topic]: { epoch: event.epoch, seq: event.seq, event_id: id } };
 }
 
 /** The positions a REST response carries in its `Wsmigrate-Positions` header ({} when absent). */
@@ -556,7 +563,8 @@ export class WsClient extends EventTarget {
       entry.rewind = false;
       entry.pendingId = messageId;
       entry.error = null;
-      if (entry.position) since[topic] = { epoch: entry.position.epoch, seq: entry.position.seq };
+      const p = entry.position;
+      if (p) since[topic] = p.event_id ? { epoch: p.epoch, seq: p.seq, event_id: p.event_id } : { epoch: p.epoch, seq: p.seq };
     }
     if (Object.keys(since).length) frame.since = since;
     this._ws.send(JSON.stringify(frame));
@@ -570,7 +578,11 @@ export class WsClient extends EventTarget {
       const position = positions[topic] || null;
       entry.pendingId = null;
       entry.live = true;
-      if (position) entry.position = { epoch: position.epoch, seq: position.seq };
+      if (position) {
+        const known = entry.position; // keep the id of the event at this position, when it is ours
+        const same = known && known.epoch === position.epoch && known.seq === position.seq;
+        entry.position = { epoch: position.epoch, seq: position.seq, ...(same && known.event_id ? { event_id: known.event_id } : {}) };
+      }
       for (const sub of [...entry.handlers]) {
         if (typeof sub.options.onSubscribed === "function") {
           this._call(sub.options.onSubscribed, { topic, position: position ? { ...position } : null });
