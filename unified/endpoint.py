@@ -3,7 +3,8 @@
 The session reads client frames, answers each on the connection's outbox (so replies and events
 stay in order), and leaves no state behind when the socket goes. A bad frame is answered with an
 `error` frame and the connection stays open; only repeated abuse (more than `max_bad_frames` bad
-frames within `bad_frame_window_s`) closes it with 1008.
+frames within `bad_frame_window_s`, each refused topic of a subscribe counting as one: probing for
+ids is abuse too) closes it with 1008.
 """
 
 from __future__ import annotations
@@ -126,6 +127,8 @@ class UnifiedSession:
                 if text is None:
                     raise ProtocolError(ErrorCode.BAD_MESSAGE, "binary frames are not supported; send JSON text")
                 await self._handle(connection, text)
+                if self.close_reason == "abuse":  # a subscribe refused too many topics: closing
+                    return
             except ProtocolError as error:
                 self._reply_error(connection, error)
                 if self._abusive():
@@ -133,12 +136,13 @@ class UnifiedSession:
                     connection.outbox.close_after_flush(CloseCode.POLICY_VIOLATION, "too many bad frames")
                     return
 
-    def _abusive(self) -> bool:
+    def _abusive(self, strikes: int = 1) -> bool:
+        """Count `strikes` bad frames (or refused topics); True once the budget is exceeded."""
         now = time.monotonic()
         window = self._bad_frames
         if window is None:
             window = self._bad_frames = deque()
-        window.append(now)
+        window.extend([now] * min(strikes, self.limits.max_bad_frames + 1))
         while window and window[0] < now - self.limits.bad_frame_window_s:
             window.popleft()
         return len(window) > self.limits.max_bad_frames
@@ -167,10 +171,12 @@ class UnifiedSession:
                                 f"requests per second (burst {self.limits.subscribe_burst})",
                                 message_id=request.message_id)
         parsed: list[Topic] = []
+        refused = 0  # invalid, unknown or forbidden topics: each counts toward the bad-frame budget
         for raw in dict.fromkeys(request.topics):
             try:
                 parsed.append(self.grammar.parse(raw))
             except InvalidTopicError as exc:
+                refused += 1
                 self._reply_error(connection, ProtocolError(ErrorCode.INVALID_TOPIC, str(exc),
                                                             message_id=request.message_id), raw)
         asked = [t for t in parsed if t.name != PROBE_TOPIC]  # wsmigrate's own topic: not the app's to rule
@@ -180,6 +186,7 @@ class UnifiedSession:
             raw = topic.name
             verdict = "allow" if raw == PROBE_TOPIC else verdicts.get(raw, "forbidden")
             if verdict != "allow":
+                refused += 1
                 code, text = ((ErrorCode.NOT_FOUND, f"{raw}: not found") if verdict == "not_found"
                               else (ErrorCode.FORBIDDEN, f"{raw}: not allowed"))
                 self._reply_error(connection, ProtocolError(code, text, message_id=request.message_id), raw)
@@ -190,6 +197,10 @@ class UnifiedSession:
                     message_id=request.message_id), raw)
                 continue
             accepted.append(raw)
+        if refused and self._abusive(refused):
+            self.close_reason = "abuse"  # probing for ids: as many refusals as bad frames allowed
+            connection.outbox.close_after_flush(CloseCode.POLICY_VIOLATION, "too many refused topics")
+            return
         since = {t: Position(p.epoch, p.seq, p.event_id) for t, p in request.since.items() if t in accepted}
         try:
             await self.manager.subscribe(connection, accepted, since, message_id=request.message_id)

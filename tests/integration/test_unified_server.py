@@ -6,6 +6,7 @@ import asyncio
 import json
 
 import pytest
+from websockets.exceptions import ConnectionClosed
 
 from examples.chat.responder import reply_text
 from tests.conftest import ServerFactory
@@ -224,3 +225,31 @@ async def test_deleting_an_agent_announces_the_deletion_of_each_of_its_threads(s
     deleted = [await client.expect("thread_deleted"), await client.expect("thread_deleted")]
     assert sorted(e["data"]["id"] for e in deleted) == sorted(t["id"] for t in threads)
     await client.close()
+
+
+async def read_until_closed(client: Client) -> None:
+    while True:
+        await client.recv()
+
+
+async def test_one_subscribe_probing_many_unknown_topics_counts_as_abuse_and_is_closed(server: RunningServer) -> None:
+    agent = await rest(server, "POST", "/api/agents", {"name": "Ref"})
+    reference = await Client.open(server.ws_url())
+    await reference.subscribe(f"agent:{agent['id']}")
+    prober = await Client.open(server.ws_url())
+    probe = {"type": "subscribe", "topics": [f"thread:{n}" for n in range(1000, 2000)], "message_id": "p"}
+    await prober.send(probe)
+    with pytest.raises(ConnectionClosed):
+        await read_until_closed(prober)
+    assert prober.ws.close_code == 1008
+    refused = [f for f in prober.frames if f.get("type") == "error"]
+    assert 10 < len(refused) <= 1000
+    assert {f["code"] for f in refused} == {"not_found"}
+    # A client asking for a few gone topics is not abuse; the reference client keeps receiving.
+    honest = await Client.open(server.ws_url())
+    await honest.send({"type": "subscribe", "topics": ["thread:999999", "thread:999998"], "message_id": "h"})
+    assert (await honest.expect("subscribed"))["topics"] == []
+    await rest(server, "PATCH", f"/api/agents/{agent['id']}", {"name": "Ref 2"})
+    assert (await reference.expect("agent_updated"))["data"]["name"] == "Ref 2"
+    for client in (reference, honest):
+        await client.close()
