@@ -194,6 +194,11 @@ class WsMetrics:
         )
         _initialise(self.connections_opened, kinds)
 
+        self.http_head_timeouts = Counter(
+            f"{PREFIX}_http_head_timeouts", "HTTP connections closed because their request head did not arrive "
+            "in time (slowloris).", registry=r,
+        )
+
         self.connections_closed = Counter(
             f"{PREFIX}_connections_closed", "WebSocket connections closed, by reason.", ["kind", "reason"],
             registry=r,

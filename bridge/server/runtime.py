@@ -32,6 +32,7 @@ from wsmigrate.bridge.flags import FileFlagStore, FlagStore, MemoryFlagStore
 from wsmigrate.bridge.flags_redis import RedisFlagStore
 from wsmigrate.bridge.server.gc_policy import CollectorPolicy, parse_thresholds
 from wsmigrate.bridge.server.guards import ConnectionQuota, OriginPolicy
+from wsmigrate.bridge.server.http_protocol import HEAD_TIMEOUT
 from wsmigrate.bridge.server.probes import PROBE_EVENT, PROBE_PARAM, PROBE_SCOPE, ProbeRunner, probe_view
 from wsmigrate.bridge.server.settings import Settings
 from wsmigrate.bridge.server.workers import refuse_several_workers
@@ -160,6 +161,8 @@ class Runtime:
             refuse_several_workers()  # one process per in-memory bus (bridge/server/workers.py)
         await self.bus.start()
         await self.flags.start()
+        HEAD_TIMEOUT.seconds = self.settings.request_head_timeout_s  # read by uvicorn's HTTP protocol
+        HEAD_TIMEOUT.on_timeout = self.metrics.http_head_timeouts.inc
         loop = asyncio.get_running_loop()
         self._expiry = loop.create_task(self._expire_comparisons())
         self._heartbeat = loop.create_task(self._sweep_heartbeats())

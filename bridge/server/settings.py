@@ -73,6 +73,7 @@ class Settings(EnvSettings):
     auth: bool = True
     allowed_origins: str = ""
     max_connections_per_user: int = Field(20, ge=1)
+    request_head_timeout_s: float = Field(10.0, gt=0)  # slowloris bound (bridge/server/http_protocol.py)
     # liveness and shutdown
     heartbeat_interval_s: float = Field(25.0, gt=0)
     heartbeat_timeout_s: float = Field(10.0, gt=0)

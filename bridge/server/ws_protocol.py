@@ -20,6 +20,7 @@ from __future__ import annotations
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.http11 import Request
 
+from wsmigrate.bridge.server.http_protocol import HEAD_TIMEOUT_HTTP_PROTOCOL
 from wsmigrate.unified.transport import CLOSED, DIRECT_TRANSPORT_EXTENSION, PAUSED, WRITTEN
 
 DIRECT_WS_PROTOCOL = "wsmigrate.bridge.server.ws_protocol:DirectWebSocketProtocol"
@@ -27,6 +28,7 @@ WS_MAX_SIZE = 1024 * 1024  # protocol-level cap; the application rejects frames 
 # The uvicorn options every wsmigrate server runs with (serve, the benchmark, the test servers):
 # the direct-transport WebSocket protocol (this module), without permessage-deflate.
 UVICORN_WS_OPTIONS: dict[str, object] = {
+    "http": HEAD_TIMEOUT_HTTP_PROTOCOL,  # request heads must arrive within a bound (slowloris)
     "ws": DIRECT_WS_PROTOCOL,
     "ws_per_message_deflate": False,
     "ws_max_size": WS_MAX_SIZE,
