@@ -25,6 +25,7 @@ from wsmigrate.bridge.errors import FlagsError
 from wsmigrate.bridge.stages import FlagsDocument, Stage, TypeFlags, check_transition, parse_document, resolve
 
 log = logging.getLogger(__name__)
+MAX_FLAGS_FILE_BYTES = 1024 * 1024  # a flags document is a few KiB; anything near this is not one
 
 AUDIT_CAPACITY = 1000
 WATCH_INTERVAL_S = 0.2
@@ -193,6 +194,9 @@ class FileFlagStore(MemoryFlagStore):
         """The file's document; `FlagsError` for any content that is not one (invalid UTF-8 and
         binary included) or a file that cannot be read."""
         try:
+            size = self.path.stat().st_size
+            if size > MAX_FLAGS_FILE_BYTES:  # never read a runaway file into memory
+                raise FlagsError(f"flags file {self.path.name} is {size} bytes; at most {MAX_FLAGS_FILE_BYTES}")
             text = self.path.read_bytes().decode("utf-8")
         except UnicodeDecodeError as exc:
             raise FlagsError(f"flags file {self.path.name} is not UTF-8 text: {exc}") from None

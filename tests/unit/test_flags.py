@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from pathlib import Path
 
@@ -119,10 +120,26 @@ def test_the_watcher_survives_any_content_and_reports_it(tmp_path: Path, content
     assert resolve(store.current(), MC).stage is Stage.LIVE
 
 
-def test_a_file_unreadable_at_start_means_every_type_off_with_the_error_shown(tmp_path: Path) -> None:
+def test_a_file_unreadable_at_start_means_every_type_off_with_the_error_shown(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
     path = tmp_path / "flags.toml"
     path.write_bytes(b"\xff\xfe not utf-8")
-    store = FileFlagStore(path)
+    with caplog.at_level(logging.ERROR, logger="wsmigrate.bridge.flags"):
+        store = FileFlagStore(path)
     assert resolve(store.current(), MC).stage is Stage.OFF
     assert store.last_error is not None
     assert "not UTF-8" in store.last_error
+    [line] = [r.getMessage() for r in caplog.records]  # one clear line, naming the file
+    assert str(path) in line
+    assert "every type is off" in line
+
+
+def test_a_huge_file_is_refused_without_being_read(tmp_path: Path) -> None:
+    path = tmp_path / "flags.toml"
+    with path.open("wb") as handle:  # sparse: 64 MiB of apparent size
+        handle.truncate(64 * 1024 * 1024)
+    store = FileFlagStore(path)
+    assert resolve(store.current(), MC).stage is Stage.OFF
+    assert store.last_error is not None
+    assert "at most" in store.last_error
