@@ -37,7 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from wsmigrate.bridge.frame_diff import canonical, text_differences
+from wsmigrate.bridge.frame_diff import PAYLOAD_SAMPLE_CHARS, canonical, text_differences
 from wsmigrate.metrics import WsMetrics
 from wsmigrate.unified import Publication
 
@@ -46,7 +46,6 @@ Ignore = Callable[[str, str], bool]
 DEFAULT_WINDOW_S = 5.0
 DEFAULT_CAPACITY = 200_000
 SAMPLE_RING = 100
-PAYLOAD_SAMPLE_CHARS = 2000
 DIGEST_CACHE = 1024  # one event's frame is the same string for all its recipients: digested once
 
 

@@ -37,7 +37,7 @@ from typing import Any, Protocol
 
 from wsmigrate.bridge.errors import BridgeError, TranslationError
 from wsmigrate.bridge.flags import FlagStore
-from wsmigrate.bridge.frame_diff import differences
+from wsmigrate.bridge.frame_diff import PAYLOAD_SAMPLE_CHARS, canonical, text_differences
 from wsmigrate.bridge.stages import (
     FlagsDocument,
     Stage,
@@ -181,20 +181,20 @@ class DualPath:
 
     def _check_round_trip(self, event_type: str, frame: Mapping[str, Any], source: str,
                           data: Mapping[str, Any]) -> None:
-        """Render the event back into a legacy frame and compare it with the one the app sent."""
+        """Render the event back into a legacy frame and compare it with the one the app sent, the
+        way the comparator compares the two paths' frames (`canonical`: same fields and values)."""
         try:
-            rendered: Any = json.loads(encode(self.translations.legacy_frame(event_type, data)))
+            rendered = encode(self.translations.legacy_frame(event_type, data))
         except (TranslationError, KeyError, TypeError, ValueError) as exc:
-            rendered = {"<cannot render>": repr(exc)}
-        original = json.loads(source)
-        exact = rendered == original
+            rendered = json.dumps({"<cannot render>": repr(exc)})
+        exact = canonical(rendered) == canonical(source)
         if self.metrics:
             self.metrics.translation_roundtrips.labels(event_type, "exact" if exact else "lossy").inc()
         if not exact:
             self.translation_samples.append({
                 "event_type": event_type, "frame_type": frame.get("type"), "at": time.time(),
-                "differences": differences(original, rendered), "legacy": source[:2000],
-                "unified": json.dumps(rendered)[:2000],
+                "differences": text_differences(source, rendered), "legacy": source[:PAYLOAD_SAMPLE_CHARS],
+                "unified": rendered[:PAYLOAD_SAMPLE_CHARS],
             })
 
     def _count(self, event_type: str, outcome: str) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 
 MISSING = "<missing>"
 DEFAULT_LIMIT = 20
+PAYLOAD_SAMPLE_CHARS = 2000  # how much of each frame a sample keeps
 
 
 def canonical(text: str) -> str:

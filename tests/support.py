@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
@@ -163,6 +165,12 @@ async def rest(server: RunningServer, method: str, path: str, json_body: Any = N
         response = await client.request(method, path, json=json_body, headers=headers)
         response.raise_for_status()
         return response.json()
+
+
+def promote(server: RunningServer, *args: str) -> subprocess.CompletedProcess[str]:
+    """`wsmigrate promote ARGS` against `server` with the admin token, as an operator runs it."""
+    return subprocess.run([sys.executable, "-m", "wsmigrate", "promote", *args, "--url", server.http,
+                           "--token", ADMIN_TOKEN], capture_output=True, text=True, timeout=30)
 
 
 async def set_stage(server: RunningServer, event_type: str, stage: str, *, force: bool = True) -> Any:

@@ -5,7 +5,7 @@ and then one header byte a minute holds a connection slot forever, and a few hun
 starve the server. `HeadTimeoutH11Protocol` closes a connection whose first request head is not
 complete within `HEAD_TIMEOUT.seconds` (`WSMIGRATE_REQUEST_HEAD_TIMEOUT_S`, default 10 s) and
 reports each close to `HEAD_TIMEOUT.on_timeout`, which the runtime points at
-`wsmigrate_connections_closed_total{kind="http", reason="head_timeout"}` when it starts. A head that
+`wsmigrate_http_head_timeouts_total` when it starts. A head that
 completes (a request, or a WebSocket upgrade) cancels the timer; keep-alive requests after the
 first are left to uvicorn's `timeout_keep_alive`.
 

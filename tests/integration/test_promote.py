@@ -3,21 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 from typing import Any
 
 import pytest
 
 from examples.chat.legacy_client import LegacyClient
-from tests.support import ADMIN_TOKEN, RunningServer, rest, set_stage
+from tests.support import ADMIN_TOKEN, promote, rest, set_stage
 from wsmigrate.bridge.comparator import Comparator
 from wsmigrate.bridge.testing import assert_no_divergence
-
-
-def promote(server: RunningServer, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "wsmigrate", "promote", *args, "--url", server.http,
-                           "--token", ADMIN_TOKEN], capture_output=True, text=True, timeout=30)
 
 
 async def test_promote_needs_enough_clean_comparisons(server_factory: Any) -> None:

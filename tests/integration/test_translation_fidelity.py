@@ -20,7 +20,7 @@ from prometheus_client import generate_latest
 from examples.chat import legacy_frames as frames
 from examples.chat.legacy_client import LegacyClient
 from tests.conftest import ServerFactory
-from tests.support import ADMIN_TOKEN, RunningServer, rest, set_stage
+from tests.support import ADMIN_TOKEN, RunningServer, promote, rest, set_stage
 from wsmigrate.bridge.ops.report import build_report
 
 
@@ -46,11 +46,6 @@ async def thread_with_a_legacy_socket(server_factory: ServerFactory) -> tuple[Ru
     legacy = LegacyClient(f"ws://127.0.0.1:{server.port}")
     await legacy.open_thread(thread["id"])
     return server, thread, legacy
-
-
-def promote(server: RunningServer, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "wsmigrate", "promote", *args, "--url", server.http,
-                           "--token", ADMIN_TOKEN], capture_output=True, text=True, timeout=30)
 
 
 async def test_a_lossy_row_is_caught_at_off_the_legacy_frame_stays_the_apps_and_promote_refuses(
