@@ -23,7 +23,7 @@ disable_created_metrics()  # type: ignore[no-untyped-call]
 
 PREFIX = "wsmigrate"
 
-ORIGINS = ("legacy_call", "bus", "admin", "probe")
+ORIGINS = ("legacy_call", "bus", "outbox", "admin", "probe")
 BRIDGE_OUTCOMES = ("mirrored", "skipped", "error")
 PATHS = ("legacy", "unified")
 COMPLETION_OUTCOMES = ("delivered", "no_recipients", "failed", "dropped")
@@ -50,6 +50,11 @@ CLOSE_REASONS = (
     "normal", "slow_consumer", "abuse", "heartbeat_timeout", "shutdown", "auth", "limit", "refused", "error",
 )
 HANDLER_OUTCOMES = ("ok", "error", "dropped")
+# What happened to events of the transactional outbox (wsmigrate.unified.transactional_outbox):
+# committed with their change; published by the relay; already on the bus (a re-publish after a
+# crash or by another worker, suppressed by event_id); deferred to the table sweep (the bus was
+# down or a backlog was being worked off); a publish attempt or a table read/delete that failed.
+OUTBOX_OUTCOMES = ("committed", "published", "duplicate", "deferred", "publish_failed", "store_failed")
 
 # Latency buckets in seconds: sub-millisecond resolution, because the unified path's p99 on
 # loopback is a few milliseconds and coarse default buckets would hide regressions.
@@ -226,6 +231,20 @@ class WsMetrics:
         self.bus_duplicates_suppressed = Counter(
             f"{PREFIX}_bus_duplicates_suppressed", "Publishes ignored because their event_id was already seen.",
             registry=r,
+        )
+
+        self.outbox_events = Counter(
+            f"{PREFIX}_outbox_events", "Events of the transactional outbox, by what happened to them.",
+            ["outcome"], registry=r,
+        )
+        _initialise(self.outbox_events, OUTBOX_OUTCOMES)
+        self.outbox_backlog = Gauge(
+            f"{PREFIX}_outbox_backlog", "Committed events waiting in the outbox table, as this worker's "
+            "relay last counted them (0 without an outbox).", registry=r, multiprocess_mode="max",
+        )
+        self.outbox_oldest_age = Gauge(
+            f"{PREFIX}_outbox_oldest_age_seconds", "Age of the oldest committed event not yet published "
+            "(0 when none waits).", registry=r, multiprocess_mode="max",
         )
 
         self.event_type_stage = Gauge(

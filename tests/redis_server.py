@@ -48,10 +48,12 @@ def server_binary() -> str:
 
 
 class RedisServer:
-    """A `redis-server` process we own, on a loopback port, without persistence."""
+    """A `redis-server` process we own, on a loopback port: without persistence, or with an
+    append-only file fsynced on every write (`appendonly=True`), Redis's durable setting."""
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, *, appendonly: bool = False) -> None:
         self.port = port or free_port()
+        self.appendonly = appendonly
         self.process: subprocess.Popen[bytes] | None = None
         self._dir = tempfile.mkdtemp(prefix="wsmigrate-redis-")
 
@@ -63,7 +65,8 @@ class RedisServer:
         """Start (again, on the same port: a restart comes back empty) and wait until it answers."""
         command = [
             server_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-            "--appendonly", "no", "--dir", self._dir, "--loglevel", "warning",
+            "--appendonly", "yes" if self.appendonly else "no", "--appendfsync", "always",
+            "--dir", self._dir, "--loglevel", "warning",
         ]
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -82,6 +85,28 @@ class RedisServer:
             return
         os.kill(process.pid, signal.SIGCONT)  # a paused server cannot act on SIGTERM
         terminate(process, STOP_TIMEOUT_S)
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown save, no goodbye to clients (a crashed or OOM-killed Redis)."""
+        process, self.process = self.process, None
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait(STOP_TIMEOUT_S)
+
+    def save(self) -> None:
+        """Write an RDB snapshot now: what a restart loads, if nothing newer is persisted."""
+        client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5)
+        try:
+            client.save()
+        finally:
+            client.close()
+
+    def flushall(self) -> None:
+        client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5)
+        try:
+            client.flushall()
+        finally:
+            client.close()
 
     def pause(self) -> None:
         """Freeze the server: connections stay open but nothing answers (a hung Redis)."""

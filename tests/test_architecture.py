@@ -106,7 +106,7 @@ DOMAIN_WORDS = re.compile(
 GENERIC_THREAD_USES = re.compile(
     r"threading|threadpool|thread-?safe|main_thread|current_thread|any thread|other thread"
     r"|one thread|a thread|the thread|worker thread|thread pool|from_any_thread|loop's thread|calling thread"
-    r"|main thread|that thread|own thread|cross_thread",
+    r"|main thread|that thread|own thread|cross_thread|asyncio\.to_thread|committing thread",
     re.IGNORECASE,
 )
 

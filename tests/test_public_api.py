@@ -17,6 +17,8 @@ PUBLIC = {
     "EventCatalog", "EventSpec", "Event", "Topic", "TopicPattern", "Verdict", "allow_all",
     # publishing
     "EventBus", "Publication", "Position", "publish_event", "current_bus",
+    # committed changes announced exactly once
+    "TransactionalOutbox", "OutboxError", "stage_event", "current_outbox",
     # REST snapshots followed live without a gap
     "StreamPosition", "Positions", "POSITIONS_HEADER", "read_positions", "rest_positions", "topic_positions",
     "positions_header",

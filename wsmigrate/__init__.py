@@ -31,6 +31,11 @@ _EXPORTS: dict[str, str] = {
     "Position": "wsmigrate.unified.publication",
     "publish_event": "wsmigrate.unified.decorator",
     "current_bus": "wsmigrate.unified.decorator",
+    # committed changes announced exactly once (docs/migration-guide.md, the transactional outbox)
+    "TransactionalOutbox": "wsmigrate.unified.transactional_outbox",
+    "OutboxError": "wsmigrate.unified.transactional_outbox",
+    "stage_event": "wsmigrate.unified.decorator",
+    "current_outbox": "wsmigrate.unified.decorator",
     # REST snapshots a view follows live without a gap (docs/protocol.md, "Snapshots")
     "StreamPosition": "wsmigrate.unified.events",
     "Positions": "wsmigrate.unified.snapshot",
@@ -82,6 +87,7 @@ __all__ = [
     "LegacyProtocol",
     "LegacyProtocolError",
     "LegacyView",
+    "OutboxError",
     "Position",
     "Positions",
     "Publication",
@@ -91,6 +97,7 @@ __all__ = [
     "TargetId",
     "Topic",
     "TopicPattern",
+    "TransactionalOutbox",
     "TranslationTable",
     "Verdict",
     "WsMigrate",
@@ -98,6 +105,7 @@ __all__ = [
     "__version__",
     "allow_all",
     "current_bus",
+    "current_outbox",
     "flat",
     "legacy_only",
     "nested",
@@ -105,6 +113,7 @@ __all__ = [
     "publish_event",
     "read_positions",
     "rest_positions",
+    "stage_event",
     "token_of",
     "topic_positions",
 ]

@@ -26,7 +26,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, WebSocket
+from fastapi import FastAPI, Request, WebSocket
 from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CollectorRegistry
@@ -46,11 +46,14 @@ from wsmigrate.legacy.views import LegacyView, TargetId, select_view
 from wsmigrate.metrics.exposition import CONTENT_TYPE_LATEST
 from wsmigrate.metrics.exposition import render as render_metrics
 from wsmigrate.unified import EventBus, current_bus
+from wsmigrate.unified.decorator import current_outbox
 from wsmigrate.unified.endpoint import SessionLimits, UnifiedSession
+from wsmigrate.unified.errors import BusUnavailableError
 from wsmigrate.unified.outbox import Outbox
 from wsmigrate.unified.outbox_direct import open_outbox
 from wsmigrate.unified.protocol import CloseCode
 from wsmigrate.unified.ratelimit import TokenBucket
+from wsmigrate.unified.transactional_outbox import TransactionalOutbox
 
 log = logging.getLogger(__name__)
 
@@ -59,18 +62,32 @@ NOT_STARTED = "wsmigrate is not started: its lifespan did not run (install it on
 
 
 class BusContext:
-    """Pure ASGI middleware making the app's bus the `current_bus` of every request."""
+    """Pure ASGI middleware making the app's bus the `current_bus` of every request (and its
+    transactional outbox, if it has one, the `current_outbox`)."""
 
-    def __init__(self, app: ASGIApp, bus: EventBus) -> None:
+    def __init__(self, app: ASGIApp, bus: EventBus, outbox: TransactionalOutbox | None = None) -> None:
         self.app = app
         self.bus = bus
+        self.outbox = outbox
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         token = current_bus.set(self.bus)
+        outbox_token = current_outbox.set(self.outbox)
         try:
             await self.app(scope, receive, send)
         finally:
+            current_outbox.reset(outbox_token)
             current_bus.reset(token)
+
+
+async def _bus_unavailable(_request: Request, exc: Exception) -> JSONResponse:
+    """A publish that could not reach the bus is a 503 that says what happened, never a 500.
+
+    Outside the transactional outbox the route may have committed already: its change is stored
+    and not announced, which is why committed changes belong in the outbox (`session=`)."""
+    log.error("request failed: the bus is unavailable (%s)", exc)
+    return JSONResponse({"detail": "the event bus is unavailable: a change this request made may be stored "
+                                   "without having been announced"}, status_code=503)
 
 
 def _topics_param(raw: str | None) -> list[str]:
@@ -88,6 +105,7 @@ class WsMigrate:
         authenticate: Authenticate | None = None,
         unified_paths: Sequence[str] = ("/api/ws",),
         registry: CollectorRegistry | None = None,
+        outbox: TransactionalOutbox | None = None,
     ) -> None:
         self.settings = settings or Settings.from_env()
         if self.settings.auth and authenticate is None:
@@ -97,7 +115,8 @@ class WsMigrate:
             raise ValueError("at least one unified path is needed")
         self.unified_paths = tuple(unified_paths)
         self.authenticate = authenticate
-        self.runtime = Runtime(declaration, self.settings, unified_path=self.unified_paths[0], registry=registry)
+        self.runtime = Runtime(declaration, self.settings, unified_path=self.unified_paths[0], registry=registry,
+                               outbox=outbox)
         settings_ = self.settings
         self._legacy_limits = LegacyLimits(max_bad_frames=settings_.max_bad_frames,
                                            bad_frame_window_s=settings_.bad_frame_window_s)
@@ -134,7 +153,8 @@ class WsMigrate:
         app.state.runtime = self.runtime
         app.state.wsmigrate = self
         install_redaction()  # `?token=` never reaches the servers' request logs
-        app.add_middleware(BusContext, bus=self.runtime.bus)
+        app.add_middleware(BusContext, bus=self.runtime.bus, outbox=self.runtime.outbox)
+        app.add_exception_handler(BusUnavailableError, _bus_unavailable)
         if lifespan:
             self._wrap_lifespan(app)
         for path in self.unified_paths:
@@ -272,6 +292,10 @@ class WsMigrate:
                             "legacy": runtime.legacy.connection_count - probe_sockets},
             "flags_revision": runtime.flags.current().revision,
         }
+        if runtime.relay is not None:
+            backlog = runtime.relay.last_backlog
+            body["outbox"] = {"backlog": backlog.rows, "oldest_ms": backlog.oldest_ms,
+                              "publishing_directly": not runtime.relay.backlogged}
         if probes is not None:
             body["probes"] = probes.status.as_dict()
         return JSONResponse(body, status_code=200 if healthy else 503)

@@ -11,7 +11,8 @@ event (docs/architecture.md walks the same path):
 * legacy hub listener: the `DualPath` (mirrors broadcasts onto the bus, attaches compat connections);
 * compat renderer and compat gate on the unified manager: `DualPath.render_compat`,
   `DualPath.unified_path_involved`;
-* delivery observer: the `Comparator`; flags listener: `_export_flags` (the stage gauges).
+* delivery observer: the `Comparator`; flags listener: `_export_flags` (the stage gauges);
+* the application's transactional outbox (if any) hands its commits to the `OutboxRelay`.
 """
 
 from __future__ import annotations
@@ -46,9 +47,11 @@ from wsmigrate.unified.backend import BusBackend
 from wsmigrate.unified.endpoint import Authorize, allow_all
 from wsmigrate.unified.events import now_ms
 from wsmigrate.unified.history import TopicHistory
+from wsmigrate.unified.outbox_relay import OutboxRelay
 from wsmigrate.unified.protocol import CloseCode, ServerPing
 from wsmigrate.unified.redis_backend import RedisBackend, split_bus_url
 from wsmigrate.unified.topics import PROBE_TOPIC
+from wsmigrate.unified.transactional_outbox import TransactionalOutbox
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +114,7 @@ class Runtime:
     """Holds and wires the components; `start`/`stop` bracket the server's lifetime."""
 
     def __init__(self, declaration: Declaration, settings: Settings, *, unified_path: str = "/api/ws",
-                 registry: CollectorRegistry | None = None) -> None:
+                 registry: CollectorRegistry | None = None, outbox: TransactionalOutbox | None = None) -> None:
         self.settings = settings
         self.declaration = declaration = with_probe(declaration, unified_path)
         self.catalog = declaration.catalog
@@ -134,6 +137,11 @@ class Runtime:
         self.bridge = DualPath(self.bus, self.manager, self.legacy, self.flags, self.translations, metrics=hot,
                              observer=self.comparator)
         self.bridge.install()
+        # The application's transactional outbox and its relay (started after the bus, stopped before)
+        self.outbox = outbox
+        self.relay = None if outbox is None else OutboxRelay(
+            outbox, self.bus, metrics=self.metrics, sweep_interval_s=settings.relay_sweep_interval_s,
+            grace_s=settings.relay_grace_s)
         self.quota = ConnectionQuota(settings.max_connections_per_user)
         self.origins = OriginPolicy.for_server(settings.allowed_origins, settings.self_url)
         self.accepting = True
@@ -161,6 +169,8 @@ class Runtime:
             refuse_several_workers()  # one process per in-memory bus (bridge/server/workers.py)
         await self.bus.start()
         await self.flags.start()
+        if self.relay is not None:
+            await self.relay.start()
         HEAD_TIMEOUT.seconds = self.settings.request_head_timeout_s  # read by uvicorn's HTTP protocol
         HEAD_TIMEOUT.on_timeout = self.metrics.http_head_timeouts.inc
         loop = asyncio.get_running_loop()
@@ -231,6 +241,8 @@ class Runtime:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
         self.comparator.flush()
+        if self.relay is not None:
+            await self.relay.stop()
         await self.flags.stop()
         await self.bus.stop()
         self.collector.restore()

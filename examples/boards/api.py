@@ -1,8 +1,10 @@
 """REST API of the boards app, half-way through its migration.
 
-Migrated call sites announce with `@publish_event` after their commit (creating a board, moving a
-task); the others still call the old manager's `broadcast_to_board` with the old frames (adding a
-task, commenting), which wsmigrate mirrors onto the bus for unified clients.
+Migrated call sites announce with `@publish_event(..., session="db")` (creating a board, moving a
+task): the route flushes, and the decorator commits the change with its event (wsmigrate's
+transactional outbox), so neither is ever stored without the other. The others still call the
+old manager's `broadcast_to_board` with the old frames (adding a task, commenting), which
+wsmigrate mirrors onto the bus for unified clients.
 """
 
 from __future__ import annotations
@@ -74,11 +76,11 @@ def list_boards(db: DB, member: MemberId) -> list[BoardOut]:
 
 
 @router.post("/boards", status_code=status.HTTP_201_CREATED)
-@publish_event("board_created")
+@publish_event("board_created", session="db")
 def create_board(body: BoardIn, db: DB, member: MemberId) -> BoardOut:
     board = Board(name=body.name, owner_id=member)
     db.add(board)
-    db.commit()
+    db.flush()
     return BoardOut.of(board)
 
 
@@ -108,11 +110,11 @@ async def add_task(board_id: str, body: TaskIn, request: Request, member: Member
 
 
 @router.patch("/tasks/{task_id}")
-@publish_event("task_moved")
+@publish_event("task_moved", session="db")
 def move_task(task_id: str, body: TaskPatch, db: DB, member: MemberId) -> TaskOut:
     task = _task(db, task_id, member)
     task.column = body.column
-    db.commit()
+    db.flush()
     return TaskOut.of(task)
 
 

@@ -76,7 +76,7 @@ def create_app(settings: Settings | None = None, boards_settings: BoardsSettings
     access = BoardAccess(db)
     declaration = Declaration(catalog=boards_catalog(), translations=boards_translations(),
                               legacy=boards_legacy_protocol(BoardStore(db, access)), authorize=access.authorize)
-    wsm = WsMigrate(declaration, settings, authenticate=members.member_id, registry=registry)
+    wsm = WsMigrate(declaration, settings, authenticate=members.member_id, registry=registry, outbox=db.outbox)
     boards = BoardsApp(own, db, members, BoardConnectionManager(wsm.hub), wsm)
 
     @asynccontextmanager

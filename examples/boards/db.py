@@ -16,6 +16,8 @@ from sqlalchemy import ForeignKey, String, Text, create_engine, event
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
 
+from wsmigrate import TransactionalOutbox
+
 COLUMNS = ("todo", "doing", "done")
 
 
@@ -77,6 +79,7 @@ class Database:
         if url.startswith("sqlite"):
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self.outbox = TransactionalOutbox(self.engine)  # events committed with their changes
 
     def create_all(self) -> None:
         """Create missing tables (several workers may race on a fresh file: the loser finds them)."""

@@ -1,8 +1,11 @@
 """REST API of the reference application: agents, threads, messages and streamed runs.
 
 Agent and thread CRUD are the *migrated* half of the app: they announce changes with
-`@publish_event`, which publishes only after the route committed and returned. Messages and runs
-go through `ChatService`, the not-yet-migrated half (see examples/chat/service.py).
+`@publish_event(..., session="db")`, through wsmigrate's transactional outbox: the route flushes,
+the decorator writes the event into the same transaction and commits both, so a change is never
+stored without its event (even while the bus is down: the event follows when it is back). A
+second event of the same change is staged with `stage_event`. Messages and runs go through
+`ChatService` (see examples/chat/service.py).
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from examples.chat.schemas import (
 )
 from examples.chat.service import ChatService, ThreadNotFoundError
 from examples.chat.users import Principal
-from wsmigrate import Positions, current_bus, publish_event, rest_positions, topic_positions
+from wsmigrate import Positions, publish_event, rest_positions, stage_event, topic_positions
 
 if TYPE_CHECKING:
     from examples.chat.app import ChatApp
@@ -119,44 +122,41 @@ def get_agent(agent_id: AgentId, db: DB, user: User) -> AgentOut:
 
 
 @router.post("/agents", status_code=status.HTTP_201_CREATED)
-@publish_event(ChatEvent.AGENT_CREATED)
+@publish_event(ChatEvent.AGENT_CREATED, session="db")
 def create_agent(body: AgentIn, db: DB, user: User) -> AgentOut:
     agent = Agent(name=body.name, system_prompt=body.system_prompt, status=body.status,
                   owner_id=None if user is None else int(user.user_id))
     db.add(agent)
-    db.commit()
+    db.flush()  # the decorator commits the agent and its event together
     return AgentOut.of(agent)
 
 
 @router.patch("/agents/{agent_id}")
-@publish_event(ChatEvent.AGENT_UPDATED)
+@publish_event(ChatEvent.AGENT_UPDATED, session="db")
 def update_agent(agent_id: AgentId, body: AgentPatch, db: DB, user: User) -> AgentOut:
     agent = _agent(db, agent_id, user)
     old_status = agent.status
     for field, value in body.model_dump(exclude_none=True).items():
         setattr(agent, field, value)
     bump(agent)
-    db.commit()
+    db.flush()
+    db.refresh(agent)  # the version the UPDATE wrote
     result = AgentOut.of(agent)
     if result.status != old_status:
-        bus = current_bus.get()
-        if bus is not None:
-            bus.publish_sync(bus.new_event(ChatEvent.AGENT_STATUS_CHANGED, result.model_dump()))
+        stage_event(db, ChatEvent.AGENT_STATUS_CHANGED, result.model_dump())
     return result
 
 
 @router.delete("/agents/{agent_id}")
-@publish_event(ChatEvent.AGENT_DELETED)
+@publish_event(ChatEvent.AGENT_DELETED, session="db")
 def delete_agent(agent_id: AgentId, db: DB, user: User) -> AgentOut:
     agent = _agent(db, agent_id, user)
     result = AgentOut.of(agent)
     threads = [ThreadOut.of(thread) for thread in agent.threads]
-    db.delete(agent)  # its threads go with it (cascade): each is announced, as deleting it alone is
-    db.commit()
-    bus = current_bus.get()
-    if bus is not None:
-        for thread in threads:
-            bus.publish_sync(bus.new_event(ChatEvent.THREAD_DELETED, thread.model_dump()))
+    for thread in threads:  # its threads go with it (cascade): each is announced, as deleting it alone is
+        stage_event(db, ChatEvent.THREAD_DELETED, thread.model_dump())
+    db.delete(agent)
+    db.flush()
     return result
 
 
@@ -179,32 +179,33 @@ def get_thread(thread_id: ThreadId, db: DB, user: User) -> ThreadOut:
 
 
 @router.post("/threads", status_code=status.HTTP_201_CREATED)
-@publish_event(ChatEvent.THREAD_CREATED)
+@publish_event(ChatEvent.THREAD_CREATED, session="db")
 def create_thread(body: ThreadIn, db: DB, user: User) -> ThreadOut:
     _agent(db, body.agent_id, user)
     thread = Thread(agent_id=body.agent_id, title=body.title)
     db.add(thread)
-    db.commit()
+    db.flush()
     return ThreadOut.of(thread)
 
 
 @router.patch("/threads/{thread_id}")
-@publish_event(ChatEvent.THREAD_UPDATED)
+@publish_event(ChatEvent.THREAD_UPDATED, session="db")
 def update_thread(thread_id: ThreadId, body: ThreadPatch, db: DB, user: User) -> ThreadOut:
     thread = _thread(db, thread_id, user)
     thread.title = body.title
     bump(thread)
-    db.commit()
+    db.flush()
+    db.refresh(thread)
     return ThreadOut.of(thread)
 
 
 @router.delete("/threads/{thread_id}")
-@publish_event(ChatEvent.THREAD_DELETED)
+@publish_event(ChatEvent.THREAD_DELETED, session="db")
 def delete_thread(thread_id: ThreadId, db: DB, user: User) -> ThreadOut:
     thread = _thread(db, thread_id, user)
     result = ThreadOut.of(thread)
     db.delete(thread)
-    db.commit()
+    db.flush()
     return result
 
 

@@ -3,10 +3,11 @@ its migration, with wsmigrate mounted into it.
 
     uvicorn --factory examples.chat.app:app_from_env     (or `make run`, which adds the demo settings)
 
-Agent and thread CRUD publish with `@publish_event`; messages and streamed runs still call the old
-manager's `broadcast_to_thread` (examples/chat/legacy_manager.py), which delegates to wsmigrate's
-legacy hub. Pages: `/` (the app on one socket), `/legacy` (the same app, a socket per view), and
-wsmigrate's `/ops`.
+Agent and thread CRUD publish with `@publish_event` and messages are stored with their event,
+both through wsmigrate's transactional outbox; streamed runs still call the old manager's
+`broadcast_to_thread` (examples/chat/legacy_manager.py), which delegates to wsmigrate's legacy hub.
+Pages: `/` (the app on one socket), `/legacy` (the same app, a socket per view), and wsmigrate's
+`/ops`.
 """
 
 from __future__ import annotations
@@ -95,14 +96,15 @@ def create_app(settings: Settings | None = None, chat_settings: ChatSettings | N
     users = Authenticator(db, enabled=settings.auth)
     ownership = Ownership(db, ttl_s=chat_settings.ownership_cache_ttl_s)
 
-    declaration = Declaration(catalog=chat_catalog(), translations=chat_translations(),
-                              legacy=chat_legacy_protocol(ChatStore(ownership, Messages(db))),
+    catalog = chat_catalog()
+    declaration = Declaration(catalog=catalog, translations=chat_translations(),
+                              legacy=chat_legacy_protocol(ChatStore(ownership, Messages(db, catalog))),
                               authorize=ChatAuthorizer(ownership).authorize)
     wsm = WsMigrate(declaration, settings, authenticate=users.user_id, unified_paths=("/api/ws", "/api/ws/v2"),
-                    registry=registry)
+                    registry=registry, outbox=db.outbox)
     wsm.bus.attach(ownership.on_publication)  # deletions reach the access cache at once
     manager = ConnectionManager(wsm.hub)  # the old manager, its bodies delegating to wsmigrate's hub
-    service = ChatService(db, LegacyCallSites(manager), chunks=chat_settings.stream_chunks,
+    service = ChatService(db, catalog, LegacyCallSites(manager), chunks=chat_settings.stream_chunks,
                           delay_ms=chat_settings.stream_delay_ms)
     chat = ChatApp(chat_settings, db, ownership, users, manager, service, wsm)
 

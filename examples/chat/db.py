@@ -17,6 +17,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
 
+from wsmigrate import TransactionalOutbox
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
@@ -87,6 +89,8 @@ class Database:
         if url.startswith("sqlite"):
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        # Events are committed with the changes they announce (wsmigrate's transactional outbox)
+        self.outbox = TransactionalOutbox(self.engine)
 
     def create_all(self) -> None:
         """Create missing tables. Several workers start at once on a fresh database: one of them

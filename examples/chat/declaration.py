@@ -124,10 +124,9 @@ def chat_legacy_protocol(store: ChatStore) -> LegacyProtocol:
 
     async def send_message(context: LegacyContext, frame: frames.SendMessage) -> None:
         await context.require("thread", frame.thread_id)
-        message = await store.add_message(frame.thread_id, frame.content)
+        message = await store.add_message(frame.thread_id, frame.content)  # stored with its event
         if message is None:
             raise LegacyProtocolError(f"Thread {frame.thread_id} not found")
-        await context.hub.broadcast("thread", frame.thread_id, frames.thread_message(message))
 
     return LegacyProtocol(
         views=[

@@ -1,9 +1,13 @@
 """Messages and streamed runs of the reference application.
 
-This is the part of the sample app that a half-migrated codebase has not moved yet: it announces
-what happened through a `ChatAnnouncer`, which the reference app wires to the legacy call sites
-(`LegacyCallSites`: `broadcast_to_thread` with the old frames), exactly as the old code did. The
-bridge mirrors those broadcasts onto the bus so unified clients see them too.
+A stored message is a committed change: `Messages.store` writes the message and its
+`message_created` event in one transaction (wsmigrate's transactional outbox), so it is announced
+exactly once even if the bus is down at that moment or the process dies right after the commit.
+
+The streamed reply is the part a half-migrated codebase has not moved yet: it is not stored until
+it ends, and its steps are announced through a `ChatAnnouncer`, which the reference app wires to
+the legacy call sites (`LegacyCallSites`: `broadcast_to_thread` with the old frames), exactly as
+the old code did. The bridge mirrors those broadcasts onto the bus so unified clients see them too.
 """
 
 from __future__ import annotations
@@ -19,17 +23,17 @@ from starlette.concurrency import run_in_threadpool
 
 from examples.chat import legacy_frames as frames
 from examples.chat.db import Database, Message, Thread
+from examples.chat.declaration import ChatEvent
 from examples.chat.legacy_manager import ConnectionManager
 from examples.chat.responder import reply_tokens
 from examples.chat.schemas import AgentOut, MessageOut, RunAccepted, RunOut, ThreadOut
+from wsmigrate import EventCatalog
 
 log = logging.getLogger(__name__)
 
 
 class ChatAnnouncer(Protocol):
     """How the chat code announces what happened."""
-
-    async def message_created(self, message: MessageOut) -> None: ...
 
     async def stream_start(self, thread_id: int, run_id: str) -> None: ...
 
@@ -45,9 +49,6 @@ class LegacyCallSites:
 
     def __init__(self, manager: ConnectionManager) -> None:
         self.manager = manager
-
-    async def message_created(self, message: MessageOut) -> None:
-        await self.manager.broadcast_to_thread(message.thread_id, frames.thread_message(message.model_dump()))
 
     async def stream_start(self, thread_id: int, run_id: str) -> None:
         await self.manager.broadcast_to_thread(thread_id, frames.stream_start(thread_id, run_id))
@@ -66,21 +67,31 @@ class ThreadNotFoundError(LookupError):
     pass
 
 
-class Messages:
-    """A thread's messages in the database: stored and read, never announced (callers announce)."""
+PUBLISH_WAIT_S = 2.0
 
-    def __init__(self, db: Database) -> None:
+
+class Messages:
+    """A thread's messages in the database, each stored with its `message_created` event."""
+
+    def __init__(self, db: Database, catalog: EventCatalog) -> None:
         self.db = db
+        self.catalog = catalog
 
     def store(self, thread_id: int, role: str, content: str) -> MessageOut:
-        """Commit a message without announcing it (the caller announces)."""
+        """Commit a message and its event together, then wait (bounded) until the event is
+        published; if the bus is down the message is stored all the same and announced later."""
         with self.db.session() as session:
             if session.get(Thread, thread_id) is None:
                 raise ThreadNotFoundError(f"Thread {thread_id} not found")
             message = Message(thread_id=thread_id, role=role, content=content)
             session.add(message)
+            session.flush()
+            out = MessageOut.of(message)
+            event = self.catalog.create(ChatEvent.MESSAGE_CREATED, out.model_dump())
+            self.db.outbox.stage(session, event)
             session.commit()
-            return MessageOut.of(message)
+        self.db.outbox.published_sync([event.event_id], PUBLISH_WAIT_S)  # run in a worker thread
+        return out
 
     def agent_of(self, thread_id: int) -> int | None:
         """The agent a thread belongs to (it never changes), or None if the thread does not exist."""
@@ -125,8 +136,9 @@ class ChatService(Messages):
     from where it joined (a production app keeps it where every worker reads it).
     """
 
-    def __init__(self, db: Database, announcer: ChatAnnouncer, *, chunks: int, delay_ms: float) -> None:
-        super().__init__(db)
+    def __init__(self, db: Database, catalog: EventCatalog, announcer: ChatAnnouncer, *, chunks: int,
+                 delay_ms: float) -> None:
+        super().__init__(db, catalog)
         self.announcer = announcer
         self.default_chunks = chunks
         self.default_delay_ms = delay_ms
@@ -145,10 +157,8 @@ class ChatService(Messages):
             self._latest.popitem(last=False)
 
     async def post_message(self, thread_id: int, content: str, role: str = "user") -> MessageOut:
-        """Store a message (after commit) and announce `message_created`."""
-        message = await run_in_threadpool(self.store, thread_id, role, content)
-        await self.announcer.message_created(message)
-        return message
+        """Store a message with its `message_created` event."""
+        return await run_in_threadpool(self.store, thread_id, role, content)
 
     def _prompt(self, thread_id: int) -> str:
         history = self.history(thread_id)
@@ -184,7 +194,6 @@ class ChatService(Messages):
             await self.announcer.stream_end(thread_id, run_id)
             message = await run_in_threadpool(self.store, thread_id, "assistant", "".join(tokens))
             run.state, run.message_id = "stored", message.id
-            await self.announcer.message_created(message)
         except asyncio.CancelledError:
             raise
         except Exception as exc:

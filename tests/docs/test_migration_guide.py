@@ -11,6 +11,7 @@ import shlex
 import subprocess
 import sys
 import tomllib
+import types
 from collections.abc import Iterator
 from typing import Any
 
@@ -34,7 +35,10 @@ def test_every_block_is_of_a_kind_this_test_runs() -> None:
 
 @pytest.fixture(scope="module")
 def guide_namespace() -> dict[str, Any]:
-    namespace: dict[str, Any] = {"__name__": "migration_guide"}
+    # A real module, as the reader's own code is (SQLAlchemy resolves `Mapped[...]` through it)
+    module = types.ModuleType("migration_guide")
+    sys.modules[module.__name__] = module
+    namespace: dict[str, Any] = module.__dict__
     for block in BLOCKS:
         if block.language == "python":
             try:
@@ -67,6 +71,19 @@ async def test_the_guides_app_serves_both_protocols(guide_server: RunningServer)
                                                                       "status": "closed"}
         closed = await new.expect("ticket_closed")
         assert closed["topics"] == ["ticket:45", "tickets"]
+        # Through the transactional outbox: the change and its events committed together.
+        await rest(guide_server, "POST", "/api/tickets/45/assign", {"assignee_id": "u7", "close": "yes"})
+        # in the order they were staged: the route's own, then the decorator's
+        assert json.loads(await asyncio.wait_for(old.recv(), 10)) == {"type": "ticket_closed", "id": 45,
+                                                                      "status": "closed"}
+        assert json.loads(await asyncio.wait_for(old.recv(), 10)) == {"type": "ticket_assigned", "id": 45,
+                                                                      "assignee_id": "u7"}
+        assert (await new.expect("ticket_closed"))["data"] == {"id": 45, "status": "closed"}
+        assigned = await new.expect("ticket_assigned")
+        assert assigned["data"] == {"id": 45, "assignee_id": "u7"}
+        published = guide_server.runtime.registry.get_sample_value(
+            "wsmigrate_events_published_total", {"event_type": "ticket_assigned", "origin": "outbox"})
+        assert published == 1
         await new.close()
 
 

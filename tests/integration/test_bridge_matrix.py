@@ -1,7 +1,8 @@
-"""All 4 stages x both origins x both client kinds: exactly once, right shape, nobody else.
+"""All 4 stages x every origin x both client kinds: exactly once, right shape, nobody else.
 
 For each case a real server runs with the event type's stage set through the admin API. One event
-enters either at a legacy call site (`broadcast_to_*`) or on the bus (`bus.publish`). Subscribed
+enters at a legacy call site (`broadcast_to_*`), on the bus (`bus.publish`), or, for messages,
+through the transactional outbox (a stored message's event, committed with it). Subscribed
 legacy and unified sockets must each receive it exactly once in their own frame shape; sockets
 subscribed elsewhere receive nothing. A ping after the event proves nothing else was queued.
 The delivery counters show which path wrote to the legacy socket.
@@ -17,11 +18,12 @@ import pytest
 from examples.chat import legacy_frames as frames
 from examples.chat.declaration import ChatEvent
 from examples.chat.legacy_client import LegacyClient
-from examples.chat.schemas import AgentOut
+from examples.chat.schemas import AgentOut, MessageOut
 from tests.support import ADMIN_TOKEN, CHAT, Client, RunningServer, rest, set_stage
 
 STAGES = ["off", "shadow", "live", "complete"]
 ORIGINS = ["legacy_call", "bus"]
+MESSAGE_ORIGINS = [*ORIGINS, "outbox"]
 
 
 async def legacy_ping_flush(client: LegacyClient) -> list[dict[str, Any]]:
@@ -45,7 +47,7 @@ def deliveries(server: RunningServer, event_type: str, path: str, outcome: str) 
 
 
 @pytest.mark.parametrize("stage", STAGES)
-@pytest.mark.parametrize("origin", ORIGINS)
+@pytest.mark.parametrize("origin", MESSAGE_ORIGINS)
 async def test_message_created_reaches_each_subscribed_client_exactly_once(
     server_factory: Any, stage: str, origin: str
 ) -> None:
@@ -62,11 +64,16 @@ async def test_message_created_reaches_each_subscribed_client_exactly_once(
     await unified.subscribe(f"thread:{thread['id']}")
     await unified_elsewhere.subscribe(f"thread:{other['id']}")
 
-    if origin == "legacy_call":
+    if origin == "outbox":
         message = await rest(server, "POST", f"/api/threads/{thread['id']}/messages", {"content": "m"})
-    else:
-        message = (await asyncio.to_thread(server.chat.service.store, thread["id"], "user", "m")).model_dump()
-        server.run(server.runtime.bus.publish(CHAT.create(ChatEvent.MESSAGE_CREATED, message)))
+    else:  # an announcement of a message the old code stored itself
+        message = MessageOut(id=7, thread_id=thread["id"], role="user", content="m",
+                             timestamp="2026-01-01T00:00:00.000Z").model_dump()
+        if origin == "legacy_call":
+            await asyncio.to_thread(server.run, server.chat.manager.broadcast_to_thread(
+                thread["id"], frames.thread_message(message)))
+        else:
+            server.run(server.runtime.bus.publish(CHAT.create(ChatEvent.MESSAGE_CREATED, message)))
 
     legacy_got = await legacy_ping_flush(legacy)
     unified_got = await unified_ping_flush(unified)
@@ -82,9 +89,10 @@ async def test_message_created_reaches_each_subscribed_client_exactly_once(
     assert deliveries(server, "message_created", "unified", "sent") == (1 if legacy_serves else 2)
     assert deliveries(server, "message_created", "unified", "shadow") == (1 if stage == "shadow" else 0)
     assert deliveries(server, "message_created", "legacy", "shadow") == (1 if stage == "live" else 0)
-    published = server.runtime.registry.get_sample_value(
-        "wsmigrate_events_published_total", {"event_type": "message_created", "origin": origin})
-    assert published == 1
+    published = {other: server.runtime.registry.get_sample_value(
+        "wsmigrate_events_published_total", {"event_type": "message_created", "origin": other})
+        for other in MESSAGE_ORIGINS}
+    assert published == {other: (1 if other == origin else 0) for other in MESSAGE_ORIGINS}
     for client in (legacy, legacy_elsewhere):
         await client.close()
     for unified_client in (unified, unified_elsewhere):

@@ -3,7 +3,8 @@
 A real server has `message_created` in `shadow`, three legacy sockets on one thread, and a unified
 client following the thread. The test build injects one fault into the unified path's share of the
 delivery (what it produces for each legacy recipient, `DualPath._observe`, or its translation),
-then posts messages. For each fault the test asserts what the instruments say:
+then announces messages at the app's legacy call site (`broadcast_to_thread` with the old frame,
+so both paths' frames are compared payload by payload). For each fault the test asserts what the instruments say:
 
 - the comparator's outcomes;
 - the alert rules of ops/alerts.yml, evaluated by `promtool test rules` on the series recorded from
@@ -28,6 +29,7 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from examples.chat import legacy_frames as frames
 from examples.chat.legacy_client import LegacyClient
 from tests.conftest import ServerFactory
 from tests.ops.prometheus_server import require_binary
@@ -225,7 +227,10 @@ async def test_each_fault_is_caught_by_the_instruments_it_should_be(
     await native.subscribe(f"thread:{thread['id']}")
 
     for n in range(MESSAGES):
-        await rest(server, "POST", f"/api/threads/{thread['id']}/messages", {"content": f"m{n}"})
+        message = {"id": n + 1, "thread_id": thread["id"], "role": "user", "content": f"m{n}",
+                   "timestamp": "2026-01-01T00:00:00.000Z"}
+        await asyncio.to_thread(server.run, server.chat.manager.broadcast_to_thread(
+            thread["id"], frames.thread_message(message)))
     # Real clients count what they got: the legacy path serves in shadow, so every legacy socket has
     # every message whatever the unified path did; the unified client has them all too.
     for client in legacy:

@@ -84,7 +84,9 @@ async def test_the_reference_apps_own_frames_round_trip_exactly_and_compare_as_m
     server, thread, legacy = await thread_with_a_legacy_socket(server_factory)
     for stage in ("off", "shadow"):
         await set_stage(server, "message_created", stage)
-        await rest(server, "POST", f"/api/threads/{thread['id']}/messages", {"content": f"in {stage}"})
+        message = {"id": 2000 + len(stage), "thread_id": thread["id"], "role": "user", "content": f"in {stage}",
+                   "timestamp": "2026-01-01T00:00:00.000Z"}
+        await broadcast(server, thread["id"], frames.thread_message(message))
         # A frame with keys in another order than the translation renders them is still exact.
         await broadcast(server, thread["id"], dict(reversed(list(frames.thread_message(
             {"id": 1000 + len(stage), "thread_id": thread["id"], "role": "user", "content": "x", "timestamp": "t"},

@@ -18,7 +18,7 @@ from wsmigrate.metrics.batch import FLUSH_INTERVAL_S
 
 BOARDS = "examples.boards.app:app_from_env"
 CLIENTS = 10
-BOARD_CREATED_ON_THE_BUS = {"event_type": "board_created", "origin": "bus"}
+BOARD_CREATED_ON_THE_BUS = {"event_type": "board_created", "origin": "outbox"}
 
 
 def uvicorn_command(workers: int) -> list[str]:
