@@ -210,7 +210,8 @@ class DualPath:
         self._buckets[connection.client_id] = cohort_bucket(connection.user_id or connection.client_id)
         compat = self.unified.add(outbox, kind=connection.kind, user_id=connection.user_id,
                                   renderer=self.render_compat, client_id=connection.client_id)
-        self.unified.attach(compat, [self.translations.global_topic])
+        if self.translations.global_topic is not None:
+            self.unified.attach(compat, [self.translations.global_topic])
 
     def subscribed(self, connection: LegacyConnection, scope: Scope, target_id: TargetId) -> None:
         compat = self.unified.get(connection.client_id)

@@ -124,12 +124,13 @@ class TranslationTable:
 
     `scopes` names, for each legacy scope, the unified topic a legacy socket following one target
     of it corresponds to (`{"board": "board:{id}"}`; a scope without `{id}` is one topic whatever
-    the target), and `global_topic` the topic of `global` broadcasts: the unified path serves a
-    legacy socket through exactly those topics.
+    the target), and `global_topic` the topic of `global` broadcasts (needed only by an app whose
+    old code broadcast to every socket): the unified path serves a legacy socket through exactly
+    those topics.
     """
 
     def __init__(self, translations: Iterable[Translation] = (), *, scopes: Mapping[str, str],
-                 global_topic: str) -> None:
+                 global_topic: str | None = None) -> None:
         self._by_frame: dict[str, Translation] = {}
         self._by_event: dict[str, Translation] = {}
         self.scopes: dict[str, str] = {}
@@ -145,6 +146,9 @@ class TranslationTable:
         self.scopes[name] = template
 
     def add(self, translation: Translation) -> Translation:
+        if translation.scope == GLOBAL_SCOPE and self.global_topic is None:
+            raise ValueError(f"{translation.frame_type}: a global frame needs the table's global_topic "
+                             "(the unified topic of broadcasts to every socket)")
         if translation.scope != GLOBAL_SCOPE and translation.scope not in self.scopes:
             raise ValueError(f"{translation.frame_type}: unknown legacy scope {translation.scope!r} "
                              f"(declared: {', '.join(self.scopes)}, {GLOBAL_SCOPE})")
@@ -199,6 +203,8 @@ class TranslationTable:
     def topic_of(self, route: LegacyRoute) -> str:
         """The unified topic a legacy socket following `route` is served through."""
         if route.scope == GLOBAL_SCOPE:
+            if self.global_topic is None:
+                raise TranslationError("global broadcasts need the table's global_topic")
             return self.global_topic
         return self.scopes[route.scope].replace("{id}", str(route.target_id))
 

@@ -5,7 +5,8 @@ line, `ok <version> ...`, or fails.
 
 The domain is unlike the examples': orders, with a legacy socket per order at
 `/ws/orders/{order_id}`, an old manager with `broadcast_to_order`, one route migrated to
-`@publish_event`, and an order view served over REST with the positions of its topic.
+`@publish_event`, one storing a refund in its SQLite database through the transactional outbox
+(`session=`), and an order view served over REST with the positions of its topic.
 """
 
 from __future__ import annotations
@@ -14,11 +15,15 @@ import asyncio
 import json
 import socket
 import sys
+from collections.abc import Iterator
 from typing import Annotated
 
 import httpx
 import uvicorn
-from fastapi import Depends, FastAPI
+from fastapi import Depends, FastAPI, Request
+from sqlalchemy import create_engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.pool import StaticPool
 from websockets.asyncio.client import connect
 
 import bridge  # the application's own packages, named like wsmigrate's layers
@@ -36,6 +41,7 @@ from wsmigrate import (
     LegacyView,
     Positions,
     Settings,
+    TransactionalOutbox,
     TranslationTable,
     WsMigrate,
     flat,
@@ -45,6 +51,16 @@ from wsmigrate import (
 )
 
 TIMEOUT_S = 10.0
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Refund(Base):
+    __tablename__ = "refunds"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    order_id: Mapped[int]
 
 
 class OrderManager:
@@ -57,20 +73,30 @@ class OrderManager:
         await self.hub.broadcast("order", order_id, frame)
 
 
+def order_db(request: Request) -> Iterator[Session]:
+    with request.app.state.sessions() as session:
+        yield session
+
+
 def build_app(port: int) -> FastAPI:
     catalog = EventCatalog(topics=["order:{order_id:int}", "orders"])
     catalog.event("order_shipped", topics=["order:{order_id}", "orders"])
     catalog.event("order_paid", topics=["order:{order_id}"])
+    catalog.event("order_refunded", topics=["order:{order_id}"])
     translations = TranslationTable(scopes={"order": "order:{id}"}, global_topic="orders")
     translations.add(flat("order_shipped", scope="order", target="order_id"))
     translations.add(flat("order_paid", scope="order", target="order_id"))
+    translations.add(flat("order_refunded", scope="order", target="order_id"))
     translations.add(legacy_only("typing", scope="order"))
     protocol = LegacyProtocol(views=[LegacyView(kind="legacy_order", scope="order", path="/ws/orders/{order_id}",
                                                 param="order_id")])
     settings = Settings.from_env({}, auth=False, self_url=f"http://127.0.0.1:{port}")
-    wsm = WsMigrate(Declaration(catalog, translations, protocol), settings)
+    engine = create_engine("sqlite://", poolclass=StaticPool, connect_args={"check_same_thread": False})
+    Base.metadata.create_all(engine)
+    wsm = WsMigrate(Declaration(catalog, translations, protocol), settings, outbox=TransactionalOutbox(engine))
     manager = OrderManager(wsm.hub)
     app = FastAPI()
+    app.state.sessions = sessionmaker(engine, expire_on_commit=False)
 
     @app.post("/orders/{order_id}/ship")
     async def ship(order_id: int) -> dict[str, object]:
@@ -81,6 +107,14 @@ def build_app(port: int) -> FastAPI:
     @publish_event("order_paid")
     async def pay(order_id: int) -> dict[str, object]:
         return {"order_id": order_id, "amount": 12}
+
+    @app.post("/orders/{order_id}/refund")
+    @publish_event("order_refunded", session="db")
+    def refund(order_id: int, db: Annotated[Session, Depends(order_db)]) -> dict[str, object]:
+        row = Refund(order_id=order_id)
+        db.add(row)
+        db.flush()
+        return {"order_id": order_id, "refund_id": row.id}
 
     @app.get("/orders/{order_id}")
     async def order_view(
@@ -121,11 +155,14 @@ async def main() -> str:
             async with httpx.AsyncClient(base_url=f"http://{base}", timeout=TIMEOUT_S) as http:
                 (await http.post("/orders/5/ship")).raise_for_status()
                 (await http.post("/orders/5/pay")).raise_for_status()
-            shipped, paid = await _recv(new), await _recv(new)
+                (await http.post("/orders/5/refund")).raise_for_status()
+            shipped, paid, refunded = await _recv(new), await _recv(new), await _recv(new)
             assert (shipped["type"], shipped["data"]) == ("order_shipped", {"order_id": 5, "carrier": "post"})
             assert (paid["type"], paid["data"]) == ("order_paid", {"order_id": 5, "amount": 12})
             assert await _recv(old) == {"type": "order_shipped", "order_id": 5, "carrier": "post"}
             assert await _recv(old) == {"type": "order_paid", "order_id": 5, "amount": 12}
+            assert (refunded["type"], refunded["data"]) == ("order_refunded", {"order_id": 5, "refund_id": 1})
+            assert await _recv(old) == {"type": "order_refunded", "order_id": 5, "refund_id": 1}
         # A view's snapshot, then an event, then the subscription from the snapshot's position: replayed.
         async with httpx.AsyncClient(base_url=f"http://{base}", timeout=TIMEOUT_S) as http:
             since = (await http.get("/orders/6")).raise_for_status().json()["positions"]["order:6"]
@@ -138,7 +175,7 @@ async def main() -> str:
     finally:
         server.should_exit = True
         await serving
-    return f"ok {wsmigrate.__version__} {shipped['type']} {paid['type']}"
+    return f"ok {wsmigrate.__version__} {shipped['type']} {paid['type']} {refunded['type']}"
 
 
 if __name__ == "__main__":

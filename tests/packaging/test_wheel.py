@@ -71,6 +71,7 @@ def test_an_app_with_its_own_metrics_legacy_and_bridge_uses_the_installed_wheel(
     result = subprocess.run([str(python), "app.py"], cwd=app, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().startswith("ok 0."), result.stdout
+    assert result.stdout.split()[2:] == ["order_shipped", "order_paid", "order_refunded"], result.stdout
     # the boards example, copied beside the app's own packages, runs its smoke check on the wheel
     (app / "examples").mkdir()
     (app / "examples" / "__init__.py").write_text("")

@@ -112,3 +112,11 @@ def test_an_event_without_its_target_has_no_legacy_route() -> None:
         boards_table().legacy_route("task_moved", {"id": "t1"})
     with pytest.raises(TranslationError):
         boards_table().legacy_route("task_moved", {"board_id": True})
+
+
+def test_a_table_without_global_broadcasts_needs_no_global_topic() -> None:
+    table = TranslationTable(scopes={"plant": "plant:{id}"})
+    table.add(flat("plant_watered", scope="plant", target="plant_id"))
+    assert table.topic_of(table.legacy_route("plant_watered", {"plant_id": 3})) == "plant:3"
+    with pytest.raises(ValueError, match="global_topic"):
+        table.add(flat("maintenance", scope="global"))
