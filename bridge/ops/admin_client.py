@@ -12,7 +12,23 @@ TIMEOUT_S = 10.0
 
 
 class AdminError(BridgeError):
-    """The admin API refused a request or could not be reached."""
+    """The admin API refused a request or could not be reached; the message is one plain line."""
+
+    def __init__(self, message: str, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
+def _detail(response: httpx.Response) -> str:
+    """The server's reason, as a sentence: FastAPI's `detail` string, or its validation errors."""
+    try:
+        detail: Any = response.json().get("detail", response.text)
+    except ValueError:
+        return response.text.strip() or response.reason_phrase
+    if isinstance(detail, list):  # pydantic's errors: "body.stage: Input should be 'off', ..."
+        return "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ())[1:]) or 'request'}: {e.get('msg')}"
+                         for e in detail if isinstance(e, dict))
+    return str(detail)
 
 
 class AdminClient:
@@ -23,17 +39,22 @@ class AdminClient:
         )
 
     def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        base = str(self._http.base_url).rstrip("/")
         try:
             response = self._http.request(method, path, json=body)
+        except httpx.ConnectError:
+            raise AdminError(f"cannot reach {base}: nothing answers there (is the server running?)") from None
         except httpx.HTTPError as exc:
-            raise AdminError(f"cannot reach {self._http.base_url}: {exc}") from None
+            raise AdminError(f"cannot reach {base}: {exc or type(exc).__name__}") from None
+        if response.status_code == 401:
+            raise AdminError(f"{base} refused the admin token (401): pass the server's WSMIGRATE_ADMIN_TOKEN "
+                             "with --admin-token or the WSMIGRATE_ADMIN_TOKEN variable", 401)
         if response.status_code >= 400:
-            try:
-                detail = response.json().get("detail", response.text)
-            except ValueError:
-                detail = response.text
-            raise AdminError(f"{method} {path}: {response.status_code} {detail}")
-        return response.json()
+            raise AdminError(f"{base}: {_detail(response)} ({response.status_code})", response.status_code)
+        try:
+            return response.json()
+        except ValueError:
+            raise AdminError(f"{base} did not answer like a wsmigrate server (no JSON at {path})") from None
 
     def flags(self) -> dict[str, Any]:
         return self._call("GET", "/api/admin/flags")  # type: ignore[no-any-return]

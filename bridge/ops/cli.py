@@ -1,263 +1,256 @@
 """The `wsmigrate` command line: `serve` an application, and the operator commands (`flags`,
-`report`, `promote`, `simulate`), which talk to a running server over HTTP."""
+`report`, `promote`, `simulate`), which talk to a running server over HTTP.
+
+Every operator command takes `--url` (default `$WSMIGRATE_URL`, else http://127.0.0.1:8000),
+`--admin-token` (default `$WSMIGRATE_ADMIN_TOKEN`) and `--json`; how each ends (exit codes, one
+line or JSON, a closed pipe) is `wsmigrate.bridge.ops.cli_output`'s.
+"""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
 import logging
 import os
-import secrets
 import sys
 from collections.abc import Sequence
-from pathlib import Path
+from importlib import metadata
+from typing import Any
 
 import httpx
-import uvicorn
 
+from wsmigrate.bridge.ops import cli_serve, cli_simulate
 from wsmigrate.bridge.ops.admin_client import AdminClient, AdminError, render_flags
-from wsmigrate.bridge.ops.report import Thresholds, build_fleet_report, legacy_only_broadcasts, render_legacy_only
+from wsmigrate.bridge.ops.cli_output import (
+    ADMIN_TOKEN_ENV,
+    DEFAULT_URL,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    URL_ENV,
+    CommandError,
+    base_url,
+    discard_stdout,
+    emit,
+    fail,
+    unreachable,
+)
+from wsmigrate.bridge.ops.report import (
+    Thresholds,
+    TypeReport,
+    build_fleet_report,
+    legacy_only_broadcasts,
+    render_legacy_only,
+)
 from wsmigrate.bridge.ops.report import render as render_report
-from wsmigrate.bridge.server.settings import Settings
-from wsmigrate.bridge.server.ws_protocol import UVICORN_WS_OPTIONS
 from wsmigrate.bridge.stages import STAGE_ORDER, Stage
-from wsmigrate.metrics.exposition import MULTIPROCESS_ENV, prepare_multiprocess_dir
+
+try:
+    __version__ = metadata.version("wsmigrate")
+except metadata.PackageNotFoundError:  # a source tree that was never installed
+    __version__ = "unknown"
 
 log = logging.getLogger("wsmigrate")
 
 
+# -- options shared by the operator commands ---------------------------------------------------------
 
-def _serve(args: argparse.Namespace) -> int:
-    if not args.app:
-        print("wsmigrate: which application? --app module:factory (or WSMIGRATE_APP), e.g. "
-              "myapp.main:create_app", file=sys.stderr)
-        return 2
-    host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
-    overrides = {"bus_url": args.bus, "self_url": os.environ.get("WSMIGRATE_SELF_URL") or f"http://{host}:{args.port}",
-                 "probe_token": os.environ.get("WSMIGRATE_PROBE_TOKEN") or secrets.token_urlsafe(24)}
-    settings = Settings.from_env(**overrides)
-    if args.workers > 1 and settings.bus_url.startswith("memory"):
-        print(f"wsmigrate: {args.workers} workers cannot share the in-memory bus (each would see only its own "
-              "events): give a Redis bus (--bus redis://127.0.0.1:6379/0) or run one worker", file=sys.stderr)
-        return 2
-    os.environ.update(settings.to_env())
-    if args.workers > 1 or os.environ.get(MULTIPROCESS_ENV):
-        directory = Path(os.environ.get(MULTIPROCESS_ENV) or "var/prometheus-multiproc").resolve()
-        prepare_multiprocess_dir(directory)
-        os.environ[MULTIPROCESS_ENV] = str(directory)
-    print(f"wsmigrate: serving {args.app} on http://{args.host}:{args.port} "
-          f"(bus {settings.bus_url.split('@')[-1]})", flush=True)
-    if settings.auth:
-        print("wsmigrate: auth ON: clients need a token (Authorization: Bearer, wsmigrate_token cookie, "
-              "or ?token= on WebSockets)", flush=True)
+
+def default_url() -> str:
+    return os.environ.get(URL_ENV) or DEFAULT_URL
+
+
+def add_connection_options(parser: argparse.ArgumentParser, *, several_hosts: bool = False,
+                           token_alias: bool = True) -> None:
+    if several_hosts:
+        parser.add_argument("--url", action="append", metavar="URL",
+                            help=f"a host's base URL; repeat for every host of a deployment (default: ${URL_ENV}, "
+                                 f"else {DEFAULT_URL})")
     else:
-        print("wsmigrate: auth OFF (WSMIGRATE_AUTH=off): development and tests only", flush=True)
-    print(f"wsmigrate: admin API {'enabled' if settings.admin_token else 'disabled (set WSMIGRATE_ADMIN_TOKEN)'}",
-          flush=True)
-    uvicorn.run(
-        args.app,
-        factory=True,
-        app_dir=args.app_dir,
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        log_level=args.log_level,
-        timeout_graceful_shutdown=10,
-        **UVICORN_WS_OPTIONS,  # type: ignore[arg-type]
-    )
-    return 0
+        parser.add_argument("--url", metavar="URL",
+                            help=f"the server's base URL (default: ${URL_ENV}, else {DEFAULT_URL})")
+    names = ["--admin-token", "--token"] if token_alias else ["--admin-token"]
+    parser.add_argument(*names, dest="admin_token", metavar="TOKEN",
+                        help=f"the admin API's bearer token (default: ${ADMIN_TOKEN_ENV})")
+    parser.add_argument("--json", action="store_true", help="print JSON (for every outcome, refusals included)")
 
 
-def _simulate(args: argparse.Namespace) -> int:
-    from wsmigrate.bridge.ops.simulate import load_scenario, render, simulate
-
-    if not args.scenario:
-        print("wsmigrate: which scenario? --scenario module:factory (or WSMIGRATE_SCENARIO), e.g. "
-              "myapp.simulation:Scenario (each example ships one)", file=sys.stderr)
-        return 2
-    report = asyncio.run(simulate(args.url, load_scenario(args.scenario), legacy=args.legacy, unified=args.unified,
-                                  duration=args.duration, seed=args.seed, token=args.token))
-    print(json.dumps(report, indent=2) if args.json else render(report))
-    return 0
+def add_thresholds(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--min-compared", type=int, default=Thresholds.min_compared, metavar="N",
+                        help=f"compared deliveries needed before a promotion (default {Thresholds.min_compared})")
+    parser.add_argument("--min-consistency", type=float, default=Thresholds.min_consistency, metavar="PERCENT",
+                        help=f"matching share of the compared deliveries needed (default {Thresholds.min_consistency})")
 
 
-def _admin(args: argparse.Namespace) -> AdminClient:
-    token = args.token or os.environ.get("WSMIGRATE_ADMIN_TOKEN", "")
+def urls_of(args: argparse.Namespace) -> list[str]:
+    raw = args.url if isinstance(args.url, list) else [args.url] if args.url else []
+    return [base_url(url) for url in raw or [default_url()]]
+
+
+def admin_token(args: argparse.Namespace) -> str:
+    token = args.admin_token or os.environ.get(ADMIN_TOKEN_ENV, "")
     if not token:
-        raise SystemExit("wsmigrate: an admin token is needed: --token or WSMIGRATE_ADMIN_TOKEN")
-    return AdminClient(args.url, token)
+        raise CommandError(f"an admin token is needed: --admin-token or {ADMIN_TOKEN_ENV} "
+                           "(make run keeps one in var/admin-token)", EXIT_USAGE)
+    return str(token)
 
 
-def _flags(args: argparse.Namespace) -> int:
-    client = _admin(args)
+def thresholds_of(args: argparse.Namespace) -> Thresholds:
+    return Thresholds(args.min_compared, args.min_consistency)
+
+
+def admin_failure(exc: AdminError) -> CommandError:
+    """The admin API's no, as a command error: an unknown type or stage is a usage error."""
+    return CommandError(str(exc), EXIT_USAGE if exc.status_code in (404, 422) else EXIT_FAILED)
+
+
+# -- flags -------------------------------------------------------------------------------------------
+
+
+def flags_command(args: argparse.Namespace) -> int:
+    [url] = urls_of(args)
+    client = AdminClient(url, admin_token(args))
     try:
         if args.action == "show":
             view = client.flags()
         elif args.action == "set":
             view = client.set_stage(args.event_type, args.stage, force=args.force)
-        elif args.action == "kill":
-            view = client.kill(True)
         else:
-            view = client.kill(False)
+            view = client.kill(args.action == "kill")
     except AdminError as exc:
-        print(f"wsmigrate: {exc}", file=sys.stderr)
-        return 1
-    print(json.dumps(view, indent=2) if args.json else render_flags(view))
-    return 0
+        raise admin_failure(exc) from None
+    emit(view, as_json=args.json, text=render_flags(view))
+    return EXIT_OK
 
 
-class HostUnreachableError(Exception):
-    """A host of the deployment did not answer with its metrics."""
+# -- report and promote ------------------------------------------------------------------------------
 
 
-def _fetch_expositions(urls: str | list[str]) -> dict[str, str]:
+def fetch_expositions(urls: list[str], token: str | None = None) -> dict[str, str]:
     """Every host's `/metrics` (one URL per host; each covers its workers), by host URL."""
     texts: dict[str, str] = {}
-    for url in [urls] if isinstance(urls, str) else urls:
-        host = url.rstrip("/")
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    for host in urls:
         try:
-            response = httpx.get(host + "/metrics", timeout=10)
-            response.raise_for_status()
+            response = httpx.get(host + "/metrics", timeout=10, headers=headers)
         except httpx.HTTPError as exc:
-            raise HostUnreachableError(f"host {host} did not answer with its metrics: {exc}") from None
+            raise unreachable(host, exc) from None
+        if response.status_code != 200 or "wsmigrate_" not in response.text:
+            raise CommandError(f"{host} did not answer with wsmigrate's metrics ({response.status_code} at /metrics)")
         texts[host] = response.text
     return texts
 
 
-def _report(args: argparse.Namespace) -> int:
-    thresholds = Thresholds(args.min_compared, args.min_consistency)
-    try:
-        expositions = _fetch_expositions(args.url or ["http://127.0.0.1:8000"])
-    except HostUnreachableError as exc:
-        print(f"wsmigrate: {exc}", file=sys.stderr)
-        return 2
-    exposition = "\n".join(expositions.values())
+def report_json(report: TypeReport, thresholds: Thresholds) -> dict[str, Any]:
+    safe, reason = report.verdict(thresholds)
+    return {"stage": report.stage, "published": report.published, "delivered": report.delivered,
+            "matches": report.matches, "missing": report.missing, "mismatches": report.mismatches,
+            "compared": report.compared, "consistency": report.consistency, "host_stages": report.host_stages,
+            "hosts_disagree": report.hosts_disagree, "promotable": safe, "verdict": reason}
+
+
+def report_command(args: argparse.Namespace) -> int:
+    thresholds = thresholds_of(args)
+    expositions = fetch_expositions(urls_of(args), args.admin_token or os.environ.get(ADMIN_TOKEN_ENV))
     reports = build_fleet_report(expositions)
     if args.json:
-        print(json.dumps({t: {"stage": r.stage, "published": r.published, "delivered": r.delivered,
-                              "matches": r.matches, "missing": r.missing, "mismatches": r.mismatches,
-                              "compared": r.compared, "consistency": r.consistency,
-                              "host_stages": r.host_stages, "hosts_disagree": r.hosts_disagree,
-                              "verdict": r.verdict(thresholds)[1]} for t, r in reports.items()}, indent=2))
+        emit({t: report_json(r, thresholds) for t, r in reports.items()}, as_json=True, text="")
     else:
-        print(render_report(reports, thresholds))
-        print(render_legacy_only(legacy_only_broadcasts(exposition)))
-    return 0
+        blocking = render_legacy_only(legacy_only_broadcasts("\n".join(expositions.values())))
+        emit(None, as_json=False, text=render_report(reports, thresholds) + "\n" + blocking)
+    return EXIT_OK
 
 
-def _promote(args: argparse.Namespace) -> int:
-    thresholds = Thresholds(args.min_compared, args.min_consistency)
-    try:
-        reports = build_fleet_report(_fetch_expositions(args.url or ["http://127.0.0.1:8000"]))
-    except HostUnreachableError as exc:
-        print(f"wsmigrate: {exc}", file=sys.stderr)
-        return 2
+def promote_command(args: argparse.Namespace) -> int:
+    urls = urls_of(args)
+    reports = build_fleet_report(fetch_expositions(urls))
     report = reports.get(args.event_type)
     if report is None:
-        print(f"wsmigrate: unknown event type {args.event_type!r}; the server declares: {', '.join(reports)}",
-              file=sys.stderr)
-        return 2
+        raise CommandError(f"unknown event type {args.event_type!r}; the server declares: {', '.join(reports)}",
+                           EXIT_USAGE, event_type=args.event_type, declared=list(reports))
     current = Stage(report.stage)
+    outcome: dict[str, Any] = {"event_type": args.event_type, "from": current.value}
     if current is Stage.COMPLETE:
-        print(f"{args.event_type} is already complete")
-        return 1
+        raise CommandError(f"{args.event_type} is already complete", EXIT_FAILED, promoted=False, **outcome)
     target = STAGE_ORDER[STAGE_ORDER.index(current) + 1]
-    safe, reason = report.verdict(thresholds)
+    outcome["to"] = target.value
+    safe, reason = report.verdict(thresholds_of(args))
     if not safe and not args.force:
-        print(f"wsmigrate: refusing to promote {args.event_type} {current.value} -> {target.value}: {reason}",
-              file=sys.stderr)
-        return 1
-    token = args.token or os.environ.get("WSMIGRATE_ADMIN_TOKEN", "")
-    if not token:
-        raise SystemExit("wsmigrate: an admin token is needed: --token or WSMIGRATE_ADMIN_TOKEN")
-    for host in args.url or ["http://127.0.0.1:8000"]:
+        raise CommandError(f"refusing to promote {args.event_type} {current.value} -> {target.value}: {reason}",
+                           EXIT_FAILED, promoted=False, reason=reason, **outcome)
+    token = admin_token(args)
+    moved = []
+    for host in urls:
         admin = AdminClient(host, token)
         try:  # hosts sharing a flags store may already have the change: each is moved once
             if admin.flags()["types"][args.event_type]["stage"] != target.value:
                 admin.set_stage(args.event_type, target.value, force=args.force)
-        except (AdminError, httpx.HTTPError) as exc:
-            print(f"wsmigrate: {host}: {exc}", file=sys.stderr)
-            return 1
-    print(f"{args.event_type}: {current.value} -> {target.value} ({reason})")
-    return 0
+                moved.append(host)
+        except AdminError as exc:
+            raise CommandError(str(exc), EXIT_FAILED, promoted=bool(moved), moved=moved, **outcome) from None
+    emit({"ok": True, "promoted": True, "reason": reason, "moved": moved, **outcome}, as_json=args.json,
+         text=f"{args.event_type}: {current.value} -> {target.value} ({reason})")
+    return EXIT_OK
 
 
-def _add_thresholds(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--min-compared", type=int, default=Thresholds.min_compared)
-    parser.add_argument("--min-consistency", type=float, default=Thresholds.min_consistency, help="percent")
-
-
-def _add_admin_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--url", default="http://127.0.0.1:8000", help="server base URL")
-    parser.add_argument("--token", default=None, help="admin token (default: $WSMIGRATE_ADMIN_TOKEN)")
-    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+# -- the parser --------------------------------------------------------------------------------------
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="wsmigrate", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-
-    serve = commands.add_parser("serve", help="run an application with wsmigrate's uvicorn options")
-    serve.add_argument("--app", default=os.environ.get("WSMIGRATE_APP"),
-                       help="the app factory, module:function (default: $WSMIGRATE_APP)")
-    serve.add_argument("--app-dir", default=".", help="directory put first on sys.path to import --app")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000, help="0 picks a free port (printed at start-up)")
-    serve.add_argument("--bus", default=None, help="bus URL: memory:// (default) or redis://host:port/db")
-    serve.add_argument("--workers", type=int, default=1)
-    serve.add_argument("--log-level", default="info")
-    serve.set_defaults(handler=_serve)
-
-    sim = commands.add_parser("simulate", help="drive a mixed legacy/unified client population")
-    sim.add_argument("--url", default="http://127.0.0.1:8000")
-    sim.add_argument("--scenario", default=os.environ.get("WSMIGRATE_SCENARIO"),
-                     help="the application's scenario, module:factory (default: $WSMIGRATE_SCENARIO)")
-    sim.add_argument("--token", default=os.environ.get("WSMIGRATE_TOKEN"),
-                     help="a user's token for REST and sockets when auth is on (default: $WSMIGRATE_TOKEN)")
-    sim.add_argument("--legacy", type=int, default=10, help="legacy clients (a socket per view)")
-    sim.add_argument("--unified", type=int, default=10, help="unified clients (one socket each)")
-    sim.add_argument("--duration", type=float, default=10.0, help="seconds")
-    sim.add_argument("--seed", type=int, default=7)
-    sim.add_argument("--json", action="store_true")
-    sim.set_defaults(handler=_simulate)
+    parser = argparse.ArgumentParser(prog="wsmigrate", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"wsmigrate {__version__}",
+                        help="print wsmigrate's version and exit")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    cli_serve.add_parser(commands)
+    cli_simulate.add_parser(commands, add_connection_options, add_thresholds)
 
     flags = commands.add_parser("flags", help="show or change rollout flags through the admin API")
-    flag_actions = flags.add_subparsers(dest="action", required=True)
+    flag_actions = flags.add_subparsers(dest="action", required=True, metavar="ACTION")
     for name, text in (("show", "print every event type's stage"), ("kill", "force every type to off"),
                        ("unkill", "release the kill switch")):
-        _add_admin_options(flag_actions.add_parser(name, help=text))
-    set_parser = flag_actions.add_parser("set", help="move one event type to a stage")
-    set_parser.add_argument("event_type")
-    set_parser.add_argument("stage", choices=[s.value for s in Stage])
+        add_connection_options(flag_actions.add_parser(name, help=text, description=text))
+    set_parser = flag_actions.add_parser("set", help="move one event type to a stage",
+                                         description="move one event type to a stage")
+    set_parser.add_argument("event_type", help="a declared event type")
+    set_parser.add_argument("stage", choices=[s.value for s in Stage], help="the stage to move it to")
     set_parser.add_argument("--force", action="store_true", help="allow skipping stages forward")
-    _add_admin_options(set_parser)
-    flags.set_defaults(handler=_flags)
+    add_connection_options(set_parser)
+    flags.set_defaults(handler=flags_command)
 
     report = commands.add_parser("report", help="per-event-type parity table and promotion verdicts")
-    report.add_argument("--url", action="append", help="a host's base URL; repeat for every host of a "
-                        "deployment (default http://127.0.0.1:8000)")
-    report.add_argument("--json", action="store_true")
-    _add_thresholds(report)
-    report.set_defaults(handler=_report)
+    add_connection_options(report, several_hosts=True)
+    add_thresholds(report)
+    report.set_defaults(handler=report_command)
 
     promote = commands.add_parser("promote", help="move a type to its next stage if the numbers allow it")
-    promote.add_argument("event_type")
+    promote.add_argument("event_type", help="a declared event type")
     promote.add_argument("--force", action="store_true", help="promote whatever the numbers say")
-    promote.add_argument("--url", action="append", help="a host's base URL; repeat for every host of a deployment "
-                         "(their numbers are judged together; each host not yet there is moved)")
-    promote.add_argument("--token", help="admin token (default: $WSMIGRATE_ADMIN_TOKEN)")
-    _add_thresholds(promote)
-    promote.set_defaults(handler=_promote)
+    add_connection_options(promote, several_hosts=True)
+    add_thresholds(promote)
+    promote.set_defaults(handler=promote_command)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # operator commands print results, not requests
-    args = build_parser().parse_args(argv)
-    return int(args.handler(args))
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)  # a usage error: argparse's message, exit 2
+    if args.command == "serve":
+        logging.getLogger().setLevel(logging.INFO)
+    as_json = bool(getattr(args, "json", False))
+    try:
+        return int(args.handler(args))
+    except CommandError as exc:
+        return fail(exc, as_json=as_json)
+    except AdminError as exc:
+        return fail(admin_failure(exc), as_json=as_json)
+    except KeyboardInterrupt:
+        return fail(CommandError("interrupted", EXIT_INTERRUPTED), as_json=as_json)
+    except BrokenPipeError:  # the reader went away (`| head -1`): the rest is nobody's
+        discard_stdout()
+        return EXIT_OK
 
 
 if __name__ == "__main__":
     sys.exit(main())
+

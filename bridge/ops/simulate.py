@@ -17,6 +17,7 @@ import importlib
 import json
 import random
 import sys
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -30,7 +31,11 @@ OPEN_TIMEOUT_S = 10.0
 
 
 class Scenario(Protocol):
-    """An application's part of a simulation."""
+    """An application's part of a simulation.
+
+    A scenario may also define `async def login(self, http) -> str | None`: a user token for a
+    server with auth on, when the operator gave none (the chat example's asks a development
+    server for its demo user's token)."""
 
     async def setup(self, http: httpx.AsyncClient) -> None:
         """Create what the clients will look at (resources, over REST)."""
@@ -81,10 +86,11 @@ class Population:
         }
 
 
-async def _count_frames(ws: ClientConnection, stats: Population, idle: float, want: str | None = None) -> None:
-    """Count frames until `want` arrives or nothing comes for `idle` seconds."""
+async def _count_frames(ws: ClientConnection, stats: Population, idle: float, want: str | None = None, *,
+                        stop: asyncio.Event | None = None) -> None:
+    """Count frames until `want` arrives, nothing comes for `idle` seconds, or `stop` is set."""
     with contextlib.suppress(TimeoutError):
-        while True:
+        while stop is None or not stop.is_set():
             frame = json.loads(await asyncio.wait_for(ws.recv(), idle))
             kind = str(frame.get("type"))
             stats.frames[kind] += 1
@@ -96,85 +102,158 @@ async def _count_frames(ws: ClientConnection, stats: Population, idle: float, wa
                 return
 
 
-async def _legacy_user(ws_base: str, scenario: Scenario, stats: Population, deadline: float, rng: random.Random,
-                       headers: dict[str, str]) -> None:
-    loop = asyncio.get_running_loop()
-    while loop.time() < deadline:
+class SimulationError(Exception):
+    """The simulation cannot run against this server (one line for the operator)."""
+
+
+class Simulation:
+    """One run: the populations, the application's traffic, and a stop that any caller may pull.
+
+    `stop()` (Ctrl-C, a reached goal) ends every client after its current step; the report is
+    then the partial one, marked `interrupted` when it was not the duration that ended it."""
+
+    def __init__(self, url: str, scenario: Scenario, *, legacy: int, unified: int, duration: float | None,
+                 seed: int = 7, token: str | None = None, unified_path: str = "/api/ws", keep: bool = False) -> None:
+        self.url = url.rstrip("/")
+        self.scenario = scenario
+        self.duration = duration
+        self.seed = seed
+        self.token = token
+        self.unified_path = unified_path
+        self.keep = keep
+        self.legacy = Population("legacy", clients=legacy)
+        self.unified = Population("unified", clients=unified)
+        self.traffic_errors: Counter[str] = Counter()
+        self.actions = 0
+        self.started = 0.0
+        self.stopped_by: str | None = None
+        self._stop = asyncio.Event()
+        self.running = asyncio.Event()  # set once the scenario's setup is done and the clients start
+
+    def stop(self, why: str) -> None:
+        if self.stopped_by is None:
+            self.stopped_by = why
+        self._stop.set()
+
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started if self.started else 0.0
+
+    def _running(self) -> bool:
+        if self._stop.is_set():
+            return False
+        if self.duration is not None and self.elapsed >= self.duration:
+            self.stop("duration")
+            return False
+        return True
+
+    async def _pause(self, seconds: float) -> None:
+        """Dwell on a view, or wait between actions; cut short by `stop`."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), seconds)
+
+    async def _login(self, http: httpx.AsyncClient) -> None:
+        login = getattr(self.scenario, "login", None)
+        if self.token is None and login is not None:
+            self.token = await login(http)
+        if self.token:
+            http.headers["Authorization"] = f"Bearer {self.token}"
+
+    async def run(self) -> dict[str, Any]:
+        rng = random.Random(self.seed)
+        ws_base = self.url.replace("http://", "ws://").replace("https://", "wss://")
+        async with httpx.AsyncClient(base_url=self.url, timeout=10) as http:
+            await self._login(http)
+            headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+            try:
+                await self.scenario.setup(http)
+            except httpx.HTTPStatusError as exc:
+                if exc.response.status_code == 401:
+                    raise SimulationError(f"{self.url} requires a user token: --token or WSMIGRATE_TOKEN "
+                                          "(make run keeps one in var/demo-token)") from None
+                raise SimulationError(f"{self.url} refused the scenario's setup: {exc.response.status_code} "
+                                      f"{exc.response.text[:200]}") from None
+            self.started = time.monotonic()
+            self.running.set()
+            try:
+                tasks = [self._legacy_user(ws_base, random.Random(rng.random()), headers)
+                         for _ in range(self.legacy.clients)]
+                tasks += [self._unified_user(ws_base, random.Random(rng.random()), headers)
+                          for _ in range(self.unified.clients)]
+                tasks.append(self._traffic(http, rng))
+                await asyncio.gather(*tasks)
+            finally:
+                if not self.keep:
+                    await self.scenario.cleanup(http)
+        return self.report()
+
+    def report(self) -> dict[str, Any]:
+        return {"legacy": self.legacy.as_dict(), "unified": self.unified.as_dict(),
+                "traffic_errors": dict(self.traffic_errors), "actions": self.actions,
+                "duration_s": round(self.elapsed, 2), "interrupted": self.stopped_by not in (None, "duration", "goal"),
+                "stopped_by": self.stopped_by, "kept": self.keep}
+
+    async def _legacy_user(self, ws_base: str, rng: random.Random, headers: dict[str, str]) -> None:
+        stats = self.legacy
+        while self._running():
+            try:
+                async with connect(ws_base + self.scenario.legacy_view(rng), open_timeout=OPEN_TIMEOUT_S,
+                                   max_size=None, max_queue=None, additional_headers=headers) as ws:
+                    stats.sockets_opened += 1
+                    stats.navigations += 1
+                    await _count_frames(ws, stats, rng.uniform(*DWELL_S), stop=self._stop)
+            except (WebSocketException, OSError, TimeoutError) as exc:
+                stats.errors[type(exc).__name__] += 1
+                await self._pause(rng.uniform(*DWELL_S))
+
+    async def _unified_user(self, ws_base: str, rng: random.Random, headers: dict[str, str]) -> None:
+        stats = self.unified
         try:
-            async with connect(ws_base + scenario.legacy_view(rng), open_timeout=OPEN_TIMEOUT_S, max_size=None,
-                               max_queue=None, additional_headers=headers) as ws:
-                stats.sockets_opened += 1
-                stats.navigations += 1
-                await _count_frames(ws, stats, rng.uniform(*DWELL_S))
+            ws = await connect(ws_base + self.unified_path, open_timeout=OPEN_TIMEOUT_S, max_queue=None,
+                               additional_headers=headers)
         except (WebSocketException, OSError, TimeoutError) as exc:
             stats.errors[type(exc).__name__] += 1
-
-
-async def _unified_user(ws_base: str, path: str, scenario: Scenario, stats: Population, deadline: float,
-                        rng: random.Random, headers: dict[str, str]) -> None:
-    loop = asyncio.get_running_loop()
-    try:
-        ws = await connect(ws_base + path, open_timeout=OPEN_TIMEOUT_S, max_queue=None, additional_headers=headers)
-    except (WebSocketException, OSError) as exc:
-        stats.errors[type(exc).__name__] += 1
-        return
-    stats.sockets_opened += 1
-    current: str | None = None
-    try:
-        while loop.time() < deadline:
-            view = scenario.unified_topic(rng)
-            if current is not None and current != view:
-                await ws.send(json.dumps({"type": "unsubscribe", "topics": [current]}))
-                await _count_frames(ws, stats, 5.0, "unsubscribed")
-            if current != view:
-                await ws.send(json.dumps({"type": "subscribe", "topics": [view]}))
-                await _count_frames(ws, stats, 5.0, "subscribed")
-            current = view
-            stats.navigations += 1
-            await _count_frames(ws, stats, rng.uniform(*DWELL_S))
-    except (ConnectionClosed, OSError) as exc:
-        stats.errors[type(exc).__name__] += 1
-    finally:
-        await ws.close()
-
-
-async def _traffic(http: httpx.AsyncClient, scenario: Scenario, deadline: float, rng: random.Random,
-                   errors: Counter[str]) -> None:
-    loop = asyncio.get_running_loop()
-    while loop.time() < deadline:
+            return
+        stats.sockets_opened += 1
+        current: str | None = None
         try:
-            await scenario.act(http, rng)
-        except httpx.HTTPError as exc:
-            errors[type(exc).__name__] += 1
-        await asyncio.sleep(rng.uniform(0.01, 0.05))
+            while self._running():
+                view = self.scenario.unified_topic(rng)
+                if current is not None and current != view:
+                    await ws.send(json.dumps({"type": "unsubscribe", "topics": [current]}))
+                    await _count_frames(ws, stats, 5.0, "unsubscribed")
+                if current != view:
+                    await ws.send(json.dumps({"type": "subscribe", "topics": [view]}))
+                    await _count_frames(ws, stats, 5.0, "subscribed")
+                current = view
+                stats.navigations += 1
+                await _count_frames(ws, stats, rng.uniform(*DWELL_S), stop=self._stop)
+        except (ConnectionClosed, OSError) as exc:
+            stats.errors[type(exc).__name__] += 1
+        finally:
+            await ws.close()
+
+    async def _traffic(self, http: httpx.AsyncClient, rng: random.Random) -> None:
+        while self._running():
+            try:
+                await self.scenario.act(http, rng)
+                self.actions += 1
+            except httpx.HTTPError as exc:
+                self.traffic_errors[type(exc).__name__] += 1
+            await self._pause(rng.uniform(0.01, 0.05))
 
 
 async def simulate(url: str, scenario: Scenario, *, legacy: int, unified: int, duration: float, seed: int = 7,
-                   token: str | None = None, unified_path: str = "/api/ws") -> dict[str, Any]:
-    """Run the simulation and return the report (also what `--json` prints)."""
-    rng = random.Random(seed)
-    ws_base = url.replace("http://", "ws://").replace("https://", "wss://").rstrip("/")
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    legacy_stats, unified_stats = Population("legacy", clients=legacy), Population("unified", clients=unified)
-    traffic_errors: Counter[str] = Counter()
-    async with httpx.AsyncClient(base_url=url, timeout=10, headers=headers) as http:
-        await scenario.setup(http)
-        try:
-            deadline = asyncio.get_running_loop().time() + duration
-            tasks = [_legacy_user(ws_base, scenario, legacy_stats, deadline, random.Random(rng.random()), headers)
-                     for _ in range(legacy)]
-            tasks += [_unified_user(ws_base, unified_path, scenario, unified_stats, deadline,
-                                    random.Random(rng.random()), headers) for _ in range(unified)]
-            tasks.append(_traffic(http, scenario, deadline, rng, traffic_errors))
-            await asyncio.gather(*tasks)
-        finally:
-            await scenario.cleanup(http)
-    return {"legacy": legacy_stats.as_dict(), "unified": unified_stats.as_dict(),
-            "traffic_errors": dict(traffic_errors)}
+                   token: str | None = None, unified_path: str = "/api/ws", keep: bool = False) -> dict[str, Any]:
+    """Run a simulation for `duration` seconds and return its report (also what `--json` prints)."""
+    return await Simulation(url, scenario, legacy=legacy, unified=unified, duration=duration, seed=seed,
+                            token=token, unified_path=unified_path, keep=keep).run()
 
 
 def render(report: dict[str, Any]) -> str:
-    lines = [f"{'population':<10} {'clients':>7} {'navigations':>11} {'sockets':>8} {'sockets/nav':>11}  errors"]
+    ended = "interrupted: a partial report" if report.get("interrupted") else f"stopped by {report.get('stopped_by')}"
+    lines = [f"{report.get('duration_s', 0):.1f} s, {report.get('actions', 0)} application actions ({ended})",
+             f"{'population':<10} {'clients':>7} {'navigations':>11} {'sockets':>8} {'sockets/nav':>11}  errors"]
     for kind in ("legacy", "unified"):
         row = report[kind]
         errors = sum(row["errors"].values())

@@ -3,7 +3,8 @@
 Three agents with two threads each; legacy clients hop between an agent's dashboard
 (`/api/ws?agent_id=…`) and a chat (`/api/ws?thread_id=…`), unified clients between the `agents`
 topic and a thread's; traffic is messages (60%), status changes (30%) and streamed runs (10%).
-What `setup` created is deleted again by `cleanup`.
+What `setup` created is deleted again by `cleanup`. Against `make run` it signs in as the demo user
+(`login`) when no token is given.
 """
 
 from __future__ import annotations
@@ -19,6 +20,11 @@ class Scenario:
         self.threads_per_agent = threads_per_agent
         self.agents: list[int] = []
         self.threads: list[int] = []
+
+    async def login(self, http: httpx.AsyncClient) -> str | None:
+        """The demo user's token from a development server (`make run`), or None."""
+        response = await http.get("/api/dev/session")
+        return str(response.json()["token"]) if response.status_code == 200 else None
 
     async def setup(self, http: httpx.AsyncClient) -> None:
         for index in range(self.agent_count):

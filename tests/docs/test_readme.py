@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 from websockets.asyncio.client import connect
@@ -31,3 +35,37 @@ async def test_the_readme_adoption_snippet_serves_both_protocols() -> None:
             await new.close()
     finally:
         server.stop()
+
+
+def lay_out_like_make_run(directory: Path, demo_token: str, admin_token: str) -> None:
+    (directory / "var").mkdir()
+    (directory / "var" / "demo-token").write_text(demo_token + "\n")
+    (directory / "var" / "admin-token").write_text(admin_token + "\n")
+    (directory / ".venv").symlink_to(sys.prefix)  # the virtual environment running this suite
+
+
+async def test_the_quick_start_commands_run_as_written_against_a_server_like_make_run(
+    server_factory: Any, tmp_path: Path,
+) -> None:
+    """The terminal block of the quick start, in a directory laid out as after `make run` (the
+    tokens in var/, the virtual environment in .venv), against a server with `make run`'s settings;
+    only its address is this test's own port instead of 8000."""
+    (block,) = [b for b in code_blocks(README) if b.language == "sh" and "var/demo-token" in b.code]
+    demo, admin = "readme-demo-token", "readme-admin-token"
+    server = server_factory(auth=True, dev_mode=True, demo_token=demo, admin_token=admin, probes=True)
+    lay_out_like_make_run(tmp_path, demo, admin)
+    address = f"127.0.0.1:{server.port}"
+    script = block.code.replace("127.0.0.1:8000", address).replace("localhost:8000", address)
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("WSMIGRATE_")},
+           "WSMIGRATE_URL": server.http, "PYTHONPATH": str(ROOT)}
+    result = await asyncio.to_thread(subprocess.run, ["bash", "-e", "-o", "pipefail", "-c", script], cwd=tmp_path,
+                                     env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    out = result.stdout
+    assert '"subscribed"' in out  # the websockets session
+    assert '"name":"Ada"' in out  # the curl's answer
+    assert "agent_created          shadow" in out  # flags set
+    assert out.count("sockets/nav") == 2  # both simulations' reports
+    assert "agent_created: not safe: only" in out  # the report's verdicts
+    assert out.rstrip().endswith("promoted live -> complete")  # the walk from off to complete
