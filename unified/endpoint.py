@@ -80,8 +80,10 @@ class UnifiedSession:
         limits: SessionLimits | None = None,
         user_id: str | None = None,
         metrics: WsMetrics | None = None,
+        kind: str = "unified",
     ) -> None:
         self.websocket = websocket
+        self.kind = kind  # the connections' metric label: "unified", or wsmigrate's own probe clients
         self.manager = manager
         self.grammar = grammar
         self.authorize = authorize
@@ -99,7 +101,7 @@ class UnifiedSession:
     async def run(self, initial_topics: list[str] | None = None) -> None:
         await self.websocket.accept()
         outbox = open_outbox(self.websocket, capacity=self.limits.outbox_capacity, on_overflow=self._on_overflow)
-        connection = self.manager.add(outbox, kind="unified", user_id=self.user_id)
+        connection = self.manager.add(outbox, kind=self.kind, user_id=self.user_id)
         self.connection = connection
         outbox.start()
         try:
@@ -111,7 +113,7 @@ class UnifiedSession:
             await outbox.finish(CLOSE_TIMEOUT_S)
             self.close_reason = connection.close_reason or self.close_reason
             if self.metrics:
-                self.metrics.connections_closed.labels("unified", self.close_reason).inc()
+                self.metrics.connections_closed.labels(self.kind, self.close_reason).inc()
 
     async def _read_loop(self, connection: Connection) -> None:
         while not connection.outbox.closed:

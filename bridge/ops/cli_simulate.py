@@ -54,7 +54,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser], ad
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sim.add_argument("--scenario", default=os.environ.get("WSMIGRATE_SCENARIO"), metavar="MODULE:FACTORY",
                      help="the application's scenario (default: $WSMIGRATE_SCENARIO), e.g. "
-                          "examples.chat.simulation:Scenario")
+                          "myapp.simulation:Scenario")
     add_connection_options(sim, token_alias=False)
     sim.add_argument("--token", default=None, metavar="TOKEN",
                      help=f"a user's token for REST and sockets when auth is on (default: ${TOKEN_ENV}, else the "
@@ -222,7 +222,7 @@ async def run(args: argparse.Namespace, url: str) -> tuple[dict[str, Any], Goal 
 def simulate_command(args: argparse.Namespace) -> int:
     if not args.scenario:
         raise CommandError("which scenario? --scenario module:factory (or WSMIGRATE_SCENARIO), e.g. "
-                           "examples.chat.simulation:Scenario (each example ships one)", EXIT_USAGE)
+                           "myapp.simulation:Scenario (each example ships one)", EXIT_USAGE)
     if args.promote and not args.until_promotable:
         raise CommandError("--promote goes with --until-promotable TYPE", EXIT_USAGE)
     url = base_url(args.url or os.environ.get(URL_ENV) or DEFAULT_URL)

@@ -34,7 +34,7 @@ class Scenario(Protocol):
     """An application's part of a simulation.
 
     A scenario may also define `async def login(self, http) -> str | None`: a user token for a
-    server with auth on, when the operator gave none (the chat example's asks a development
+    server with auth on, when the operator gave none (the examples' ask a development
     server for its demo user's token)."""
 
     async def setup(self, http: httpx.AsyncClient) -> None:

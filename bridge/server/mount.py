@@ -35,7 +35,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from wsmigrate.bridge.ops import admin
 from wsmigrate.bridge.server.guards import Authenticate
 from wsmigrate.bridge.server.pages import STATIC_PACKAGE, install_ops_page
-from wsmigrate.bridge.server.probes import PROBE_KIND
+from wsmigrate.bridge.server.probes import PROBE_KIND, PROBE_UNIFIED_KIND
 from wsmigrate.bridge.server.redact import install_redaction
 from wsmigrate.bridge.server.runtime import Declaration, Runtime
 from wsmigrate.bridge.server.settings import Settings
@@ -45,6 +45,7 @@ from wsmigrate.legacy.manager import LegacyConnectionManager
 from wsmigrate.legacy.views import LegacyView, TargetId, select_view
 from wsmigrate.metrics.exposition import CONTENT_TYPE_LATEST
 from wsmigrate.metrics.exposition import render as render_metrics
+from wsmigrate.metrics.registry import UNIFIED_KIND
 from wsmigrate.unified import EventBus, current_bus
 from wsmigrate.unified.decorator import current_outbox
 from wsmigrate.unified.endpoint import SessionLimits, UnifiedSession
@@ -182,18 +183,23 @@ class WsMigrate:
 
     async def _user_of(self, websocket: WebSocket) -> tuple[bool, str | None]:
         """(authenticated, user id): the probes' own credential, or the application's hook."""
-        if not self.settings.auth:
-            return True, None
         scheme, _, token = websocket.headers.get("authorization", "").partition(" ")
         if scheme.lower() == "bearer" and hmac.compare_digest(token.encode(), self.runtime.probe_token.encode()):
-            return True, PROBE_USER
+            return True, PROBE_USER  # with auth off too: the probes' sockets are labelled apart
+        if not self.settings.auth:
+            return True, None
         assert self.authenticate is not None
         user_id = await self.authenticate(websocket)  # a WebSocket is an HTTPConnection
         return user_id is not None, user_id
 
     async def _admit(self, websocket: WebSocket, kind: str) -> tuple[bool, str | None]:
-        """Origin, start-up, draining and authentication checks before the handshake completes,
-        then the per-user quota. A refusal before `accept` is an HTTP 403 to the client."""
+        """Origin, start-up, draining and authentication checks, then the per-user quota.
+
+        A refusal completes the handshake and closes at once with a code that says why (4403
+        origin not allowed, 1012 starting or restarting, 4401 not authenticated, 4429 too many
+        connections): a browser cannot read the HTTP status of a refused handshake, only a close
+        code, and a client must tell "sign in" from "try again later". Nothing is sent or read
+        before the close."""
         runtime = self.runtime
         refusal: tuple[int, str] | None = None
         user_id = None
@@ -210,6 +216,7 @@ class WsMigrate:
                 refusal = (CloseCode.UNAUTHORIZED, "authentication required")
         if refusal is not None:
             runtime.metrics.connections_closed.labels(kind, "auth").inc()
+            await websocket.accept()
             await websocket.close(*refusal)
             return False, None
         if user_id != PROBE_USER and not runtime.quota.acquire(user_id):
@@ -230,7 +237,8 @@ class WsMigrate:
         runtime = self.runtime
         try:
             session = UnifiedSession(websocket, runtime.manager, runtime.catalog.grammar, runtime.authorize,
-                                     limits=self._limits, user_id=user_id, metrics=runtime.metrics)
+                                     limits=self._limits, user_id=user_id, metrics=runtime.metrics,
+                                     kind=PROBE_UNIFIED_KIND if user_id == PROBE_USER else UNIFIED_KIND)
             await session.run(_topics_param(websocket.query_params.get("topics")))
         finally:
             self._release(user_id)
@@ -284,12 +292,14 @@ class WsMigrate:
         bus_healthy = runtime.started and runtime.bus.running and runtime.bus.backend.healthy()
         probes = runtime.probes
         healthy = bus_healthy and (probes is None or probes.healthy)
-        probe_sockets = sum(1 for c in runtime.legacy.connections() if c.kind == PROBE_KIND)
+        probe_legacy = sum(1 for c in runtime.legacy.connections() if c.kind == PROBE_KIND)
+        probe_unified = sum(1 for c in runtime.manager.connections() if c.kind == PROBE_UNIFIED_KIND)
         body: dict[str, object] = {
             "status": "ok" if healthy else "degraded",
             "bus": {"url": self.settings.bus_url.split("@")[-1], "healthy": bus_healthy},
-            "connections": {"unified": runtime.manager.connection_count - runtime.legacy.connection_count,
-                            "legacy": runtime.legacy.connection_count - probe_sockets},
+            "connections": {"unified": runtime.manager.connection_count - runtime.legacy.connection_count
+                            - probe_unified, "legacy": runtime.legacy.connection_count - probe_legacy,
+                            "probes": probe_legacy + probe_unified},
             "flags_revision": runtime.flags.current().revision,
         }
         if runtime.relay is not None:

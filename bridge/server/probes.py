@@ -36,6 +36,7 @@ PROBE_EVENT = "wsmigrate_probe"
 PROBE_SCOPE = "wsmigrate_probe"
 PROBE_PARAM = "wsmigrate_probe"
 PROBE_KIND = "wsmigrate_probe"  # the connection kind of the legacy probe socket
+PROBE_UNIFIED_KIND = "wsmigrate_probe_unified"  # and of the unified probe client
 PROBE_TARGET = "1"  # the one target of the probe scope
 PATHS = ("legacy", "unified")
 RECONNECT_S = 1.0

@@ -34,7 +34,14 @@ from wsmigrate.bridge.flags_redis import RedisFlagStore
 from wsmigrate.bridge.server.gc_policy import CollectorPolicy, parse_thresholds
 from wsmigrate.bridge.server.guards import ConnectionQuota, OriginPolicy
 from wsmigrate.bridge.server.http_protocol import HEAD_TIMEOUT
-from wsmigrate.bridge.server.probes import PROBE_EVENT, PROBE_PARAM, PROBE_SCOPE, ProbeRunner, probe_view
+from wsmigrate.bridge.server.probes import (
+    PROBE_EVENT,
+    PROBE_PARAM,
+    PROBE_SCOPE,
+    PROBE_UNIFIED_KIND,
+    ProbeRunner,
+    probe_view,
+)
 from wsmigrate.bridge.server.settings import Settings
 from wsmigrate.bridge.server.workers import refuse_several_workers
 from wsmigrate.bridge.stages import FlagsDocument, parse_document, resolve
@@ -123,7 +130,7 @@ class Runtime:
         self.authorize = declaration.authorize
         self.registry = registry if registry is not None else CollectorRegistry()
         self.metrics = WsMetrics(self.registry, event_types=(*self.catalog.names, PROBE_EVENT, UNKNOWN_TYPE),
-                                 connection_kinds=self.legacy_protocol.kinds,
+                                 connection_kinds=(*self.legacy_protocol.kinds, PROBE_UNIFIED_KIND),
                                  legacy_only_frames=self.translations.legacy_only_frames)
         hot = self.metrics if settings.metrics_enabled else None  # per-event/per-delivery instrumentation
         self.bus = EventBus(make_backend(settings, self.metrics, self._on_bus_discontinuity), catalog=self.catalog,

@@ -50,7 +50,8 @@ async def test_report_endpoint_needs_the_admin_token(server_factory: ServerFacto
     finally:
         await client.close()
     # every declared kind, the probe's own legacy socket labelled apart
-    assert report["connections"] == {"legacy_thread": 0, "legacy_agent": 0, "unified": 1, "wsmigrate_probe": 0}
+    assert report["connections"] == {"legacy_thread": 0, "legacy_agent": 0, "unified": 1, "wsmigrate_probe": 0,
+                                     "wsmigrate_probe_unified": 0}
     assert (report["revision"], report["kill_switch"]) == (0, False)
     created = report["types"]["agent_created"]
     assert created["stage"] == created["configured_stage"] == "off"
@@ -107,10 +108,15 @@ async def test_promote_rollback_and_kill_switch_buttons(server_factory: ServerFa
     assert (await flags(server))["kill_switch"] is True
     await expect(row(page, "stream_chunk")).to_have_attribute("data-stage", "off")
     await expect(row(page, "stream_chunk")).to_have_attribute("data-source", "kill_switch")
+    for event_type in ("message_created", "stream_chunk"):  # no promotion while the switch is engaged
+        await expect(row(page, event_type).locator("button.promote")).to_be_disabled()
+        await expect(row(page, event_type).locator("button.promote")).to_have_attribute(
+            "title", "Release the kill switch before promoting")
     await page.locator("#kill-button").click()
     await expect(page.locator("#kill-state")).to_have_attribute("data-state", "released")
     assert (await flags(server))["kill_switch"] is False
     await expect(row(page, "stream_chunk")).to_have_attribute("data-stage", "live")
+    await expect(message.locator("button.promote")).to_be_enabled()
 
     # a refused promotion: the table is paused on "shadow" while another operator rolls back to
     # "off"; promoting from what the page shows asks off -> live, which the API refuses (409)
@@ -175,3 +181,23 @@ async def test_screenshot_of_the_console_with_traffic(server_factory: ServerFact
         with contextlib.suppress(asyncio.CancelledError):
             await traffic
     assert (SCREENSHOTS / "ops.png").stat().st_size > 10_000
+
+
+async def test_an_idle_console_says_what_to_do_and_labels_the_probes_apart(
+    server_factory: ServerFactory, page: Page,
+) -> None:
+    server = server_factory(admin_token=ADMIN_TOKEN, probes=True, probe_interval_s=0.2)
+    await open_console(page, server)
+    hint = page.locator("#idle-hint")
+    await expect(hint).to_be_visible()
+    await expect(hint).to_contain_text("wsmigrate simulate --scenario")
+    # the probes' two sockets (one per protocol) are wsmigrate's own: counted apart from the users'
+    await expect(page.locator("#connections [data-kind=probes] b")).to_have_text("2")
+    await expect(page.locator("#connections [data-kind=unified] b")).to_have_text("0")
+    await expect(page.locator("#connections [data-kind=probes]")).to_have_attribute(
+        "title", re.compile("synthetic probe sockets"))
+    await rest(server, "POST", "/api/agents", {"name": "Ada"})
+    await expect(hint).to_be_hidden()  # an event was published: the numbers speak
+    async with httpx.AsyncClient(base_url=server.http, timeout=10) as http:
+        health = (await http.get("/healthz")).json()
+    assert health["connections"] == {"unified": 0, "legacy": 0, "probes": 2}

@@ -117,6 +117,25 @@ async def test_close_is_final_no_reconnect(server_factory: ServerFactory, page: 
     assert len(sockets.sockets) == 1
 
 
+async def test_a_definitive_refusal_stops_the_client_and_says_why(server_factory: ServerFactory, page: Page) -> None:
+    """4401 (no valid token) ends the client with a `refused` event and no reconnect timer; every
+    other close is retried (test_reconnect_backoff_is_exponential_capped_jittered_and_never_tight)."""
+    server = server_factory(auth=True)
+    await page.clock.install()
+    sockets = await open_blank(page, server)
+    refusal = await page.evaluate(f"""async () => {{
+        {IMPORT}
+        return await new Promise((resolve) => {{
+            window.client = wsc.createWsClient({{ token: "not-a-valid-token", onRefused: resolve }});
+        }});
+    }}""")
+    assert refusal == {"code": 4401, "reason": "authentication required", "kind": "unauthenticated"}
+    await page.clock.run_for(60_000)  # any reconnect timer would have fired by now
+    assert await page.evaluate("() => [client.state, client.stats.attempts, client.refusal.kind]") == [
+        "closed", 1, "unauthenticated"]
+    assert len(sockets.sockets) == 1
+
+
 async def test_an_event_of_two_topics_moves_both_positions_so_a_reconnect_replays_nothing(
     server_factory: ServerFactory, page: Page
 ) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.exceptions import ConnectionClosed
 
 from examples.chat.legacy_client import LegacyClient
 from tests.support import Client, RunningServer
@@ -37,18 +37,24 @@ def users(server_factory: Any) -> Users:
     return Users(server_factory(auth=True, max_connections_per_user=3))
 
 
-async def refused(url: str, **kwargs: Any) -> int:
-    with pytest.raises(InvalidStatus) as error:
-        await Client.open(url, **kwargs)
-    return error.value.response.status_code
+async def refused(url: str, **kwargs: Any) -> tuple[int | None, str]:
+    """A refused socket: the handshake completes, then the server closes with the reason's code
+    before sending anything (a browser can read a close code, not a refused handshake's status)."""
+    client = await Client.open(url, **kwargs)
+    with pytest.raises(ConnectionClosed):
+        await client.recv()
+    assert client.frames == []
+    assert client.ws.close_reason is not None
+    return client.ws.close_code, client.ws.close_reason
 
 
-async def test_sockets_without_a_valid_token_are_refused_at_the_handshake(users: Users) -> None:
+async def test_sockets_without_a_valid_token_are_refused_with_4401(users: Users) -> None:
     server = users.server
-    assert await refused(server.ws_url()) == 403
-    assert await refused(server.ws_url() + "?token=wrong") == 403
-    assert await refused(server.ws_url() + "?thread_id=1") == 403
-    assert await refused(server.ws_url(), additional_headers={"Authorization": "Bearer wrong"}) == 403
+    unauthenticated = (4401, "authentication required")
+    assert await refused(server.ws_url()) == unauthenticated
+    assert await refused(server.ws_url() + "?token=wrong") == unauthenticated
+    assert await refused(server.ws_url() + "?thread_id=1") == unauthenticated  # the legacy protocol too
+    assert await refused(server.ws_url(), additional_headers={"Authorization": "Bearer wrong"}) == unauthenticated
     closed = server.runtime.registry.get_sample_value("wsmigrate_connections_closed_total",
                                                       {"kind": "unified", "reason": "auth"})
     assert closed == 3
@@ -130,7 +136,7 @@ async def test_legacy_sockets_for_someone_elses_thread_or_agent_are_refused(user
 
 async def test_origin_allowlist(users: Users) -> None:
     url = users.server.ws_url() + f"?token={users.alice}"
-    assert await refused(url, origin="http://evil.example") == 403
+    assert await refused(url, origin="http://evil.example") == (4403, "origin not allowed")
     allowed = await Client.open(url, origin=f"http://127.0.0.1:{users.server.port}")
     await allowed.close()
     no_origin = await Client.open(url)  # not a browser: judged by its token

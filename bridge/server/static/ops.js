@@ -17,6 +17,7 @@ const ARM_MS = 5000;
 const TOKEN_KEY = "wsmigrate.admin_token";
 const STAGES = ["off", "shadow", "live", "complete"];
 const PATHS = ["legacy", "unified"];
+const PROBE_KIND_PREFIX = "wsmigrate_probe";
 
 const $ = (id) => document.getElementById(id);
 
@@ -277,10 +278,22 @@ function render(report) {
   kill.textContent = report.kill_switch ? "Release kill switch" : "Engage kill switch";
   $("default-stage").textContent = report.default_stage;
 
-  // `unified` first, then the application's legacy views in the server's order
-  const kinds = ["unified", ...Object.keys(report.connections).filter((k) => k !== "unified")];
-  $("connections").replaceChildren(...kinds.map((kind) => h("span", { class: "conn-kind", dataset: { kind } },
-    h("b", {}, count(report.connections[kind] ?? 0)), ` ${kind}`)));
+  // `unified` first, then the application's legacy views in the server's order; wsmigrate's own
+  // probe sockets (kinds `wsmigrate_probe*`) apart, labelled, so they are not read as users
+  const isProbe = (kind) => kind.startsWith(PROBE_KIND_PREFIX);
+  const kinds = ["unified", ...Object.keys(report.connections).filter((k) => k !== "unified" && !isProbe(k))];
+  const probes = Object.entries(report.connections).filter(([kind]) => isProbe(kind))
+    .reduce((sum, [, n]) => sum + n, 0);
+  $("connections").replaceChildren(
+    ...kinds.map((kind) => h("span", { class: "conn-kind", dataset: { kind } },
+      h("b", {}, count(report.connections[kind] ?? 0)), ` ${kind}`)),
+    h("span", { class: "conn-kind probes muted", dataset: { kind: "probes" },
+      title: "wsmigrate's own synthetic probe sockets (WSMIGRATE_PROBES), not application clients" },
+    h("b", {}, count(probes)), " probes"));
+
+  // An idle server: say what would bring numbers, instead of a table of zeros
+  const quiet = Object.values(report.types).every((t) => !t.published);
+  $("idle-hint").hidden = !quiet;
 
   const flagsError = $("flags-error");
   flagsError.hidden = !report.last_error;
@@ -358,10 +371,14 @@ function updateRow(type, info, report) {
     clearTimeout(state.armed.timer); // the stage moved since: that confirmation no longer applies
     state.armed = null;
   }
-  promote.disabled = !next;
-  promote.dataset.armed = String(armed);
-  promote.textContent = armed ? `confirm ${next} ▶` : `${next || "–"} ▶`;
-  promote.title = next ? `Promote ${type}: ${info.configured_stage} → ${next} (${info.verdict})` : `${type} is complete`;
+  // While the kill switch is engaged every type is served the `off` way whatever its stage says:
+  // promoting then would change what happens the moment the switch is released, unseen.
+  const killed = Boolean(report.kill_switch);
+  promote.disabled = !next || killed;
+  promote.dataset.armed = String(armed && !killed);
+  promote.textContent = armed && !killed ? `confirm ${next} ▶` : `${next || "–"} ▶`;
+  promote.title = killed ? "Release the kill switch before promoting"
+    : next ? `Promote ${type}: ${info.configured_stage} → ${next} (${info.verdict})` : `${type} is complete`;
 }
 
 // -- actions ----------------------------------------------------------------------------------------

@@ -66,6 +66,16 @@ export type ClientFrame =
   | { type: "ping"; message_id?: string }
   | { type: "pong" };
 
+/** A definitive refusal by the server (`REFUSALS`). */
+export interface Refusal {
+  code: 4401 | 4403;
+  reason: string;
+  kind: "unauthenticated" | "forbidden";
+}
+
+/** Close codes the client treats as definitive, and what each means. */
+export declare const REFUSALS: Readonly<{ 4401: "unauthenticated"; 4403: "forbidden" }>;
+
 export interface WsClientOptions {
   /** Full WebSocket URL; default: ws(s)://<location.host><path>. */
   url?: string;
@@ -78,6 +88,8 @@ export interface WsClientOptions {
   /** Called with the topic when the server could not replay missed events: refetch over REST. */
   onResync?: (topic: string) => void;
   onStateChange?: (state: ConnectionState, previous: ConnectionState) => void;
+  /** The server refused the client for good (4401 sign in, 4403 origin): it is closed, not retrying. */
+  onRefused?: (refusal: Refusal) => void;
   /** Open the socket at construction (createWsClient only); default true. */
   autoStart?: boolean;
   /** Backoff: full jitter in [backoffMinMs, min(backoffMaxMs, backoffInitialMs * 2^attempt)]. */
@@ -144,12 +156,15 @@ export interface WsClientEventMap {
   duplicate: CustomEvent<{ event: EventEnvelope }>;
   queueoverflow: CustomEvent<{ frame: ClientFrame }>;
   handlererror: CustomEvent<{ error: unknown; event: unknown }>;
+  refused: CustomEvent<Refusal>;
 }
 
 export declare class WsClient extends EventTarget {
   constructor(options?: WsClientOptions);
-  readonly options: Required<Omit<WsClientOptions, "url" | "token" | "getToken" | "onResync" | "onStateChange" | "WebSocket" | "random">> & WsClientOptions;
+  readonly options: Required<Omit<WsClientOptions, "url" | "token" | "getToken" | "onResync" | "onStateChange" | "onRefused" | "WebSocket" | "random">> & WsClientOptions;
   readonly stats: WsClientStats;
+  /** Set once the server refused this client for good. */
+  readonly refusal: Refusal | null;
   readonly state: ConnectionState;
   readonly connected: boolean;
   readonly topics: string[];

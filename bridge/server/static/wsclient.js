@@ -44,6 +44,17 @@ const DEFAULTS = Object.freeze({
 const CLIENT_KEEPALIVE_CLOSE = 4000;
 
 /**
+ * Close codes by which the server refuses a connection for good (docs/protocol.md, "Limits and
+ * close codes"): retrying cannot help until the user signs in again or the page is served from an
+ * allowed origin, so the client stops and reports `refused` instead of reconnecting forever.
+ * (4429, too many connections, is not among them: it passes when other tabs close.)
+ */
+export const REFUSALS = Object.freeze({
+  4401: "unauthenticated", // no valid token: sign in
+  4403: "forbidden", // the page's origin is not allowed to open sockets
+});
+
+/**
  * The topics an event is addressed to: its `topic`, and for an event of several topics its
  * `topics` list (docs/protocol.md). The server delivers an event once per connection, on the first
  * of these topics the connection subscribed to; the client hands it to the handlers of every
@@ -127,8 +138,10 @@ function defaultUrl(path) {
 /**
  * The unified-protocol client. Extends EventTarget; events (all CustomEvent, payload in `detail`):
  *   statechange {state, previous} · open {attempt} · close {code, reason, wasClean, willReconnect}
+ *   refused {code, reason, kind} (a definitive refusal, `REFUSALS`: the client is closed)
  *   subscribed {ack} · unsubscribed {ack} · resync {topic} · error {frame} · event {event}
  *   duplicate {event} · queueoverflow {frame} · handlererror {error, event}
+ * `options.onRefused(detail)` is called with the `refused` event's detail.
  */
 export class WsClient extends EventTarget {
   constructor(options = {}) {
@@ -167,6 +180,10 @@ export class WsClient extends EventTarget {
     if (typeof options.onStateChange === "function") {
       this.addEventListener("statechange", (e) => options.onStateChange(e.detail.state, e.detail.previous));
     }
+    if (typeof options.onRefused === "function") {
+      this.addEventListener("refused", (e) => options.onRefused(e.detail));
+    }
+    this.refusal = null; // the `refused` detail once the server refused this client for good
   }
 
   /** Current connection state (one of `State`). */
@@ -440,7 +457,20 @@ export class WsClient extends EventTarget {
     if (ws !== this._ws) return;
     this._detach(ws);
     this._ws = null;
+    const kind = REFUSALS[event.code];
+    if (kind) {
+      this._refused({ code: event.code, reason: event.reason || "", kind });
+      return;
+    }
     this._scheduleReconnect({ code: event.code, reason: event.reason, wasClean: event.wasClean });
+  }
+
+  /** The server said no for good: stop, and say why (see `REFUSALS`). */
+  _refused(detail) {
+    this.stats.lastClose = { code: detail.code, reason: detail.reason };
+    this.refusal = detail;
+    this.close(1000, "refused");
+    this.dispatchEvent(new CustomEvent("refused", { detail }));
   }
 
   /** Forget the current socket (dead or closed) and plan the next attempt. */

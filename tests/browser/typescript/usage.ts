@@ -1,10 +1,14 @@
 // How a frontend uses the client; compiled with --strict against the shipped declarations.
-import { createWsClient, positionsFromResponse, POSITIONS_HEADER } from "../../../bridge/server/static/wsclient";
+import { createWsClient, positionsFromResponse, POSITIONS_HEADER, REFUSALS } from "../../../bridge/server/static/wsclient";
+import type { Refusal } from "../../../bridge/server/static/wsclient";
 
 const client = createWsClient({
   token: "demo",
   onResync: (topic: string) => console.log("refetch", topic),
+  onRefused: (refusal: Refusal) => console.log(refusal.kind === "unauthenticated" ? "sign in" : refusal.reason),
 });
+client.addEventListener("refused", (event) => console.log(event.detail.code, REFUSALS[4401]));
+console.log(client.refusal?.kind);
 const off = client.subscribe("thread:45", (event) => {
   const chunk: string | undefined = event.type === "stream_chunk" ? String(event.data.content) : undefined;
   console.log(chunk, event.seq, event.event_id, event.topic);
