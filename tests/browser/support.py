@@ -1,4 +1,5 @@
-"""Helpers of the browser tests: socket accounting through the browser's own network events."""
+"""Helpers of the browser tests: socket accounting through the browser's own network events, and
+what "usable at this width" means for a page (no sideways scroll, every control in reach)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-from playwright.async_api import Page, WebSocket
+from playwright.async_api import Locator, Page, WebSocket, expect
 from websockets.exceptions import ConnectionClosed
 
 from tests.support import Client, RunningServer
@@ -96,3 +97,47 @@ def push_to_unified_clients(server: RunningServer, frame: dict[str, Any]) -> Non
                 connection.outbox.put(text)
 
     server.call(push)
+
+
+# -- layout ---------------------------------------------------------------------------------------
+
+
+async def assert_no_horizontal_scroll(page: Page) -> None:
+    """The page is no wider than the window: nothing needs a sideways scroll to be seen."""
+    widths = await page.evaluate("() => [document.documentElement.scrollWidth, window.innerWidth]")
+    assert widths[0] <= widths[1], f"{page.url}: the page is {widths[0]} px wide in a {widths[1]} px window"
+
+
+async def assert_reachable(*locators: Locator) -> int:
+    """Each element of each locator is visible and, once scrolled to (vertically, or inside a
+    scrolling card), lies wholly inside the window's width; an enabled one also takes a click there
+    (Playwright's actionability checks, nothing clicked). Returns how many elements were checked."""
+    checked = 0
+    for locator in locators:
+        elements = await locator.all()
+        assert elements, f"nothing matches {locator}"
+        for element in elements:
+            await expect(element).to_be_visible()
+            await element.scroll_into_view_if_needed()
+            box = await element.bounding_box()
+            width = await element.evaluate("() => window.innerWidth")
+            assert box is not None
+            span = f"{element} spans x={box['x']:.0f}..{box['x'] + box['width']:.0f} in a {width} px window"
+            assert box["x"] >= 0, span
+            assert box["x"] + box["width"] <= width + 0.5, span
+            if await element.is_enabled():
+                await element.click(trial=True)
+            checked += 1
+    return checked
+
+
+def close_connections(server: RunningServer, kind: str, code: int = 1012, reason: str = "restart") -> int:
+    """Close every connection of `kind` ("unified", "legacy_thread", ...) from the server side."""
+
+    def kill() -> int:
+        connections = [c for c in server.runtime.manager.connections() if c.kind == kind]
+        for connection in connections:
+            connection.outbox.shutdown(code, reason)
+        return len(connections)
+
+    return int(server.call(kill))

@@ -200,6 +200,8 @@ async def test_dashboard_creates_renames_sets_status_and_deletes_agents(
     stored = await support.rest(server, "GET", f"/api/agents/{agent_id}")
     assert (stored["name"], stored["status"]) == ("Grace Hopper", "running")
 
+    await row.locator("button.delete").click()  # asks first (tests/browser/test_app_flows.py)
+    await expect(row.locator("button.delete")).to_have_text("Confirm delete?")
     await row.locator("button.delete").click()
     await expect(page.locator("li.agent")).to_have_count(0)
     await expect(page.locator("#summary")).to_have_text("0 agents · 0 running")

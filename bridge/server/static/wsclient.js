@@ -357,10 +357,7 @@ export class WsClient extends EventTarget {
    */
   send(frame) {
     if (this._state === State.CLOSED) return false;
-    if (this._state === State.OPEN && this._ws) {
-      this._ws.send(JSON.stringify(frame));
-      return true;
-    }
+    if (this._state === State.OPEN && this._ws && this._write(this._ws, frame)) return true;
     if (this._queue.length >= this.options.maxQueue) {
       this.stats.queueDropped += 1;
       this.dispatchEvent(new CustomEvent("queueoverflow", { detail: { frame } }));
@@ -448,7 +445,8 @@ export class WsClient extends EventTarget {
     this._setState(State.OPEN);
     this._sendSubscribeAll();
     const queued = this._queue.splice(0);
-    for (const frame of queued) ws.send(JSON.stringify(frame));
+    while (queued.length && this._write(ws, queued[0])) queued.shift();
+    this._queue.unshift(...queued); // the socket closed under us: sent after the reconnect
     this._armKeepalive();
     this.dispatchEvent(new CustomEvent("open", { detail: { attempt: this._attempt } }));
   }
@@ -519,7 +517,7 @@ export class WsClient extends EventTarget {
       return;
     }
     const askedAt = Date.now();
-    ws.send(JSON.stringify({ type: "ping", message_id: `k${this._nextId++}` }));
+    this._write(ws, { type: "ping", message_id: `k${this._nextId++}` });
     this._keepaliveTimer = setTimeout(() => {
       if (ws !== this._ws || this._lastRx >= askedAt) {
         this._armKeepalive();
@@ -566,7 +564,7 @@ export class WsClient extends EventTarget {
     this._dirty.clear();
     if (this._state !== State.OPEN || !this._ws) return; // sent on connect
     if (unsubscribe.length) {
-      this._ws.send(JSON.stringify({ type: "unsubscribe", topics: unsubscribe, message_id: `u${this._nextId++}` }));
+      this._write(this._ws, { type: "unsubscribe", topics: unsubscribe, message_id: `u${this._nextId++}` });
     }
     if (subscribe.length) this._sendSubscribe(subscribe);
   }
@@ -597,7 +595,18 @@ export class WsClient extends EventTarget {
       if (p) since[topic] = p.event_id ? { epoch: p.epoch, seq: p.seq, event_id: p.event_id } : { epoch: p.epoch, seq: p.seq };
     }
     if (Object.keys(since).length) frame.since = since;
-    this._ws.send(JSON.stringify(frame));
+    this._write(this._ws, frame); // unsent (closing): the reconnect subscribes every topic again
+  }
+
+  /**
+   * Send on `ws` only while it is open. A server may close a socket right after accepting it (a
+   * refusal, a restart); its close can arrive before the client's first frames leave, and a send on
+   * a closing socket is dropped by the browser with a console error. False: not sent.
+   */
+  _write(ws, frame) {
+    if (ws.readyState !== 1) return false; // WebSocket.OPEN, also for injected implementations
+    ws.send(JSON.stringify(frame));
+    return true;
   }
 
   _onSubscribed(ack) {
@@ -671,7 +680,7 @@ export class WsClient extends EventTarget {
     }
     switch (frame.type) {
       case "ping": // server heartbeat
-        ws.send(JSON.stringify({ type: "pong" }));
+        this._write(ws, { type: "pong" });
         break;
       case "pong": {
         const ping = this._pings.get(frame.message_id);

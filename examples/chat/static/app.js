@@ -7,11 +7,16 @@
 // and `contains` recognises the few events the snapshot already holds (by id or version).
 
 import { createWsClient } from "./wsclient.js";
-import { api, ChatView, DashboardView, dashboardActions, sessionToken, snapshot, startRouter } from "./ui.js";
+import {
+  api, ChatView, DashboardView, dashboardActions, goneKind, pageRefused, REFUSAL_LABELS, sessionToken, snapshot,
+  startRouter,
+} from "./ui.js";
 
 const client = createWsClient({
   getToken: sessionToken, // ?token= on the page URL, or the demo user's on a development server
   onResync: (topic) => console.info(`wsclient: ${topic} could not be replayed; the view refetches`),
+  // 4401 / 4403: the client has stopped for good; the page says why and how to sign in
+  onRefused: (refusal) => pageRefused(refusal),
 });
 window.__app = { client }; // for the console and the browser tests
 
@@ -19,14 +24,26 @@ window.__app = { client }; // for the console and the browser tests
 
 const badge = document.getElementById("conn");
 const renderBadge = () => {
-  const { state, stats } = client;
+  const { state, stats, refusal } = client;
+  badge.dataset.connects = String(stats.connects);
+  if (refusal) {
+    // final, unlike "reconnecting": nothing will change until the user signs in again
+    badge.dataset.state = "refused";
+    badge.dataset.refusal = refusal.kind;
+    badge.textContent = `○ ${REFUSAL_LABELS[refusal.kind] || "refused"}`;
+    badge.title = `the server closed the socket with ${refusal.code} (${refusal.reason})`;
+    return;
+  }
   const icon = state === "open" ? "●" : "○";
   badge.dataset.state = state;
-  badge.dataset.connects = String(stats.connects);
   badge.textContent = `${icon} ${state} · 1 socket · ${stats.reconnects} reconnect${stats.reconnects === 1 ? "" : "s"}`;
 };
 client.addEventListener("statechange", renderBadge);
+client.addEventListener("refused", renderBadge);
 renderBadge();
+
+/** A load's failure that is not the view's to explain: a 401 is the page's sign-in notice. */
+const signedOut = (error) => error.status === 401;
 
 /**
  * Whether a view holding `agents` (id -> agent) already reflects an event of the `agents` topic:
@@ -61,7 +78,9 @@ const loadSummary = async () => {
     onResync: () => loadSummary().catch(console.error),
   });
 };
-loadSummary().catch(console.error);
+loadSummary().catch((error) => {
+  if (!signedOut(error)) console.error(error);
+});
 
 // -- views ----------------------------------------------------------------------------------------
 
@@ -100,7 +119,11 @@ function mountDashboard() {
       onResync: () => load(true).catch(console.error),
     });
   };
-  load(false).catch((error) => console.error(error));
+  load(false).catch((error) => {
+    if (disposed) return;
+    if (signedOut(error)) view.signedOut();
+    else view.failed(error.message);
+  });
   return () => {
     disposed = true;
     if (offAgents) offAgents();
@@ -156,7 +179,7 @@ function mountChat(threadId) {
         held.thread = data;
         view.setThread(data);
         break;
-      case "thread_deleted": view.gone(`Chat ${threadId} was deleted.`); break;
+      case "thread_deleted": close("deleted"); break;
       default: break;
     }
   };
@@ -169,6 +192,18 @@ function mountChat(threadId) {
   };
   const agentHolds = (event) => event.type.startsWith("agent_") && event.type !== "agent_deleted"
     && held.agent.version >= event.data.version;
+  /** The chat is gone for good: one notice, and no more events (nor resubscribes after a reconnect). */
+  const close = (kind) => {
+    view.gone(kind);
+    if (offThread) offThread();
+    if (offAgent) offAgent();
+    offThread = offAgent = null;
+  };
+  const refused = (frame) => {
+    const kind = goneKind(frame);
+    if (kind) close(kind);
+    else console.warn(`wsclient: thread:${threadId} refused: ${frame.message}`); // e.g. rate_limited: retried
+  };
   const load = async (again) => {
     const { data, positions } = await snapshot(`/api/threads/${threadId}/view`);
     if (disposed) return;
@@ -189,15 +224,21 @@ function mountChat(threadId) {
         live = true;
         if (!disposed) view.ready();
       },
-      onResync: () => load(true).catch(console.error),
-      onError: (frame) => view.gone(frame.message),
+      onResync: () => load(true).catch(failed),
+      onError: refused,
     });
     offAgent = client.subscribe(`agent:${data.agent.id}`, onAgentEvent, {
       since: positions[`agent:${data.agent.id}`],
       contains: agentHolds,
     });
   };
-  load(false).catch((error) => view.gone(error.message));
+  function failed(error) {
+    if (disposed) return;
+    if (signedOut(error)) view.signedOut();
+    else if (goneKind(error)) close(goneKind(error));
+    else view.failed(error.message);
+  }
+  load(false).catch(failed);
   return () => {
     disposed = true;
     if (offThread) offThread();
