@@ -102,6 +102,14 @@ class Goal:
         return f"{self.event_type}: {self.stage}, {self.compared:.0f} compared, {self.reason}"
 
 
+def compact(sim: Simulation, goal: Goal | None) -> str:
+    """The progress bar's few words (a terminal line is short)."""
+    legacy, unified = sim.legacy, sim.unified
+    errors = sum(legacy.errors.values()) + sum(unified.errors.values()) + sum(sim.traffic_errors.values())
+    text = f"{legacy.navigations + unified.navigations} views, {sim.actions} actions, {errors} errors"
+    return f"{text} · {goal.event_type} {goal.stage} {goal.compared:.0f} compared" if goal is not None else text
+
+
 def summary(sim: Simulation, goal: Goal | None) -> str:
     legacy, unified = sim.legacy, sim.unified
     frames = sum(legacy.frames.values()) + sum(unified.frames.values())
@@ -119,11 +127,12 @@ async def show_progress(sim: Simulation, goal: Goal | None, mode: str, total: fl
         from rich.console import Console
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-        columns = (TextColumn("simulate"), BarColumn(), TimeElapsedColumn(), TextColumn("{task.fields[stats]}"))
+        columns = (TextColumn("simulate"), BarColumn(bar_width=20), TimeElapsedColumn(),
+                   TextColumn("{task.fields[stats]}"))
         with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
             task = progress.add_task("simulate", total=total, stats="")
             while not done.is_set():
-                progress.update(task, completed=min(sim.elapsed, total), stats=summary(sim, goal))
+                progress.update(task, completed=min(sim.elapsed, total), stats=compact(sim, goal))
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(done.wait(), PROGRESS_EVERY_S)
         return
