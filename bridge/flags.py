@@ -80,6 +80,7 @@ def apply_change(document: FlagsDocument, change: FlagChange) -> FlagsDocument:
 
 
 class FlagStore(Protocol):
+    kind: str  # memory, file, redis, openfeature: shown by the admin API as the source of truth
     last_error: str | None
 
     def current(self) -> FlagsDocument: ...
@@ -107,6 +108,8 @@ def _describe(document: FlagsDocument, event_type: str | None) -> str:
 
 class MemoryFlagStore:
     """Flags held in this process (the embedded default)."""
+
+    kind = "memory"
 
     def __init__(self, document: FlagsDocument | None = None, *, audit_file: Path | None = None) -> None:
         self._document = document or FlagsDocument()
@@ -172,6 +175,8 @@ class MemoryFlagStore:
 
 class FileFlagStore(MemoryFlagStore):
     """Flags in a TOML or JSON file, reloaded within a second of an edit."""
+
+    kind = "file"
 
     def __init__(self, path: Path, *, audit_file: Path | None = None,
                  event_types: Collection[str] | None = None) -> None:

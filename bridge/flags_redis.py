@@ -40,6 +40,8 @@ RECONNECT_S = 0.5
 class RedisFlagStore(MemoryFlagStore):
     """A `FlagStore` whose document lives in Redis (see module docstring)."""
 
+    kind = "redis"
+
     def __init__(self, url: str, *, prefix: str = "wsmigrate", seed: FlagsDocument | None = None,
                  poll_s: float = POLL_S, event_types: Collection[str] | None = None) -> None:
         super().__init__(seed or FlagsDocument())

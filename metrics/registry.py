@@ -253,6 +253,11 @@ class WsMetrics:
         )
         _initialise(self.event_type_stage, types, STAGES)
 
+        self.flags_rejections = Counter(
+            f"{PREFIX}_flags_rejections", "Flag values read from the team's flag system that were not applied "
+            "(not a stage, a wrong type, a skipped stage, a provider error or not ready).", registry=r,
+        )
+
         self.flags_revision = Gauge(
             f"{PREFIX}_flags_revision", "Revision of the flags document this process runs.", registry=r,
             multiprocess_mode="liveall",

@@ -16,7 +16,7 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 
 from wsmigrate.bridge.errors import FlagsError
-from wsmigrate.bridge.flags import FlagChange
+from wsmigrate.bridge.flags import FlagChange, FlagStore
 from wsmigrate.bridge.ops.report import Thresholds, build_report, legacy_only_broadcasts, parse_samples
 from wsmigrate.bridge.stages import FlagsDocument, Stage, resolve
 from wsmigrate.metrics.exposition import render as render_metrics
@@ -60,7 +60,21 @@ class StageChange(BaseModel):
     unpin: bool = False
 
 
-def flags_view(document: FlagsDocument, last_error: str | None, event_types: Sequence[str]) -> dict[str, Any]:
+def store_view(store: FlagStore) -> dict[str, Any]:
+    """Where the flags come from. A store that is not `writable` (the team's own flag system) is
+    changed where it lives: `stage_flag` names the flag to set for a type (`{event_type}` filled in)."""
+    view: dict[str, Any] = {"kind": store.kind, "writable": store.kind != "openfeature"}
+    for attribute in ("provider_name", "prefix"):
+        value = getattr(store, attribute, None)
+        if value is not None:
+            view["provider" if attribute == "provider_name" else attribute] = value
+    if not view["writable"]:
+        view["stage_flag"] = f"{view.get('prefix', 'wsmigrate')}.stage.{{event_type}}"
+    return view
+
+
+def flags_view(document: FlagsDocument, last_error: str | None, event_types: Sequence[str],
+               store: FlagStore | None = None) -> dict[str, Any]:
     types: dict[str, Any] = {}
     for event_type in event_types:
         resolution = resolve(document, event_type)
@@ -77,6 +91,7 @@ def flags_view(document: FlagsDocument, last_error: str | None, event_types: Seq
         "default_stage": document.default_stage.value,
         "types": types,
         "last_error": last_error,
+        **({"store": store_view(store)} if store is not None else {}),
     }
 
 
@@ -86,7 +101,7 @@ async def _apply(request: Request, change: FlagChange, who: str) -> dict[str, An
         document = await runtime.flags.apply(change, who)
     except FlagsError as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
-    return flags_view(document, runtime.flags.last_error, runtime.catalog.names)
+    return flags_view(document, runtime.flags.last_error, runtime.catalog.names, runtime.flags)
 
 
 def _declared(request: Request, event_type: str, status_code: int = status.HTTP_404_NOT_FOUND) -> str:
@@ -99,7 +114,7 @@ def _declared(request: Request, event_type: str, status_code: int = status.HTTP_
 @router.get("/flags")
 async def get_flags(request: Request, _: Admin) -> dict[str, Any]:
     runtime = _runtime(request)
-    return flags_view(runtime.flags.current(), runtime.flags.last_error, runtime.catalog.names)
+    return flags_view(runtime.flags.current(), runtime.flags.last_error, runtime.catalog.names, runtime.flags)
 
 
 @router.get("/flags/audit")
@@ -211,6 +226,7 @@ def _ops_report(runtime: Runtime) -> dict[str, Any]:
         "kill_switch": document.kill_switch,
         "default_stage": document.default_stage.value,
         "last_error": runtime.flags.last_error,
+        "store": store_view(runtime.flags),
         "thresholds": {"min_compared": thresholds.min_compared, "min_consistency": thresholds.min_consistency},
         "connections": connections,
         "types": types,

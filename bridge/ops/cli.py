@@ -179,6 +179,14 @@ def promote_command(args: argparse.Namespace) -> int:
         raise CommandError(f"refusing to promote {args.event_type} {current.value} -> {target.value}: {reason}",
                            EXIT_FAILED, promoted=False, reason=reason, **outcome)
     token = admin_token(args)
+    store = _store_of(AdminClient(urls[0], token))
+    if not store.get("writable", True):  # the team's flag system is the source of truth: say what to set
+        flag = str(store["stage_flag"]).replace("{event_type}", args.event_type)
+        change = {"flag": flag, "value": target.value, "provider": store.get("provider")}
+        emit({"ok": True, "promoted": False, "reason": reason, "change": change, **outcome}, as_json=args.json,
+             text=f"{args.event_type}: {current.value} -> {target.value} is safe ({reason}); the flags come from "
+                  f"the OpenFeature provider {store.get('provider')!r}: set {flag} to {target.value!r} there")
+        return EXIT_OK
     moved = []
     for host in urls:
         admin = AdminClient(host, token)
@@ -191,6 +199,13 @@ def promote_command(args: argparse.Namespace) -> int:
     emit({"ok": True, "promoted": True, "reason": reason, "moved": moved, **outcome}, as_json=args.json,
          text=f"{args.event_type}: {current.value} -> {target.value} ({reason})")
     return EXIT_OK
+
+
+def _store_of(admin: AdminClient) -> dict[str, Any]:
+    try:
+        return dict(admin.flags().get("store") or {})
+    except AdminError as exc:
+        raise CommandError(str(exc)) from None
 
 
 # -- the parser --------------------------------------------------------------------------------------

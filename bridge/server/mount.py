@@ -301,6 +301,7 @@ class WsMigrate:
                             - probe_unified, "legacy": runtime.legacy.connection_count - probe_legacy,
                             "probes": probe_legacy + probe_unified},
             "flags_revision": runtime.flags.current().revision,
+            "flags": {"store": runtime.flags.kind, "error": runtime.flags.last_error},
         }
         if runtime.relay is not None:
             backlog = runtime.relay.last_backlog

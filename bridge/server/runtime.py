@@ -87,7 +87,16 @@ def make_backend(settings: Settings, metrics: WsMetrics | None = None,
 
 
 def make_flag_store(settings: Settings, event_types: Sequence[str]) -> FlagStore:
-    """Redis when the bus is Redis (one document for every worker), else a file, else memory."""
+    """The application's OpenFeature provider when asked (`WSMIGRATE_FLAGS=openfeature`); else Redis
+    when the bus is Redis (one document for every worker), else a file, else memory."""
+    if settings.flags == "openfeature":
+        try:
+            from wsmigrate.bridge.flags_openfeature import OpenFeatureFlagStore
+        except ImportError as exc:
+            raise ValueError("WSMIGRATE_FLAGS=openfeature needs the extra: pip install 'wsmigrate[openfeature]' "
+                             f"({exc})") from None
+        return OpenFeatureFlagStore(event_types=event_types, domain=settings.openfeature_domain or None,
+                                    prefix=settings.openfeature_prefix)
     audit = Path(settings.audit_log) if settings.audit_log else None
     if settings.bus_url.startswith(("redis://", "rediss://")):
         url, prefix = split_bus_url(settings.bus_url)
@@ -139,6 +148,8 @@ class Runtime:
         self.legacy = LegacyConnectionManager(metrics=hot)
         self.flags = make_flag_store(settings, self.catalog.names)
         self.flags.add_listener(self._export_flags)
+        if hasattr(self.flags, "on_rejection"):  # a store reading the team's flag system counts what it refused
+            self.flags.on_rejection = self.metrics.flags_rejections.inc
         self.comparator = Comparator(metrics=hot, window_s=settings.compare_window_s,
                                      capacity=settings.compare_capacity, sample_rate=settings.compare_sample_rate)
         self.bridge = DualPath(self.bus, self.manager, self.legacy, self.flags, self.translations, metrics=hot,

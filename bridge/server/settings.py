@@ -60,6 +60,9 @@ class Settings(EnvSettings):
     relay_sweep_interval_s: float = Field(1.0, gt=0)
     relay_grace_s: float = Field(5.0, ge=0)  # a row older than this is swept by any worker
     # flags and operations
+    flags: str = Field("", pattern=r"^(|openfeature)$")  # openfeature: from the app's OpenFeature provider
+    openfeature_prefix: str = Field("wsmigrate", min_length=1, max_length=100)
+    openfeature_domain: str = ""  # the OpenFeature domain of the provider (empty: the default provider)
     flags_file: str = ""
     audit_log: str = ""
     admin_token: str = ""

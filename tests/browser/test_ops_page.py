@@ -201,3 +201,27 @@ async def test_an_idle_console_says_what_to_do_and_labels_the_probes_apart(
     async with httpx.AsyncClient(base_url=server.http, timeout=10) as http:
         health = (await http.get("/healthz")).json()
     assert health["connections"] == {"unified": 0, "legacy": 0, "probes": 2}
+
+
+async def test_flags_from_an_openfeature_provider_make_the_console_read_only(
+    server_factory: ServerFactory, page: Page,
+) -> None:
+    import uuid
+
+    from openfeature import api
+
+    from tests.unit.test_flags_openfeature import Provider, flag
+
+    domain = f"wsmigrate-test-{uuid.uuid4().hex[:8]}"
+    api.set_provider(Provider({"wsmigrate.stage.message_created": flag("shadow")}), domain=domain)
+    server = server_factory(admin_token=ADMIN_TOKEN, flags="openfeature", openfeature_domain=domain)
+    await open_console(page, server)
+    source = page.locator("#flags-source")
+    await expect(source).to_be_visible()
+    await expect(source).to_contain_text("the OpenFeature provider “In-Memory Provider”")
+    await expect(source).to_contain_text("wsmigrate.stage.{event_type}")
+    await expect(row(page, "message_created")).to_have_attribute("data-stage", "shadow")
+    for event_type in ("message_created", "agent_created"):
+        await expect(row(page, event_type).locator("button.promote")).to_be_disabled()
+        await expect(row(page, event_type).locator("button.rollback")).to_be_disabled()
+    await expect(page.locator("#kill-button")).to_be_disabled()

@@ -32,6 +32,7 @@ const state = {
   timer: 0,
   failures: 0,
   armed: null, // {type, target, timer}: an unsafe promotion waiting for its confirming click
+  readOnly: false, // the flags come from a store wsmigrate does not write (`store.writable`)
 };
 
 // -- admin token ------------------------------------------------------------------------------------
@@ -295,6 +296,18 @@ function render(report) {
   const quiet = Object.values(report.types).every((t) => !t.published);
   $("idle-hint").hidden = !quiet;
 
+  // A read-only store (the team's own flag system): the buttons would only be refused; say where
+  // the flags are changed instead.
+  const store = report.store || { writable: true };
+  state.readOnly = store.writable === false;
+  const source = $("flags-source");
+  source.hidden = !state.readOnly;
+  source.textContent = state.readOnly
+    ? `Flags come from ${store.kind === "openfeature" ? "the OpenFeature provider" : store.kind} `
+      + `“${store.provider || "?"}”: change them there (flag ${store.stage_flag || "?"}). The buttons are off.`
+    : "";
+  kill.disabled = state.readOnly;
+
   const flagsError = $("flags-error");
   flagsError.hidden = !report.last_error;
   flagsError.textContent = report.last_error ? `Flags store: ${report.last_error}` : "";
@@ -374,7 +387,8 @@ function updateRow(type, info, report) {
   // While the kill switch is engaged every type is served the `off` way whatever its stage says:
   // promoting then would change what happens the moment the switch is released, unseen.
   const killed = Boolean(report.kill_switch);
-  promote.disabled = !next || killed;
+  rollback.disabled = rollback.disabled || state.readOnly;
+  promote.disabled = !next || killed || state.readOnly;
   promote.dataset.armed = String(armed && !killed);
   promote.textContent = armed && !killed ? `confirm ${next} ▶` : `${next || "–"} ▶`;
   promote.title = killed ? "Release the kill switch before promoting"
