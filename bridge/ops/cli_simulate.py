@@ -153,8 +153,11 @@ async def show_progress(sim: Simulation, goal: Goal | None, mode: str, total: fl
 async def pursue(sim: Simulation, goal: Goal, url: str, thresholds: Thresholds, admin: AdminClient | None) -> None:
     """Judge the goal's type every few seconds from the server's metrics; promote or stop."""
     async with httpx.AsyncClient(base_url=url, timeout=10) as http:
+        first = True
         while True:
-            await asyncio.sleep(GOAL_EVERY_S)  # the judging period: the numbers change continuously
+            if not first:
+                await asyncio.sleep(GOAL_EVERY_S)  # the judging period: the numbers change continuously
+            first = False
             try:
                 text = (await http.get("/metrics")).text
             except httpx.HTTPError:

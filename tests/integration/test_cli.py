@@ -185,3 +185,30 @@ async def test_simulate_until_promotable_walks_a_type_from_off_to_complete(serve
     assert goal["reached"] is True
     flags = await rest(server, "GET", "/api/admin/flags", token=ADMIN_TOKEN)
     assert flags["types"]["stream_chunk"]["stage"] == "complete"
+
+
+async def test_simulate_keeps_what_it_created_with_keep_and_says_when_the_goal_was_not_reached(
+    server_factory: Any,
+) -> None:
+    server: RunningServer = server_factory(admin_token=ADMIN_TOKEN)
+    kept = await asyncio.to_thread(wsmigrate, "simulate", "--url", server.http, "--scenario", SCENARIO,
+                                   "--legacy", "1", "--unified", "1", "--duration", "0.5", "--keep", "--json")
+    assert kept.returncode == 0, kept.stderr
+    assert json.loads(kept.stdout)["kept"] is True
+    assert len(await rest(server, "GET", "/api/agents")) == 3  # the scenario's agents are still there
+    late = await asyncio.to_thread(
+        wsmigrate, "simulate", "--url", server.http, "--scenario", SCENARIO, "--legacy", "1", "--unified", "1",
+        "--until-promotable", "message_created", "--min-compared", "1000000", "--max-duration", "1.5",
+        "--json", "--progress", "none")
+    # off -> shadow needs no comparisons: promotable at once; shadow would need a million
+    assert late.returncode == 0, late.stderr
+    assert json.loads(late.stdout)["goal"]["reached"] is True
+    await rest(server, "PUT", "/api/admin/flags/message_created", {"stage": "shadow"}, token=ADMIN_TOKEN)
+    missed = await asyncio.to_thread(
+        wsmigrate, "simulate", "--url", server.http, "--scenario", SCENARIO, "--legacy", "1", "--unified", "1",
+        "--until-promotable", "message_created", "--min-compared", "1000000", "--max-duration", "1.5",
+        "--json", "--progress", "none")
+    assert missed.returncode == 1  # the time ran out before the numbers allowed it
+    goal = json.loads(missed.stdout)["goal"]
+    assert (goal["reached"], goal["stage"], goal["promotable"]) == (False, "shadow", False)
+    assert "compared deliveries (need 1000000)" in goal["reason"]
