@@ -17,6 +17,7 @@ import logging
 import secrets
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Protocol
 
 from starlette.concurrency import run_in_threadpool
@@ -77,9 +78,13 @@ class Messages:
         self.db = db
         self.catalog = catalog
 
-    def store(self, thread_id: int, role: str, content: str) -> MessageOut:
+    def store(self, thread_id: int, role: str, content: str,
+              before_commit: Callable[[MessageOut], None] | None = None) -> MessageOut:
         """Commit a message and its event together, then wait (bounded) until the event is
-        published; if the bus is down the message is stored all the same and announced later."""
+        published; if the bus is down the message is stored all the same and announced later.
+
+        `before_commit(message)` runs once the message has its id, before it is visible: state
+        that a snapshot reads beside the messages changes first (see `ChatService`)."""
         with self.db.session() as session:
             if session.get(Thread, thread_id) is None:
                 raise ThreadNotFoundError(f"Thread {thread_id} not found")
@@ -89,6 +94,8 @@ class Messages:
             out = MessageOut.of(message)
             event = self.catalog.create(ChatEvent.MESSAGE_CREATED, out.model_dump())
             self.db.outbox.stage(session, event)
+            if before_commit is not None:
+                before_commit(out)
             session.commit()
         self.db.outbox.published_sync([event.event_id], PUBLISH_WAIT_S)  # run in a worker thread
         return out
@@ -192,8 +199,12 @@ class ChatService(Messages):
                 await asyncio.sleep(delay_s)
             run.state = "done"
             await self.announcer.stream_end(thread_id, run_id)
-            message = await run_in_threadpool(self.store, thread_id, "assistant", "".join(tokens))
-            run.state, run.message_id = "stored", message.id
+            def stored(message: MessageOut) -> None:
+                # Before the commit: a snapshot that holds the message holds the run as stored too,
+                # so a view never shows the reply twice (as the run and as its message).
+                run.state, run.message_id = "stored", message.id
+
+            await run_in_threadpool(self.store, thread_id, "assistant", "".join(tokens), stored)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
