@@ -160,7 +160,7 @@ class OpenFeatureFlagStore:
             self.last_error = error
         else:
             self.last_error = None
-        if document != self._document.model_copy(update={"revision": document.revision}):
+        if document != self._document:  # `_read` keeps the revision: any difference is a change
             self._accept(document)
 
     def _read(self, problems: list[str]) -> FlagsDocument:

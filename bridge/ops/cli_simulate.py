@@ -102,18 +102,20 @@ class Goal:
         return f"{self.event_type}: {self.stage}, {self.compared:.0f} compared, {self.reason}"
 
 
+def errors_of(sim: Simulation) -> int:
+    return sum(sim.legacy.errors.values()) + sum(sim.unified.errors.values()) + sum(sim.traffic_errors.values())
+
+
 def compact(sim: Simulation, goal: Goal | None) -> str:
     """The progress bar's few words (a terminal line is short)."""
-    legacy, unified = sim.legacy, sim.unified
-    errors = sum(legacy.errors.values()) + sum(unified.errors.values()) + sum(sim.traffic_errors.values())
+    legacy, unified, errors = sim.legacy, sim.unified, errors_of(sim)
     text = f"{legacy.navigations + unified.navigations} views, {sim.actions} actions, {errors} errors"
     return f"{text} · {goal.event_type} {goal.stage} {goal.compared:.0f} compared" if goal is not None else text
 
 
 def summary(sim: Simulation, goal: Goal | None) -> str:
-    legacy, unified = sim.legacy, sim.unified
+    legacy, unified, errors = sim.legacy, sim.unified, errors_of(sim)
     frames = sum(legacy.frames.values()) + sum(unified.frames.values())
-    errors = sum(legacy.errors.values()) + sum(unified.errors.values()) + sum(sim.traffic_errors.values())
     text = (f"{legacy.navigations} legacy / {unified.navigations} unified navigations, {frames} frames, "
             f"{sim.actions} actions, {errors} errors")
     return f"{text}; {goal.line()}" if goal is not None else text
@@ -162,10 +164,11 @@ async def pursue(sim: Simulation, goal: Goal, url: str, thresholds: Thresholds, 
                 text = (await http.get("/metrics")).text
             except httpx.HTTPError:
                 continue  # the server may be busy or restarting; the progress line shows the last verdict
-            report = build_fleet_report({url: text}).get(goal.event_type)
+            reports = build_fleet_report({url: text})
+            report = reports.get(goal.event_type)
             if report is None:
                 raise CommandError(f"unknown event type {goal.event_type!r}; the server declares: "
-                                   f"{', '.join(build_fleet_report({url: text}))}", EXIT_USAGE)
+                                   f"{', '.join(reports)}", EXIT_USAGE)
             goal.stage, goal.compared = report.stage, report.compared
             goal.promotable, goal.reason = report.verdict(thresholds)
             if report.stage == Stage.COMPLETE.value:
@@ -214,13 +217,12 @@ async def run(args: argparse.Namespace, url: str) -> tuple[dict[str, Any], Goal 
     try:
         simulation = asyncio.create_task(sim.run())
         finished, _ = await asyncio.wait([simulation, *helpers[1:]], return_when=asyncio.FIRST_COMPLETED)
-        for task in finished:
-            if task is not simulation and task.exception() is not None:
-                sim.stop("error")  # the goal's judge failed: stop cleanly, then say why
+        failure = next((t.exception() for t in finished if t is not simulation and t.exception()), None)
+        if failure is not None:
+            sim.stop("error")  # the goal's judge failed: stop cleanly, then say why
         report = await simulation
-        for task in finished:
-            if task is not simulation and task.exception() is not None:
-                raise task.exception()  # type: ignore[misc]
+        if failure is not None:
+            raise failure
     finally:
         done.set()
         for task in helpers[1:]:

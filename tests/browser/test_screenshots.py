@@ -5,7 +5,7 @@ test_ops_page.py) and at a phone's (390 x 844 CSS px, drawn at 2x: *-phone.png).
 from __future__ import annotations
 
 import pytest
-from playwright.async_api import Page, expect
+from playwright.async_api import Locator, Page, expect
 
 from examples.chat.responder import reply_text
 from tests.browser.conftest import PHONE, SCREENSHOTS, PageFactory
@@ -38,17 +38,16 @@ async def test_screenshots_of_each_page(server_factory: ServerFactory, page: Pag
         await take_screenshots(server, rest, page)
 
 
-async def take_screenshots(server: RunningServer, rest: Rest, page: Page) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    ids = await seed(rest)
-
+async def open_seeded_dashboard(page: Page, server: RunningServer) -> None:
+    """The dashboard of the seeded app, its four agents shown and the socket open."""
     await page.goto(f"{server.http}/")
     await dashboard_ready(page)
     await expect(page.locator("#agent-list li.agent")).to_have_count(4)
     await expect(page.locator("#conn")).to_have_attribute("data-state", "open")
-    await page.screenshot(path=SCREENSHOTS / "dashboard.png")
 
-    thread_id = ids["Release notes"]
+
+async def stream_a_reply(page: Page, thread_id: int) -> Locator:
+    """From the dashboard, open the thread's chat and stream a 40-chunk reply to its end."""
     await page.locator(f"a.thread-link[data-thread-id='{thread_id}']").click()
     await chat_ready(page, thread_id)
     await page.locator("#run-chunks").fill("40")
@@ -56,6 +55,17 @@ async def take_screenshots(server: RunningServer, rest: Rest, page: Page) -> Non
     await page.locator("#run").click()
     reply = page.locator("#messages li.msg[data-stream]")
     await expect(reply).to_have_attribute("data-state", "final")
+    return reply
+
+
+async def take_screenshots(server: RunningServer, rest: Rest, page: Page) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    ids = await seed(rest)
+
+    await open_seeded_dashboard(page, server)
+    await page.screenshot(path=SCREENSHOTS / "dashboard.png")
+
+    reply = await stream_a_reply(page, ids["Release notes"])
     await expect(reply.locator(".body")).to_have_text(reply_text(PROMPT, 40))
     await page.screenshot(path=SCREENSHOTS / "chat.png")
 
@@ -84,21 +94,11 @@ async def test_phone_screenshots_of_each_page(server_factory: ServerFactory, ope
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     phone = await open_page(viewport=PHONE, device_scale_factor=2, is_mobile=True, has_touch=True)
 
-    await phone.goto(f"{server.http}/")
-    await dashboard_ready(phone)
-    await expect(phone.locator("#agent-list li.agent")).to_have_count(4)
-    await expect(phone.locator("#conn")).to_have_attribute("data-state", "open")
+    await open_seeded_dashboard(phone, server)
     await assert_no_horizontal_scroll(phone)
     await phone.screenshot(path=SCREENSHOTS / "dashboard-phone.png")
 
-    thread_id = ids["Release notes"]
-    await phone.locator(f"a.thread-link[data-thread-id='{thread_id}']").click()
-    await chat_ready(phone, thread_id)
-    await phone.locator("#run-chunks").fill("40")
-    await phone.locator("#run-delay").fill("0")
-    await phone.locator("#run").click()
-    reply = phone.locator("#messages li.msg[data-stream]")
-    await expect(reply).to_have_attribute("data-state", "final")
+    await stream_a_reply(phone, ids["Release notes"])
     await assert_no_horizontal_scroll(phone)
     await phone.screenshot(path=SCREENSHOTS / "chat-phone.png")
 
