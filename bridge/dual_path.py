@@ -21,6 +21,10 @@ How an event flows once `DualPath.install` ran (docs/architecture.md walks it in
    legacy path's frame, so the comparator compares two renderings) and applies the same decision
    the other way round.
 
+A legacy connection is in a `shadow` type's live cohort when its stable bucket is under the
+rollout's `live_percent`, or when the team's flag system puts its user there (`ProviderCohorts`,
+for a store that implements `TargetedCohorts`; decided per connection, not per event).
+
 Both paths decide with `serving_path(stage, in_live_cohort)` from the same rollout, so for any
 event and socket exactly one of them writes, whatever the flags do meanwhile; and both enqueue on
 the socket's single outbox inside the same synchronous bus dispatch, so per-topic order holds.
@@ -35,8 +39,9 @@ from collections import deque
 from collections.abc import Collection, Mapping
 from typing import Any, Protocol
 
+from wsmigrate.bridge.cohorts import ProviderCohorts
 from wsmigrate.bridge.errors import BridgeError, TranslationError
-from wsmigrate.bridge.flags import FlagStore
+from wsmigrate.bridge.flags import FlagStore, TargetedCohorts
 from wsmigrate.bridge.frame_diff import PAYLOAD_SAMPLE_CHARS, canonical, text_differences
 from wsmigrate.bridge.stages import (
     FlagsDocument,
@@ -95,6 +100,9 @@ class DualPath:
         self.metrics = metrics
         self.observer = observer
         self._buckets: dict[str, int] = {}
+        self.cohorts: ProviderCohorts | None = None
+        if isinstance(flags, TargetedCohorts):
+            self.cohorts = ProviderCohorts(flags, flags.current, bus.catalog.names)
         # The rollout of each event type under the current flags document, resolved once per document.
         self._rollouts: dict[str, Rollout] = {}
         self._rollouts_of: FlagsDocument | None = None
@@ -107,6 +115,8 @@ class DualPath:
         self.bus.attach(self.on_publication)
         self.unified.compat_gate = self.unified_path_involved
         self.legacy.set_listener(self, label_for=self.frame_label)
+        if self.cohorts is not None:
+            self.cohorts.source.add_cohort_listener(self.cohorts.refresh_all)
 
     # -- ingress ---------------------------------------------------------------------------------
 
@@ -207,7 +217,10 @@ class DualPath:
         outbox = connection.outbox
         if not isinstance(outbox, Outbox):
             raise BridgeError("legacy sockets must use unified.outbox.Outbox so both paths share one queue")
-        self._buckets[connection.client_id] = cohort_bucket(connection.user_id or connection.client_id)
+        identity = connection.user_id or connection.client_id
+        self._buckets[connection.client_id] = cohort_bucket(identity)
+        if self.cohorts is not None:
+            self.cohorts.add(connection.client_id, identity, connection.kind)
         compat = self.unified.add(outbox, kind=connection.kind, user_id=connection.user_id,
                                   renderer=self.render_compat, client_id=connection.client_id)
         if self.translations.global_topic is not None:
@@ -221,6 +234,8 @@ class DualPath:
     def disconnected(self, connection: LegacyConnection) -> None:
         self.unified.remove(connection.client_id)
         self._buckets.pop(connection.client_id, None)
+        if self.cohorts is not None:
+            self.cohorts.remove(connection.client_id)
 
     # -- rendering and decisions -----------------------------------------------------------------
 
@@ -253,8 +268,15 @@ class DualPath:
         return publication.memo(RENDERED_FRAME_KEY,
                                 lambda: encode(self.translations.legacy_frame(event.type, event.data)))
 
-    def _live(self, client_id: str, live_percent: int) -> bool:
-        return live_percent > 0 and in_live_cohort(self._buckets.get(client_id, 100), live_percent)
+    def _live(self, client_id: str, rollout: Rollout, event_type: str) -> bool:
+        """Whether this legacy connection is in the live cohort of the event's type (module docstring)."""
+        if rollout.live_percent > 0 and in_live_cohort(self._buckets.get(client_id, 100), rollout.live_percent):
+            return True
+        return self.cohorts is not None and self.cohorts.live(client_id, event_type)
+
+    def _per_connection(self, rollout: Rollout, stage: Stage) -> bool:
+        """Whether recipients of this publication may be decided differently (a cohort exists)."""
+        return rollout.live_percent > 0 or (self.cohorts is not None and stage is Stage.SHADOW)
 
     def render_compat(self, publication: Publication, topic: str, connection: Connection) -> EncodedFrame | None:
         """The unified path's frame for a legacy socket: legacy-shaped, and only where it serves."""
@@ -264,7 +286,7 @@ class DualPath:
         frame = self._rendered_frame(publication)
         rollout = publication.ingress.rollout
         stage = _STAGE_OF[rollout.stage]
-        live = self._live(connection.client_id, rollout.live_percent)
+        live = self._live(connection.client_id, rollout, publication.event_type)
         serves = serving_path(stage, live) == "unified"
         if is_compared(stage, live):
             self._observe(publication, "unified", connection.client_id, frame.text, sent=serves)
@@ -285,7 +307,7 @@ class DualPath:
             return
         frame = self._legacy_frame(publication)
         served: Collection[LegacyConnection]
-        if rollout.live_percent == 0:  # no cohort: one decision for every recipient
+        if not self._per_connection(rollout, stage):  # no cohort: one decision for every recipient
             served = recipients if legacy_serves_type else ()
             if is_compared(stage):
                 for connection in recipients:
@@ -294,7 +316,7 @@ class DualPath:
         else:
             chosen: list[LegacyConnection] = []
             for connection in recipients:
-                live = self._live(connection.client_id, rollout.live_percent)
+                live = self._live(connection.client_id, rollout, publication.event_type)
                 serves = serving_path(stage, live) == "legacy"
                 if serves:
                     chosen.append(connection)

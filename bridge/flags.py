@@ -19,7 +19,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from wsmigrate.bridge.errors import FlagsError
 from wsmigrate.bridge.stages import FlagsDocument, Stage, TypeFlags, check_transition, parse_document, resolve
@@ -97,6 +97,17 @@ class FlagStore(Protocol):
     async def start(self) -> None: ...
 
     async def stop(self) -> None: ...
+
+
+@runtime_checkable
+class TargetedCohorts(Protocol):
+    """A flag store whose flag system decides, per user, which legacy connections of a `shadow`
+    type are served live (its own percentage rollouts: sticky by user id). The dual path asks once
+    per connection and again whenever the listener is called (`bridge/cohorts.py`)."""
+
+    def in_live_cohort(self, event_type: str, identity: str, kind: str) -> bool: ...
+
+    def add_cohort_listener(self, listener: Callable[[], None]) -> None: ...
 
 
 def _describe(document: FlagsDocument, event_type: str | None) -> str:

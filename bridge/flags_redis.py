@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 AUDIT_KEEP = 1000
 POLL_S = 0.5
 RECONNECT_S = 0.5
+LISTEN_WAIT_S = 1.0
 
 
 class RedisFlagStore(MemoryFlagStore):
@@ -53,6 +54,7 @@ class RedisFlagStore(MemoryFlagStore):
         self.channel = f"{prefix}:flags:changed"
         self.poll_s = poll_s
         self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
 
     async def start(self) -> None:
         await self._redis.set(self.key, self._seed.to_json(), nx=True)  # the first worker seeds it
@@ -61,6 +63,7 @@ class RedisFlagStore(MemoryFlagStore):
         self._tasks = [loop.create_task(self._listen()), loop.create_task(self._poll())]
 
     async def stop(self) -> None:
+        self._stopping = True  # the listener also ends by itself: redis-py can swallow its cancellation
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -117,17 +120,22 @@ class RedisFlagStore(MemoryFlagStore):
             return None
 
     async def _listen(self) -> None:
-        while True:
+        """Refresh on each announcement. Reads with a timeout rather than `pubsub.listen()`: a
+        cancellation that arrives while redis-py is reading a reply can be swallowed there, and
+        `stop` would then wait forever; with `_stopping` the loop ends within `LISTEN_WAIT_S`."""
+        while not self._stopping:
             try:
                 async with self._redis.pubsub() as pubsub:
                     await pubsub.subscribe(self.channel)
                     await self.refresh()  # anything announced while we were not listening
-                    async for message in pubsub.listen():
-                        if message.get("type") == "message":
+                    while not self._stopping:
+                        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=LISTEN_WAIT_S)
+                        if message is not None and message.get("type") == "message":
                             await self.refresh()
             except (RedisError, OSError) as exc:
                 log.warning("flags listener lost Redis (%r); retrying", exc)
-            await asyncio.sleep(RECONNECT_S)
+            if not self._stopping:
+                await asyncio.sleep(RECONNECT_S)
 
     async def _poll(self) -> None:
         while True:

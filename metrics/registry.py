@@ -258,6 +258,12 @@ class WsMetrics:
             "(not a stage, a wrong type, a skipped stage, a provider error or not ready).", registry=r,
         )
 
+        self.stage_changes = Counter(
+            f"{PREFIX}_flags_stage_changes", "Changes of an event type's stage in force that this process took "
+            "up, whichever store they came from (one per process, so a change on 4 workers counts 4).",
+            ["event_type", "from_stage", "to_stage"], registry=r,
+        )
+
         self.flags_revision = Gauge(
             f"{PREFIX}_flags_revision", "Revision of the flags document this process runs.", registry=r,
             multiprocess_mode="liveall",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hmac
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request, status
@@ -74,7 +74,10 @@ def store_view(store: FlagStore) -> dict[str, Any]:
 
 
 def flags_view(document: FlagsDocument, last_error: str | None, event_types: Sequence[str],
-               store: FlagStore | None = None) -> dict[str, Any]:
+               store: FlagStore | None = None,
+               cohorts: Mapping[str, Mapping[str, int]] | None = None) -> dict[str, Any]:
+    """The flags in force. `cohorts`: per `shadow` type, this worker's legacy connections the flag
+    system puts in the live cohort and the rest (`provider_cohort`, for a targeting store)."""
     types: dict[str, Any] = {}
     for event_type in event_types:
         resolution = resolve(document, event_type)
@@ -85,6 +88,8 @@ def flags_view(document: FlagsDocument, last_error: str | None, event_types: Seq
             "live_percent": resolution.live_percent,
             "configured": configured.model_dump(mode="json"),
         }
+        if cohorts is not None and event_type in cohorts:
+            types[event_type]["provider_cohort"] = dict(cohorts[event_type])
     return {
         "revision": document.revision,
         "kill_switch": document.kill_switch,
@@ -95,13 +100,19 @@ def flags_view(document: FlagsDocument, last_error: str | None, event_types: Seq
     }
 
 
+def _flags_view(runtime: Runtime, document: FlagsDocument) -> dict[str, Any]:
+    cohorts = runtime.bridge.cohorts
+    return flags_view(document, runtime.flags.last_error, runtime.catalog.names, runtime.flags,
+                      None if cohorts is None else cohorts.counts())
+
+
 async def _apply(request: Request, change: FlagChange, who: str) -> dict[str, Any]:
     runtime = _runtime(request)
     try:
         document = await runtime.flags.apply(change, who)
     except FlagsError as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
-    return flags_view(document, runtime.flags.last_error, runtime.catalog.names, runtime.flags)
+    return _flags_view(runtime, document)
 
 
 def _declared(request: Request, event_type: str, status_code: int = status.HTTP_404_NOT_FOUND) -> str:
@@ -114,7 +125,7 @@ def _declared(request: Request, event_type: str, status_code: int = status.HTTP_
 @router.get("/flags")
 async def get_flags(request: Request, _: Admin) -> dict[str, Any]:
     runtime = _runtime(request)
-    return flags_view(runtime.flags.current(), runtime.flags.last_error, runtime.catalog.names, runtime.flags)
+    return _flags_view(runtime, runtime.flags.current())
 
 
 @router.get("/flags/audit")
@@ -166,8 +177,10 @@ async def report(request: Request, _: Admin) -> dict[str, Any]:
     """The numbers of the migration console (`/ops`), read from the same exposition as `/metrics`.
 
     Per event type: `stage` in force (resolved: kill switch > pin > cohort > type > default), its
-    `source` and `live_percent`, `configured_stage` (what promote/rollback move and what the
-    transition rule checks), `metrics_stage` (the stage gauge's vote), cumulative `published`,
+    `source` and `live_percent` (`provider_cohort`: this worker's legacy connections the team's flag
+    system serves live, and the rest, for a type in `shadow`), `configured_stage` (what
+    promote/rollback move and what the transition rule checks), `metrics_stage` (the stage gauge's
+    vote), cumulative `published`,
     `delivered` per path, `matches`, `missing`, `mismatches`, `compared`, `consistency` (percent,
     null before any comparison), and `safe` + `verdict` for moving `configured_stage` on (default
     thresholds).
@@ -192,6 +205,7 @@ def _ops_report(runtime: Runtime) -> dict[str, Any]:
         kind = labels.get("kind", "?")
         connections[kind] = connections.get(kind, 0) + int(value)
     document = runtime.flags.current()
+    cohorts = {} if runtime.bridge.cohorts is None else runtime.bridge.cohorts.counts()
     thresholds = Thresholds()
     types: dict[str, Any] = {}
     for event_type in runtime.catalog.names:
@@ -220,6 +234,8 @@ def _ops_report(runtime: Runtime) -> dict[str, Any]:
             "safe": safe,
             "verdict": verdict,
         }
+        if event_type in cohorts:  # the flag system picks the live cohort: this worker's split
+            types[event_type]["provider_cohort"] = cohorts[event_type]
     return {
         "generated_at": generated_at,
         "revision": document.revision,

@@ -69,9 +69,19 @@ class AdminClient:
 def render_flags(view: dict[str, Any]) -> str:
     lines = [f"revision {view['revision']}  kill_switch {'ON' if view['kill_switch'] else 'off'}  "
              f"default {view['default_stage']}"]
+    store = view.get("store") or {}
+    if store and not store.get("writable", True):
+        lines.append(f"source of truth: the {store['kind']} provider {store.get('provider')!r} (read-only here: "
+                     f"set {store.get('stage_flag')} there)")
+    elif store:
+        lines.append(f"source of truth: the {store['kind']} flag store")
     lines.append(f"{'event type':<22} {'stage':<9} {'source':<12} live%")
     for event_type, row in view["types"].items():
-        lines.append(f"{event_type:<22} {row['stage']:<9} {row['source']:<12} {row['live_percent']}")
+        line = f"{event_type:<22} {row['stage']:<9} {row['source']:<12} {row['live_percent']}"
+        cohort = row.get("provider_cohort")
+        if cohort:  # the flag system picks the live cohort: this worker's split
+            line += f"  ({cohort['live']} of {cohort['live'] + cohort['legacy']} legacy sockets live, by the provider)"
+        lines.append(line)
     if view.get("last_error"):
         lines.append(f"last flags error: {view['last_error']}")
     return "\n".join(lines)

@@ -147,6 +147,7 @@ class Runtime:
         self.manager = ConnectionManager(self.bus, metrics=hot, max_topics=settings.max_topics)
         self.legacy = LegacyConnectionManager(metrics=hot)
         self.flags = make_flag_store(settings, self.catalog.names)
+        self._flags_in_force: FlagsDocument | None = None
         self.flags.add_listener(self._export_flags)
         if hasattr(self.flags, "on_rejection"):  # a store reading the team's flag system counts what it refused
             self.flags.on_rejection = self.metrics.flags_rejections.inc
@@ -178,8 +179,13 @@ class Runtime:
                                       headers=lambda: {"Authorization": f"Bearer {self.probe_token}"})
 
     def _export_flags(self, document: FlagsDocument) -> None:
+        previous, self._flags_in_force = self._flags_in_force, document
         for event_type in self.catalog.names:
-            self.metrics.set_stage(event_type, resolve(document, event_type).stage.value)
+            stage = resolve(document, event_type).stage.value
+            self.metrics.set_stage(event_type, stage)
+            before = None if previous is None else resolve(previous, event_type).stage.value
+            if before is not None and before != stage:
+                self.metrics.stage_changes.labels(event_type, before, stage).inc()
         self.metrics.flags_revision.set(document.revision)
 
     async def start(self) -> None:

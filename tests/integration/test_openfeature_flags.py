@@ -34,6 +34,10 @@ async def test_the_admin_api_cli_and_healthz_show_the_provider_as_the_source_of_
                                      "--admin-token", ADMIN_TOKEN)
     assert result.returncode == 0, result.stderr
     assert "set wsmigrate.stage.agent_created to 'shadow' there" in result.stdout
+    shown = await asyncio.to_thread(wsmigrate, "flags", "show", "--url", server.http, "--admin-token", ADMIN_TOKEN)
+    assert shown.returncode == 0, shown.stderr
+    assert "source of truth: the openfeature provider 'In-Memory Provider'" in shown.stdout
+    assert "set wsmigrate.stage.{event_type} there" in shown.stdout
     after = await rest(server, "GET", "/api/admin/flags", token=ADMIN_TOKEN)
     assert after["types"]["agent_created"]["stage"] == "off"  # nothing was written
     async with httpx.AsyncClient(base_url=server.http, timeout=10) as http:

@@ -449,6 +449,58 @@ async def test_a_shadow_cohort_is_served_by_the_unified_path_and_the_rest_by_the
     rig.assert_ledgers_balance()
 
 
+class TargetingFlagStore(MemoryFlagStore):
+    """A flag store whose flag system picks the live cohort by user (the `TargetedCohorts` seam)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.live_users: set[str] = set()
+        self._cohort_listeners: list[Callable[[], None]] = []
+
+    def in_live_cohort(self, event_type: str, identity: str, kind: str) -> bool:
+        return identity in self.live_users
+
+    def add_cohort_listener(self, listener: Callable[[], None]) -> None:
+        self._cohort_listeners.append(listener)
+
+    def targeting_changed(self) -> None:
+        for listener in self._cohort_listeners:
+            listener()
+
+
+async def test_a_cohort_the_flag_system_picks_is_served_live_and_moves_only_between_events(make_rig: MakeRig) -> None:
+    """Catches the provider's cohort ignored (everyone legacy), applied outside `shadow`, a socket
+    served twice or not at all when its cohort changes, and a membership never re-read."""
+    store = TargetingFlagStore()
+    rig = make_rig(flags=store)
+    await rig.bus.start()
+    await rig.set_stage("card_moved", "shadow")
+    store.live_users = {"picked"}
+    picked_id, picked = rig.legacy_client("board", BOARD, user_id="picked")
+    other_id, other = rig.legacy_client("board", BOARD, user_id="other")
+    for origin in ORIGINS:
+        await send(rig, origin, CASES[0])
+    assert (picked.writers, other.writers) == (["unified", "unified"], ["legacy", "legacy"])
+    assert Counter((o.recipient, o.path, o.sent) for o in rig.observer.seen) == {
+        (picked_id, "unified", True): 2, (picked_id, "legacy", False): 2,
+        (other_id, "legacy", True): 2, (other_id, "unified", False): 2,
+    }
+
+    store.live_users = {"other"}  # the provider's targeting changed; it announces it
+    await send(rig, "bus", CASES[0])
+    assert (picked.writers[-1], other.writers[-1]) == ("unified", "legacy")  # not re-read yet: unchanged
+    store.targeting_changed()
+    await send(rig, "bus", CASES[0])
+    assert (picked.writers[-1], other.writers[-1]) == ("legacy", "unified")
+
+    await rig.set_stage("card_moved", "off")  # a cohort only exists in shadow
+    await send(rig, "bus", CASES[0])
+    assert (picked.writers[-1], other.writers[-1]) == ("legacy", "legacy")
+    frame = encode(CASES[0].frame)
+    assert picked.frames == other.frames == [frame] * 5
+    rig.assert_ledgers_balance()
+
+
 # -- 5: flag changes -------------------------------------------------------------------------------------
 
 

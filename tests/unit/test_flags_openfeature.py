@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+import zlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -13,6 +14,7 @@ import pytest
 from openfeature import api
 from openfeature.evaluation_context import EvaluationContext
 from openfeature.event import ProviderEventDetails
+from openfeature.flag_evaluation import FlagResolutionDetails, Reason
 from openfeature.provider.in_memory_provider import InMemoryFlag, InMemoryProvider
 
 from wsmigrate.bridge.errors import FlagsError
@@ -154,3 +156,41 @@ async def test_a_provider_that_is_not_ready_means_every_type_off_and_says_so() -
     finally:
         await store.stop()
 
+
+
+def rollout(base: str, percent: int) -> InMemoryFlag[Any]:
+    """A stage flag with a percentage rollout to `live` on the user key, the way a flag service
+    defines one: the type's own evaluation (scope `type`) gets `base`."""
+
+    def evaluate(flag: InMemoryFlag[Any], context: EvaluationContext) -> FlagResolutionDetails[Any]:
+        key = context.targeting_key
+        if context.attributes.get("wsmigrate_scope") == "connection" and key:
+            variant = "live" if zlib.crc32(key.encode()) % 100 < percent else base
+            return FlagResolutionDetails(value=variant, variant=variant, reason=Reason.SPLIT)
+        return FlagResolutionDetails(value=base, variant=base, reason=Reason.DEFAULT)
+
+    return InMemoryFlag(base, {base: base, "live": "live"}, context_evaluator=evaluate)
+
+
+async def test_the_cohort_is_the_providers_answer_for_the_user_and_the_type_keeps_its_stage(world: Any) -> None:
+    provider, store, _documents = world
+    provider._flags["wsmigrate.stage.order_paid"] = rollout("shadow", 50)
+    listened = asyncio.Event()
+    store.add_cohort_listener(listened.set)
+    provider.emit_provider_configuration_changed(ProviderEventDetails(flags_changed=["wsmigrate.stage.order_paid"]))
+    async with asyncio.timeout(TIMEOUT_S):  # the provider's event reaches the loop: cohorts are re-decided
+        await listened.wait()
+    assert resolve(store.current(), "order_paid").stage is Stage.SHADOW  # unchanged: no new revision
+    users = [f"user-{i}" for i in range(200)]
+    live = {u for u in users if store.in_live_cohort("order_paid", u, "legacy_view")}
+    assert 60 < len(live) < 140  # about half
+    assert live == {u for u in users if store.in_live_cohort("order_paid", u, "legacy_view")}  # sticky
+    assert not store.in_live_cohort("order_shipped", "user-1", "legacy_view")  # flag absent: off
+    assert store.cohort_errors == 0
+
+
+async def test_a_cohort_the_provider_cannot_answer_stays_on_the_legacy_path_and_is_counted(world: Any) -> None:
+    provider, store, _ = world
+    provider._flags["wsmigrate.stage.order_paid"] = InMemoryFlag("on", {"on": 42})  # not a string
+    assert not store.in_live_cohort("order_paid", "user-1", "legacy_view")
+    assert store.cohort_errors == 1

@@ -351,6 +351,11 @@ function updateRow(type, info, report) {
   if (info.source === "kill_switch") notes.push(h("span", { class: "stage-note override" }, "kill switch"));
   if (info.source === "pin") notes.push(h("span", { class: "stage-note override" }, "pinned"));
   if (info.source === "cohort") notes.push(h("span", { class: "stage-note" }, `${info.live_percent}% live`));
+  if (info.provider_cohort && info.provider_cohort.live > 0) {
+    const { live, legacy } = info.provider_cohort;
+    notes.push(h("span", { class: "stage-note", title: "picked by the flag system, on the worker that answered" },
+      `${live} of ${live + legacy} legacy sockets live`));
+  }
   if (info.configured_stage !== info.stage) {
     notes.push(h("span", { class: "stage-note" }, `configured: ${info.configured_stage}`));
   }
