@@ -10,6 +10,9 @@
 //   warmup      a few hundred events, waited for (not reported as a result)
 //   burst       M events to random threads, as fast as the publisher socket takes them
 //   paced       P events at --rate events/s
+//   turns       M events handed over in frames of --turn-chunk events ({"turns": [...]}); the
+//               server publishes each and yields to its event loop after each one ("one event
+//               per loop turn": a request handler per event, a streamed reply token by token)
 //   navigation  U users x K navigations between a dashboard (agent:1) and a chat (thread:k) view,
 //               for each --nav-styles entry: reconnect=<adapter> (close, open, subscribe, receive)
 //               or resubscribe=<adapter> (one socket: unsubscribe + subscribe, wait for the ack)
@@ -35,6 +38,7 @@ const { values: opt } = parseArgs({
     rate: { type: 'string', default: '1000' },
     payload: { type: 'string', default: '100' },
     warmup: { type: 'string', default: '300' },
+    'turn-chunk': { type: 'string', default: '500' },
     phases: { type: 'string', default: 'connect,warmup,burst,paced' },
     'nav-styles': { type: 'string', default: '' },
     'nav-users': { type: 'string', default: '50' },
@@ -490,7 +494,8 @@ class FanoutPhase {
     if (this.received === this.expected && this.done) this.done();
   }
 
-  async publish(publisher, paced) {
+  async publish(publisher, mode) {
+    const paced = mode === 'paced';
     this.attach();
     const finished = new Promise((resolve) => { this.done = resolve; });
     const meter = new Meter();
@@ -508,6 +513,23 @@ class FanoutPhase {
           else resolve();
         };
         tick();
+      });
+    } else if (mode === 'turns') {
+      // The server yields after each event; its frames are read while it works through them.
+      const chunk = Number(opt['turn-chunk']);
+      await new Promise((resolve) => {
+        const slice = () => {
+          const end = Math.min(this.count, sent + chunk);
+          const frames = [];
+          while (sent < end) {
+            frames.push(eventFrame(this.targets[sent], this.base + sent));
+            sent += 1;
+          }
+          publisher.send(`{"turns":[${frames.join(',')}]}`);
+          if (sent < this.count) setImmediate(slice);
+          else resolve();
+        };
+        slice();
       });
     } else {
       // As fast as the socket takes them, in slices so that receipts keep being read meanwhile.
@@ -683,7 +705,7 @@ async function main() {
   let clients = [];
   let publisher = null;
   let base = 0;
-  const needPublisher = phases.some((p) => ['warmup', 'burst', 'paced'].includes(p));
+  const needPublisher = phases.some((p) => ['warmup', 'burst', 'paced', 'turns'].includes(p));
   if (needPublisher) {
     publisher = new Conn({ onMessage() {} }, `${BASE}${adapter.publishPath}`);
     await publisher.opened();
@@ -708,11 +730,11 @@ async function main() {
           ...usage,
         };
       }
-    } else if (phase === 'warmup' || phase === 'burst' || phase === 'paced') {
-      const count = phase === 'warmup' ? Number(opt.warmup) : phase === 'burst' ? M : P;
+    } else if (['warmup', 'burst', 'paced', 'turns'].includes(phase)) {
+      const count = phase === 'warmup' ? Number(opt.warmup) : phase === 'paced' ? P : M;
       const fanout = new FanoutPhase(phase, clients, base, count);
       base += count;
-      result.phases[phase] = await fanout.publish(publisher, phase === 'paced');
+      result.phases[phase] = await fanout.publish(publisher, phase);
       await sleep(300);
     } else if (phase === 'navigation') {
       for (const entry of opt['nav-styles'].split(',').filter(Boolean)) {

@@ -4,12 +4,16 @@ Protocol ("plain", shared with fastapi_naive.py), all JSON text frames:
   client -> server  {"op": "sub" | "unsub", "topic": "thread:3", "id": 7}   answered {"op": "ack", "id": 7}
   /ws?topic=thread:3 subscribes at connect time and is answered {"op": "ack", "id": 0}
   server -> client  {"topic": "thread:3", "data": {...}}
-  /publish          the publisher socket: frames {"topic": ..., "data": {...}}, one event each
+  /publish          the publisher socket: frames {"topic": ..., "data": {...}}, one event each, or
+                    {"turns": [event, ...]}: each event broadcast, then one yield to the event loop
+                    (the "one event per loop turn" workload: a request handler or a streamed
+                    reply publishing one event at a time)
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 from urllib.parse import parse_qs, urlsplit
 
@@ -21,13 +25,22 @@ ROOMS: Rooms[ServerConnection] = Rooms()
 DUMPS = json.JSONEncoder(separators=(",", ":")).encode
 
 
+def _broadcast(message: dict[str, object]) -> None:
+    topic = message["topic"]
+    members = ROOMS.get(topic)  # type: ignore[arg-type]
+    if members:
+        broadcast(members, DUMPS({"topic": topic, "data": message["data"]}))
+
+
 async def _publisher(ws: ServerConnection) -> None:
     async for text in ws:
         message = json.loads(text)
-        topic = message["topic"]
-        members = ROOMS.get(topic)
-        if members:
-            broadcast(members, DUMPS({"topic": topic, "data": message["data"]}))
+        if "turns" not in message:
+            _broadcast(message)
+            continue
+        for event in message["turns"]:
+            _broadcast(event)
+            await asyncio.sleep(0)  # one event per loop turn
 
 
 async def handler(ws: ServerConnection) -> None:

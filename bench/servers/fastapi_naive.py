@@ -7,7 +7,9 @@ member of its room with `await websocket.send_text(...)`, one after the other.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI, WebSocket, WebSocketDisconnect
@@ -41,19 +43,29 @@ async def subscriber(ws: WebSocket) -> None:
             ROOMS.leave(ws, mine, topic)
 
 
+async def _send_to_room(message: dict[str, Any]) -> None:
+    topic = message["topic"]
+    text = DUMPS({"topic": topic, "data": message["data"]})
+    for member in list(ROOMS.get(topic) or ()):
+        try:  # noqa: SIM105 - the naive loop; a context manager per send would cost more
+            await member.send_text(text)
+        except (WebSocketDisconnect, RuntimeError):
+            pass
+
+
 @app.websocket("/publish")
 async def publisher(ws: WebSocket) -> None:
+    """One event per frame, or {"turns": [...]}: one event per loop turn (see bare_websockets.py)."""
     await ws.accept()
     try:
         while True:
             message = json.loads(await ws.receive_text())
-            topic = message["topic"]
-            text = DUMPS({"topic": topic, "data": message["data"]})
-            for member in list(ROOMS.get(topic) or ()):
-                try:  # noqa: SIM105 - the naive loop; a context manager per send would cost more
-                    await member.send_text(text)
-                except (WebSocketDisconnect, RuntimeError):
-                    pass
+            if "turns" not in message:
+                await _send_to_room(message)
+                continue
+            for event in message["turns"]:
+                await _send_to_room(event)
+                await asyncio.sleep(0)
     except WebSocketDisconnect:
         pass
 

@@ -30,10 +30,13 @@ async def publisher(ws: WebSocket) -> None:
     try:
         while True:
             message = json.loads(await ws.receive_text())
-            task = asyncio.create_task(endpoint.publish([message["topic"]], {"topic": message["topic"],
-                                                                             "data": message["data"]}))
-            _pending.add(task)
-            task.add_done_callback(_pending.discard)
+            for event in message.get("turns", [message]):  # {"turns": [...]}: one event per loop turn
+                task = asyncio.create_task(endpoint.publish([event["topic"]], {"topic": event["topic"],
+                                                                               "data": event["data"]}))
+                _pending.add(task)
+                task.add_done_callback(_pending.discard)
+                if "turns" in message:
+                    await asyncio.sleep(0)
     except WebSocketDisconnect:
         pass
 

@@ -27,12 +27,23 @@ function leave(ws, topic) {
 wss.on('connection', (ws, request) => {
   const url = new URL(request.url, 'http://x');
   if (url.pathname === '/publish') {
-    ws.on('message', (data) => {
-      const m = JSON.parse(data.toString());
+    const send = (m) => {
       const members = rooms.get(m.topic);
       if (!members) return;
       const text = JSON.stringify({ topic: m.topic, data: m.data });
       for (const member of members) member.send(text);
+    };
+    // {"turns": [...]}: one event per event-loop turn (setImmediate between events)
+    let queue = Promise.resolve();
+    ws.on('message', (data) => {
+      const m = JSON.parse(data.toString());
+      if (!m.turns) { queue = queue.then(() => send(m)); return; }
+      queue = queue.then(async () => {
+        for (const event of m.turns) {
+          send(event);
+          await new Promise((resolve) => setImmediate(resolve));
+        }
+      });
     });
     return;
   }

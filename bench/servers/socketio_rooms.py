@@ -8,6 +8,7 @@ plain WebSocket at /publish (frames {"topic": ..., "data": {...}}) that calls `s
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 
 import socketio
@@ -36,7 +37,10 @@ async def publisher(ws: WebSocket) -> None:
     try:
         while True:
             message = json.loads(await ws.receive_text())
-            await sio.emit("event", {"topic": message["topic"], "data": message["data"]}, room=message["topic"])
+            for event in message.get("turns", [message]):  # {"turns": [...]}: one event per loop turn
+                await sio.emit("event", {"topic": event["topic"], "data": event["data"]}, room=event["topic"])
+                if "turns" in message:
+                    await asyncio.sleep(0)
     except WebSocketDisconnect:
         pass
 

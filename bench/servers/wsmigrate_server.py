@@ -3,7 +3,9 @@
 `/bench/publish` reads frames {"type": ..., "topic": ..., "data": {...}} and publishes each one
 through the normal ingress exactly as `POST /api/admin/events` does (`Event(...)` then
 `bus.publish(event, origin="admin")`), but one event per WebSocket frame, so that injecting an
-event costs the same class of work for every server in the benchmark. With a remote bus (Redis)
+event costs the same class of work for every server in the benchmark. A frame {"turns": [...]}
+publishes each of its events and yields to the event loop after each one: the "one event per loop
+turn" workload (a request handler per event, a streamed reply yielding after every token). With a remote bus (Redis)
 up to PIPELINE publishes are in flight at once (see `app_factory`). Settings come from the
 `WSMIGRATE_*` environment like `wsmigrate serve` (e.g. WSMIGRATE_HISTORY_SIZE=0,
 WSMIGRATE_METRICS_ENABLED=false, WSMIGRATE_BUS_URL=redis://...).
@@ -53,6 +55,12 @@ def app_factory() -> FastAPI:
         try:
             while True:
                 message = json.loads(await ws.receive_text())
+                if "turns" in message:
+                    for each in message["turns"]:
+                        await bus.publish(Event(type=each.get("type", "stream_chunk"), topic=each["topic"],
+                                                data=each["data"]), origin="admin")
+                        await asyncio.sleep(0)  # one event per loop turn
+                    continue
                 event = Event(type=message.get("type", "stream_chunk"), topic=message["topic"],
                               data=message["data"])
                 if not remote:

@@ -4,6 +4,7 @@ OpenFeature store."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -44,8 +45,12 @@ async def test_the_flagd_recipe_gives_the_type_its_stage_and_a_sticky_half_of_th
     monkeypatch.chdir(tmp_path)
     exec(compile(setup, f"{OPERATIONS}:flagd", "exec"), {})  # the documented setup, as written
     store = OpenFeatureFlagStore(event_types=["order_shipped"], poll_interval_s=60)
+    ready = asyncio.Event()
+    store.add_listener(lambda document: ready.set() if document.revision > 0 else None)
     await store.start()
     try:
+        async with asyncio.timeout(10):  # the provider loads its file in the background: its ready event
+            await ready.wait()
         document = store.current()
         assert store.last_error is None
         assert resolve(document, "order_shipped").stage is Stage.SHADOW
