@@ -50,8 +50,9 @@ lint: $(VENV)/.installed-test
 typecheck: $(VENV)/.installed-test
 	$(BIN)/mypy
 
+# Two workers: most tests wait on real servers, sockets and browsers, so two share the 2 cores well.
 pytest: $(VENV)/.installed-test
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2
 
 # promtool + prometheus for tests/ops: Debian's `prometheus` package, installed only where missing
 # (apt-get update runs only then). The tests start their own Prometheus on a free loopback port.

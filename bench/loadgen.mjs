@@ -100,6 +100,20 @@ function serverRssBytes() {
   return pages * PAGE;
 }
 
+function serverPeakRssBytes() {
+  // VmHWM: the most resident memory each server process ever had (its high-water mark)
+  let kib = 0;
+  for (const pid of PIDS) {
+    try {
+      const match = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+      if (match) kib += Number(match[1]);
+    } catch {
+      // gone
+    }
+  }
+  return kib * 1024;
+}
+
 class Meter {
   // Wall time, server CPU and generator CPU over one measured window.
   constructor() {
@@ -120,6 +134,8 @@ class Meter {
       server_cpu_s: server,
       server_sys_share: server > 0 ? serverSys / server : null,
       server_cpu_pct: wall > 0 ? (100 * server) / wall : 0,
+      server_rss_mb: serverRssBytes() / 1048576,
+      server_peak_rss_mb: serverPeakRssBytes() / 1048576,
       generator_cpu_s: genCpu,
       generator_cpu_pct: wall > 0 ? (100 * genCpu) / wall : 0,
     };
