@@ -8,11 +8,13 @@ re-derives the tables from them and fails if the page and the model disagree).
 
 The model, per second, for N connections, E events/s, each event delivered to S sockets (D = E x S):
 
-- a worker's CPU = E x `read_us` (with the one global stream every worker reads and decodes every
-  event, whatever it holds) + (D / W) x `delivery_us` (its share of the deliveries) + its sockets'
+- a worker's CPU = E x `skip_us` (it reads every entry of the one global stream, whatever it holds)
+  + E x need x `read_us` (it decodes the entries a socket of its own follows; with sockets spread
+  without affinity a given worker holds one of an event's S recipients with probability
+  need = 1 - (1 - 1/W)^S) + (D / W) x `delivery_us` (its share of the deliveries) + its sockets'
   keepalives (`idle_us_per_conn_s` x N / W); a worker is full at `core_budget` of its core;
-- a worker holds at most `max_conns_per_worker` sockets (memory, and the collector's full
-  collections, which grow with the heap);
+- a worker holds at most `max_conns_per_worker` sockets (memory, and the collector's rare passes
+  over the whole heap, which grow with it);
 - Redis's CPU = E x `append_us` + W x E x `redis_read_us` (each worker reads every entry); one
   Redis primary is full at `core_budget` of its core;
 - the network carries D x `frame_bytes` out of the workers and W x E x `entry_bytes` out of Redis.
@@ -40,7 +42,8 @@ class Costs:
     """Measured unit costs (microseconds of one core, bytes)."""
 
     delivery_us: float  # server CPU per delivery, one event per loop turn, in-memory bus
-    read_us: float  # extra CPU per event per worker on the Redis bus (read, decode, dispatch)
+    read_us: float  # extra CPU per event a worker needs on the Redis bus (read, decode, dispatch)
+    skip_us: float  # CPU per event a worker reads but nothing on it needs (type and topics only)
     append_us: float  # Redis CPU per published event (the append script)
     redis_read_us: float  # Redis CPU per event per reading worker (XREAD of one entry)
     idle_us_per_conn_s: float  # CPU per idle socket per second (keepalives)
@@ -65,28 +68,34 @@ class Sizing:
     first_limit: str
 
 
+def need(workers: int, fanout: int) -> float:
+    """The share of events a worker must decode: one of its sockets is among the event's recipients."""
+    return 1 - (1 - 1 / workers) ** fanout
+
+
 def size(costs: Costs, connections: int, events_per_s: int, fanout: int) -> Sizing:
     deliveries = events_per_s * fanout
-    reading = events_per_s * costs.read_us / 1e6  # every worker, whatever it holds
+    skipping = events_per_s * costs.skip_us / 1e6  # every worker reads every entry, whatever it holds
     workers = max(1, math.ceil(connections / costs.max_conns_per_worker))
-    limit = "connections per worker (memory, collector pauses)"
+    limit = "connections per worker (memory, whole-heap collections)"
     per_worker: float | None = None
     while True:
+        reading = skipping + events_per_s * need(workers, fanout) * costs.read_us / 1e6
         share = deliveries / workers * costs.delivery_us / 1e6
         idle = connections / workers * costs.idle_us_per_conn_s / 1e6
         per_worker = reading + share + idle
         if per_worker <= costs.core_budget:
             break
-        if reading + idle >= costs.core_budget or workers > 100_000:
+        if skipping >= costs.core_budget or workers > 100_000:
             return Sizing(connections, events_per_s, fanout, None, None, None, None,
                           deliveries * costs.frame_bytes * 8 / 1e6, None,
-                          "a worker's core: reading every event of the one global stream")
+                          "a worker's core: reading every entry of the one global stream")
         workers += 1
         limit = "a worker's core (deliveries)"
     redis = events_per_s * (costs.append_us + workers * costs.redis_read_us) / 1e6
     shards = math.ceil(redis / costs.core_budget)
-    if shards > 1:
-        limit = "Redis: every worker reads every entry (one stream)" if limit.startswith("connections") else limit
+    if shards > 1:  # workers can be added; a second primary cannot (one stream): Redis binds first
+        limit = "Redis: every worker reads every entry (one stream)"
     return Sizing(connections, events_per_s, fanout, workers, per_worker, redis, shards,
                   deliveries * costs.frame_bytes * 8 / 1e6,
                   workers * events_per_s * costs.entry_bytes * 8 / 1e6, limit)

@@ -17,6 +17,16 @@
 //               for each --nav-styles entry: reconnect=<adapter> (close, open, subscribe, receive)
 //               or resubscribe=<adapter> (one socket: unsubscribe + subscribe, wait for the ack)
 //   idle        C connections held for --idle-seconds: server CPU at rest, RSS per connection
+//   --sub-ports P1,P2 --placement all|halves: subscribers connect to other servers than the
+//   publisher (one bus, e.g. Redis): `all` puts every client on P1, `halves` the clients of the
+//   first half of the threads on P1 and the rest on P2 (unified only). Server CPU is also reported
+//   per process (server_cpu_s_by_pid), so each server's cost per event can be read apart.
+//   storm       (unified) events at --storm-rate/s to the C connected clients; after --storm-lead-ms
+//               every socket is dropped at once (a proxy or ingress restart) and all reconnect,
+//               each subscribing with `since` its last position; a reference client that is not
+//               dropped follows every topic. Reports the time until all are live again, replay
+//               exactness per client, the reference client's latency and the server's longest
+//               collector pause (GET /bench/gc) meanwhile
 //
 // Server CPU and RSS come from /proc/<pid> of --pids (the server's processes), read at phase
 // boundaries; the generator's own CPU from process.cpuUsage(). Result: one JSON document (--out).
@@ -46,6 +56,12 @@ const { values: opt } = parseArgs({
     'idle-seconds': { type: 'string', default: '10' },
     'connect-concurrency': { type: 'string', default: '100' },
     'stall-ms': { type: 'string', default: '15000' },
+    'storm-rate': { type: 'string', default: '100' },
+    'sub-ports': { type: 'string', default: '' },
+    placement: { type: 'string', default: 'all' },
+    'storm-lead-ms': { type: 'string', default: '3000' },
+    'storm-tail-ms': { type: 'string', default: '2000' },
+    'storm-max-s': { type: 'string', default: '90' },
     pids: { type: 'string', default: '' },
     'clk-tck': { type: 'string', default: '100' },
     'page-size': { type: 'string', default: '4096' },
@@ -70,22 +86,31 @@ const PIDS = opt.pids ? opt.pids.split(',').map(Number) : [];
 const CLK_TCK = Number(opt['clk-tck']);
 const PAGE = Number(opt['page-size']);
 const HEADERS = opt.token ? { Authorization: `Bearer ${opt.token}` } : {};
+const SUB_BASES = opt['sub-ports'] ? opt['sub-ports'].split(',').map((p) => `ws://${HOST}:${p}`) : [BASE];
+
+function subscriberBase(threadIndex) {
+  // where the client of thread index k connects (see --placement)
+  if (opt.placement === 'halves' && SUB_BASES.length > 1) return SUB_BASES[threadIndex < T / 2 ? 0 : 1];
+  return SUB_BASES[0];
+}
 
 // -- /proc readings -------------------------------------------------------------------------------
 
-function serverCpuSeconds(kernelOnly = false) {
-  let ticks = 0;
-  for (const pid of PIDS) {
-    try {
-      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      // utime, stime (fields 14, 15 of stat); stime is the kernel's share (socket writes, epoll)
-      ticks += (kernelOnly ? 0 : Number(fields[11])) + Number(fields[12]);
-    } catch {
-      // a worker that exited: its CPU is no longer counted
-    }
+function pidCpuSeconds(pid, kernelOnly = false) {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    // utime, stime (fields 14, 15 of stat); stime is the kernel's share (socket writes, epoll)
+    return ((kernelOnly ? 0 : Number(fields[11])) + Number(fields[12])) / CLK_TCK;
+  } catch {
+    return 0; // a worker that exited: its CPU is no longer counted
   }
-  return ticks / CLK_TCK;
+}
+
+function serverCpuSeconds(kernelOnly = false) {
+  let seconds = 0;
+  for (const pid of PIDS) seconds += pidCpuSeconds(pid, kernelOnly);
+  return seconds;
 }
 
 function serverRssBytes() {
@@ -120,6 +145,7 @@ class Meter {
     this.t0 = performance.now();
     this.server0 = serverCpuSeconds();
     this.serverSys0 = serverCpuSeconds(true);
+    this.byPid0 = PIDS.map((pid) => pidCpuSeconds(pid));
     this.gen0 = process.cpuUsage();
   }
 
@@ -133,6 +159,7 @@ class Meter {
       wall_s: wall,
       server_cpu_s: server,
       server_sys_share: server > 0 ? serverSys / server : null,
+      server_cpu_s_by_pid: Object.fromEntries(PIDS.map((pid, i) => [pid, pidCpuSeconds(pid) - this.byPid0[i]])),
       server_cpu_pct: wall > 0 ? (100 * server) / wall : 0,
       server_rss_mb: serverRssBytes() / 1048576,
       server_peak_rss_mb: serverPeakRssBytes() / 1048576,
@@ -240,6 +267,12 @@ class Conn {
     this.expectClose = true;
     this.ws.close();
   }
+
+  drop() {
+    // No closing handshake: the socket just goes, as when a proxy in between restarts
+    this.expectClose = true;
+    this.ws.terminate();
+  }
 }
 
 // -- protocol adapters ----------------------------------------------------------------------------
@@ -276,24 +309,36 @@ const plain = {
 const unified = {
   // wsmigrate /api/ws (docs/protocol.md, unified protocol)
   publishPath: '/bench/publish',
-  async connect() {
-    const conn = new Conn(this, `${BASE}/api/ws`);
+  async connect(base = BASE) {
+    const conn = new Conn(this, `${base}/api/ws`);
     await conn.opened();
     return conn;
   },
-  async subscribe(conn, topic) {
+  async subscribe(conn, topic, since = null) {
+    return this.subscribeAll(conn, [topic], since ? { [topic]: since } : null);
+  },
+  async subscribeAll(conn, topics, since = null) {
     const id = `s${conn.nextId++}`;
     const acked = conn.waitAck(id);
-    conn.send(JSON.stringify({ type: 'subscribe', topics: [topic], message_id: id }));
+    const frame = { type: 'subscribe', topics, message_id: id };
+    if (since) frame.since = since;
+    conn.send(JSON.stringify(frame));
     const ack = await acked;
-    if (!ack.topics.includes(topic)) throw new Error(`subscribe ${topic} refused: ${conn.errors.at(-1)}`);
+    for (const topic of topics) {
+      if (!ack.topics.includes(topic)) throw new Error(`subscribe ${topic} refused: ${conn.errors.at(-1)}`);
+    }
+    conn.positions = ack.positions;
+    return ack;
   },
   async switch(conn, from, to) {
     conn.send(JSON.stringify({ type: 'unsubscribe', topics: [from], message_id: `u${conn.nextId++}` }));
     await this.subscribe(conn, to);
   },
   onMessage(conn, text) {
-    if (readEvent(conn, text)) return;
+    if (readEvent(conn, text)) {
+      if (conn.keepLast) conn.last = text; // the storm resumes from the last event's position
+      return;
+    }
     const m = JSON.parse(text);
     if (m.type === 'subscribed') conn.ack(m.message_id, m);
     else if (m.type === 'ping') conn.send('{"type":"pong"}'); // heartbeat
@@ -415,7 +460,7 @@ if (!adapter) throw new Error(`unknown adapter ${opt.adapter}`);
 // Open a subscriber on thread index k with the adapter's natural way of following a thread.
 async function openSubscriber(a, k) {
   if (a === legacy) return a.connect({ kind: 'thread', id: k + 1, topic: topicOf(k) });
-  const conn = await a.connect();
+  const conn = a === unified ? await a.connect(subscriberBase(k)) : await a.connect();
   await a.subscribe(conn, topicOf(k));
   return conn;
 }
@@ -646,6 +691,167 @@ async function connectClients(count) {
   };
 }
 
+// -- reconnect storm ------------------------------------------------------------------------------
+
+async function serverCollector(window) {
+  try {
+    const response = await fetch(`http://${HOST}:${PORT}/bench/gc${window ? '?window=true' : ''}`);
+    return response.ok ? await response.json() : null;
+  } catch {
+    return null; // a server without the endpoint: no collector figures
+  }
+}
+
+function positionOf(c) {
+  // Where the client stands on its topic: its last event, else what its subscribe ack said
+  const topic = topicOf(c.thread);
+  if (c.conn.last) {
+    const m = JSON.parse(c.conn.last);
+    return { epoch: m.epoch, seq: m.seq, event_id: m.event_id };
+  }
+  const p = c.conn.positions?.[topic];
+  return p ? { epoch: p.epoch, seq: p.seq } : null;
+}
+
+async function storm(clients, base, freshConnect) {
+  const rate = Number(opt['storm-rate']);
+  const capacity = Math.ceil(rate * Number(opt['storm-max-s']));
+  const targets = new Uint16Array(capacity);
+  const perThread = new Array(T).fill(0);
+  let sent = 0;
+  for (const c of clients) {
+    c.seen = new Uint8Array(capacity);
+    c.got = 0;
+    c.dup = 0;
+    c.conn.keepLast = true;
+  }
+  const onEvent = (c) => (n, t, threadId) => {
+    const i = n - base;
+    if (i < 0 || i >= capacity || threadId !== c.thread + 1) return;
+    if (c.seen[i]) { c.dup += 1; return; }
+    c.seen[i] = 1;
+    c.got += 1;
+  };
+  for (const c of clients) c.conn.onEvent = onEvent(c);
+  const connectCollector = await serverCollector(true); // the longest pause so far: start-up and the fresh connect
+  // The reference client: never dropped, follows every topic
+  const ref = await unified.connect();
+  await unified.subscribeAll(ref, Array.from({ length: T }, (_, k) => topicOf(k)));
+  const latency = { before: [], storm: [], after: [] };
+  let window = 'before';
+  let tDrop = 0;
+  let slowest = { ms: 0, after_drop_ms: null };
+  ref.onEvent = (n, t) => {
+    if (n < base) return;
+    const now = performance.now();
+    latency[window].push(now - t);
+    if (window === 'storm' && now - t > slowest.ms) slowest = { ms: now - t, after_drop_ms: now - tDrop };
+  };
+
+  const publisher = new Conn({ onMessage() {} }, `${BASE}${unified.publishPath}`);
+  await publisher.opened();
+  const start = performance.now();
+  let publishing = true;
+  const published = new Promise((resolve) => {
+    const tick = () => {
+      const due = Math.min(capacity, Math.floor(((performance.now() - start) * rate) / 1000) + 1);
+      while (sent < due) {
+        const k = Math.floor(random() * T);
+        targets[sent] = k;
+        perThread[k] += 1;
+        publisher.send(eventFrame(k, base + sent));
+        sent += 1;
+      }
+      if (publishing && sent < capacity) setTimeout(tick, 5);
+      else resolve();
+    };
+    tick();
+  });
+
+  await sleep(Number(opt['storm-lead-ms']));
+  await serverCollector(true); // a new longest-pause window starts here
+  const meter = new Meter();
+  window = 'storm';
+  tDrop = performance.now();
+  for (const c of clients) {
+    c.since = positionOf(c);
+    c.conn.onEvent = null;
+    c.conn.drop();
+  }
+  let recovered = 0;
+  let notRecovered = 0;
+  const { failures, errors } = await openMany(unified, clients.length, async (i) => {
+    const c = clients[i];
+    const conn = await unified.connect(subscriberBase(c.thread));
+    conn.keepLast = true;
+    conn.onEvent = onEvent(c);
+    const topic = topicOf(c.thread);
+    const ack = await unified.subscribe(conn, topic, c.since);
+    c.conn = conn;
+    if (ack.positions?.[topic]?.recovered === true) recovered += 1;
+    else notRecovered += 1;
+    c.recovered = ack.positions?.[topic]?.recovered === true;
+    return conn;
+  });
+  const tLive = performance.now();
+  window = 'after';
+  const collector = await serverCollector(false);
+  const usage = meter.stop(tLive);
+  await sleep(Number(opt['storm-tail-ms']));
+  publishing = false;
+  await published;
+  // every client's events: all of its thread's from the phase start, replayed or live
+  const expected = (c) => (c.recovered ? perThread[c.thread] : c.got);
+  let last = -1;
+  let lastChange = performance.now();
+  for (;;) {
+    let pending = 0;
+    for (const c of clients) pending += Math.max(0, expected(c) - c.got);
+    if (pending === 0) break;
+    if (pending !== last) { last = pending; lastChange = performance.now(); }
+    if (performance.now() - lastChange > STALL_MS) break;
+    await sleep(50);
+  }
+  let lost = 0;
+  let dup = 0;
+  let clientsWithLoss = 0;
+  for (const c of clients) {
+    const l = c.recovered ? perThread[c.thread] - c.got : 0;
+    lost += l;
+    dup += c.dup;
+    if (l > 0) clientsWithLoss += 1;
+    c.seen = null;
+  }
+  ref.close();
+  publisher.close();
+  const reconnect = (tLive - tDrop) / 1000;
+  return {
+    clients: clients.length,
+    events: sent,
+    rate,
+    reconnect_s: reconnect,
+    fresh_connect_s: freshConnect,
+    reconnect_vs_fresh: freshConnect > 0 ? reconnect / freshConnect : null,
+    reconnects_per_s: clients.length / reconnect,
+    reconnect_failures: failures,
+    reconnect_errors: errors,
+    recovered,
+    not_recovered: notRecovered,
+    lost,
+    duplicated: dup,
+    clients_with_loss: clientsWithLoss,
+    valid: lost === 0 && dup === 0 && notRecovered === 0,
+    reference_before: percentiles(latency.before),
+    reference_storm: percentiles(latency.storm),
+    reference_after: percentiles(latency.after),
+    reference_storm_events: latency.storm.length,
+    reference_storm_slowest: slowest, // its latency, and when it arrived (ms after the drop)
+    collector,
+    collector_until_storm: connectCollector,
+    ...usage,
+  };
+}
+
 // -- navigation -----------------------------------------------------------------------------------
 
 async function navigation(style, a, users, count) {
@@ -752,6 +958,10 @@ async function main() {
       base += count;
       result.phases[phase] = await fanout.publish(publisher, phase);
       await sleep(300);
+    } else if (phase === 'storm') {
+      if (adapter !== unified) throw new Error('the storm phase speaks the unified protocol only');
+      result.phases.storm = await storm(clients, base, result.phases.connect?.wall_s ?? 0);
+      base += Number(opt['storm-max-s']) * Number(opt['storm-rate']);
     } else if (phase === 'navigation') {
       for (const entry of opt['nav-styles'].split(',').filter(Boolean)) {
         const [style, name] = entry.split('=');

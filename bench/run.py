@@ -44,7 +44,9 @@ END = "<!-- END GENERATED RESULTS -->"
 SERVER_CORE, GENERATOR_CORE = "0", "1"
 TOKEN = "bench-token-not-a-secret"
 THREADS = 100
+CONNECT_CONCURRENCY = 100  # sockets the load generator opens at once (fresh connects and reconnects alike)
 REDIS_MAX_EVENTS = 10_000  # the Redis row: burst and paced events (its throughput is far lower, see the doc)
+FOLLOW_EVENTS, FOLLOW_RATE = 5_000, 500  # the Redis "cost follows subscriptions" runs (paced)
 
 # Settings of every wsmigrate server in the benchmark. Authentication stays on (a bearer token of
 # the `demo` user, which owns the benchmark's agent and threads); the per-user connection quota and
@@ -218,7 +220,7 @@ def events(spec: ServerSpec, wanted: int) -> int:
 
 
 def loadgen(spec: ServerSpec, port: int, pids: list[int], phases: str, args: argparse.Namespace, out: Path,
-            *, clients: int | None = None, navigation: str = "") -> dict[str, Any]:
+            *, clients: int | None = None, navigation: str = "", extra: list[str] | None = None) -> dict[str, Any]:
     command = [
         "taskset", "-c", GENERATOR_CORE, "node", str(BENCH / "loadgen.mjs"),
         "--adapter", spec.adapter, "--port", str(port), "--clients", str(clients or args.clients),
@@ -227,9 +229,11 @@ def loadgen(spec: ServerSpec, port: int, pids: list[int], phases: str, args: arg
         "--phases", phases, "--pids", ",".join(map(str, pids)), "--clk-tck", str(os.sysconf("SC_CLK_TCK")),
         "--page-size", str(os.sysconf("SC_PAGE_SIZE")), "--idle-seconds", str(args.idle_seconds),
         "--nav-users", str(args.nav_users), "--nav-count", str(args.nav_count), "--out", str(out),
+        "--connect-concurrency", str(CONNECT_CONCURRENCY),
     ]
     if navigation:
         command += ["--nav-styles", navigation]
+    command += extra or []
     if spec.wsmigrate:
         command += ["--token", TOKEN]
     done = subprocess.run(command, cwd=BENCH, capture_output=True, text=True, timeout=args.run_timeout, check=False)
@@ -248,7 +252,7 @@ def log_line(text: str) -> None:
 
 def one_run(spec: ServerSpec, args: argparse.Namespace, outdir: Path, tag: str, phases: str, *,
             clients: int | None = None, navigation: str = "", extra_env: dict[str, str] | None = None,
-            workers: int = 1) -> dict[str, Any]:
+            workers: int = 1, extra: list[str] | None = None) -> dict[str, Any]:
     port = free_port()
     started = time.monotonic()
     try:
@@ -256,7 +260,7 @@ def one_run(spec: ServerSpec, args: argparse.Namespace, outdir: Path, tag: str, 
             time.sleep(1.0 if workers > 1 else 0.3)
             pids = descendants(proc.pid)
             result = loadgen(spec, port, pids, phases, args, outdir / f"{tag}.json", clients=clients,
-                             navigation=navigation)
+                             navigation=navigation, extra=extra)
             result["server_pids"] = pids
     except (RuntimeError, subprocess.TimeoutExpired, httpx.HTTPError, OSError) as exc:
         result = {"error": str(exc)}
@@ -303,6 +307,11 @@ def summary(result: dict[str, Any]) -> str:
     for key in ("navigation_reconnect", "navigation_resubscribe"):
         if key in phases:
             parts.append(f"{key[11:]} {phases[key]['navigations_per_s']:,.0f}/s")
+    if "storm" in phases:
+        st = phases["storm"]
+        parts.append(f"storm {st['clients']} back in {st['reconnect_s']:.1f}s ({fmt(st['reconnect_vs_fresh'], '.2f')}x "
+                     f"fresh) recovered {st['recovered']} lost {st['lost']} dup {st['duplicated']} longest gc "
+                     f"{fmt((st.get('collector') or {}).get('longest_ms'), '.0f')}ms")
     if "idle" in phases:
         i = phases["idle"]
         parts.append(f"idle {i['connections']} conns {i['server_rss_kb_per_connection']:.1f}KiB/conn "
@@ -311,6 +320,46 @@ def summary(result: dict[str, Any]) -> str:
 
 
 # -- Redis -------------------------------------------------------------------------------------------
+
+
+def follow_runs(args: argparse.Namespace, outdir: Path, url: str, spec: ServerSpec) -> dict[str, Any]:
+    """Does a worker's cost follow its own subscriptions? Three servers on one Redis bus: one only
+    publishes, A and B hold the subscribers. `all`: every client on A (B holds none); `halves`: the
+    clients of threads 1-50 on A, 51-100 on B. Per server, CPU per published event, in a burst
+    (entries read in batches) and paced (about one entry per read)."""
+    results: dict[str, Any] = {}
+    for placement in ("all", "halves"):
+        bus = f"{url}?prefix=bench-follow-{placement}-{os.getpid()}-{int(time.time())}"
+        ports = [free_port() for _ in range(3)]
+        try:
+            with contextlib.ExitStack() as stack:
+                procs = [stack.enter_context(running_server(spec, port, outdir / f"follow-{placement}-{role}.log",
+                                                            {"WSMIGRATE_BUS_URL": bus}))[0]
+                         for role, port in zip(("publisher", "a", "b"), ports, strict=True)]
+                time.sleep(0.5)
+                groups = [descendants(proc.pid) for proc in procs]
+                result = loadgen(spec, ports[0], [pid for group in groups for pid in group],
+                                 "connect,warmup,burst,paced", args, outdir / f"follow-{placement}.json",
+                                 extra=["--sub-ports", f"{ports[1]},{ports[2]}", "--placement", placement,
+                                        "--events", str(FOLLOW_EVENTS), "--paced-events", str(FOLLOW_EVENTS),
+                                        "--rate", str(FOLLOW_RATE)])
+        except (RuntimeError, subprocess.TimeoutExpired, httpx.HTTPError, OSError) as exc:
+            results[placement] = {"error": str(exc)}
+            log_line(f"  follow {placement}: FAILED: {exc}")
+            continue
+        row: dict[str, Any] = {}
+        for phase in ("burst", "paced"):
+            measured = result["phases"][phase]
+            by_pid = measured["server_cpu_s_by_pid"]
+            per_event = [sum(by_pid.get(str(pid), 0.0) for pid in group) * 1e6 / measured["events"] for group in groups]
+            row[phase] = {"publisher_us_per_event": per_event[0], "a_us_per_event": per_event[1],
+                          "b_us_per_event": per_event[2], "lost": measured["lost"],
+                          "duplicated": measured["duplicated"], "p99_ms": measured["p99_ms"],
+                          "events": measured["events"]}
+            log_line(f"follow {placement} {phase}: us/event publisher {per_event[0]:.1f} a {per_event[1]:.1f} "
+                     f"b {per_event[2]:.1f}; lost {measured['lost']} dup {measured['duplicated']}")
+        results[placement] = row
+    return results
 
 
 def redis_answers(port: int) -> bool:
@@ -434,7 +483,7 @@ def machine() -> dict[str, str]:
 
 
 def target_rows(runs: dict[str, list[Any]], idle: dict[str, Any], all_specs: dict[str, ServerSpec],
-                redis: dict[str, Any] | None = None) -> list[list[str]]:
+                redis: dict[str, Any] | None = None, storm: dict[str, Any] | None = None) -> list[list[str]]:
     def burst(name: str) -> float | None:
         return med(runs.get(name, []), "burst", "deliveries_per_s")
 
@@ -517,10 +566,31 @@ def target_rows(runs: dict[str, list[Any]], idle: dict[str, Any], all_specs: dic
     add("Redis bus (2 workers): CPU per delivery <= 1.5x the in-memory path's (burst)",
         f"{fmt_ratio(r_redis)} ({fmt(cpu_redis, '.1f')} us vs {fmt(cpu_memory, '.1f')} us)",
         None if r_redis is None else r_redis <= 1.5)
-    add("Redis bus: a worker holding half the topics' subscribers costs <= 0.6x per event", "not measured: every "
-        "worker reads the one global stream (docs/scaling.md)", None)
-    add("Reconnect storm: 10,000 clients back with `since` in <= 2x a fresh connect, 0 lost / 0 duplicated, "
-        "collector pause <= 100 ms", "not measured yet", None)
+    follow = (redis or {}).get("follow") or {}
+    follow_ratios: dict[str, tuple[float | None, float | None, float | None]] = {}
+    for phase in ("burst", "paced"):
+        one = follow.get("all", {}).get(phase, {}).get("a_us_per_event")
+        halves = follow.get("halves", {}).get(phase, {})
+        half = None if "a_us_per_event" not in halves else (halves["a_us_per_event"] + halves["b_us_per_event"]) / 2
+        follow_ratios[phase] = (ratio(half, one), half, one)
+    measured_follow = "; ".join(f"{phase} {fmt_ratio(r)} ({fmt(half, '.1f')} vs {fmt(one, '.1f')} us per event)"
+                                for phase, (r, half, one) in follow_ratios.items())
+    follow_ok = [r <= 0.6 for r, _, _ in follow_ratios.values() if r is not None]
+    add("Redis bus: a worker holding the subscribers of half the topics costs <= 0.6x per published event what "
+        "one holding all of them costs (burst and paced)", measured_follow,
+        None if len(follow_ok) < 2 else all(follow_ok))
+    st = storm or {}
+    longest = (st.get("collector") or {}).get("longest_ms")
+    add("Reconnect storm: 10,000 clients back with `since` in <= 2x a fresh connect",
+        "not run" if not st else f"{fmt_ratio(st.get('reconnect_vs_fresh'))} ({fmt(st.get('reconnect_s'), '.1f')} s vs "
+        f"{fmt(st.get('fresh_connect_s'), '.1f')} s)",
+        None if not st or st.get("reconnect_vs_fresh") is None else st["reconnect_vs_fresh"] <= 2.0)
+    add("Reconnect storm: replay exact (all recovered, 0 lost, 0 duplicated)",
+        "not run" if not st else f"{st.get('recovered'):,} recovered, {st.get('not_recovered')} not, "
+        f"{st.get('lost')} lost, {st.get('duplicated')} duplicated",
+        None if not st else bool(st.get("valid")))
+    add("Reconnect storm: longest collector pause <= 100 ms", "not run" if not st else f"{fmt(longest, ',.0f')} ms",
+        None if longest is None else longest <= 100)
     del all_specs
     return rows
 
@@ -532,7 +602,8 @@ def table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def render(args: argparse.Namespace, runs: dict[str, list[Any]], idle: dict[str, Any], redis: dict[str, Any],
-           all_specs: dict[str, ServerSpec], env: dict[str, Any], started: float, outdir: Path) -> str:
+           all_specs: dict[str, ServerSpec], env: dict[str, Any], started: float, outdir: Path,
+           storm: dict[str, Any] | None = None) -> str:
     out: list[str] = []
     stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     out.append(f"Generated by `bench/run.py` on {stamp} in {(time.monotonic() - started) / 60:.1f} min; raw results in "
@@ -550,7 +621,8 @@ def render(args: argparse.Namespace, runs: dict[str, list[Any]], idle: dict[str,
                f"{args.idle_seconds} s.\n")
 
     out.append("### Targets\n")
-    out.append(table(["target", "measured (medians)", "verdict"], target_rows(runs, idle, all_specs, redis)) + "\n")
+    out.append(table(["target", "measured (medians)", "verdict"],
+                     target_rows(runs, idle, all_specs, redis, storm)) + "\n")
 
     names = [n for n in args.servers.split(",") if n in runs]
     bare_burst = med(runs.get("bare", []), "burst", "deliveries_per_s")
@@ -649,6 +721,8 @@ def render(args: argparse.Namespace, runs: dict[str, list[Any]], idle: dict[str,
         out.append(table(["server", "connections", "dropped", "RSS KiB/conn", "RSS MiB", "set-up /s",
                           "CPU % at rest"], rows) + "\n")
 
+    if storm:
+        out.append(render_storm(storm, args))
     out.append("### Fan-out on 2 workers with the Redis bus\n")
     if redis.get("result") and "phases" in redis["result"]:
         r = redis["result"]["phases"]
@@ -663,9 +737,64 @@ def render(args: argparse.Namespace, runs: dict[str, list[Any]], idle: dict[str,
                    "Both workers share core 0 (a private Redis started by the runner is pinned there too; one already "
                    "running is not), so this row shows the cost and correctness of the Redis path, not a scale-out "
                    "gain; the publisher keeps up to 256 publishes in flight (bench/servers/wsmigrate_server.py).\n")
+        out.append(render_follow(redis.get("follow") or {}))
     else:
         out.append(f"**Not run**: {redis.get('note', 'skipped')}.\n")
     return "\n".join(out)
+
+
+def render_follow(follow: dict[str, Any]) -> str:
+    rows = []
+    placements = (("all", "all 1,000 clients on A, none on B"), ("halves", "threads 1-50 on A, 51-100 on B"))
+    for placement, label in placements:
+        for phase in ("burst", "paced"):
+            r = follow.get(placement, {})
+            if "error" in r or phase not in r:
+                rows.append([label, phase, str(r.get("error", "not run"))[:200], "", "", "", ""])
+                continue
+            m = r[phase]
+            rows.append([label, phase, fmt(m["publisher_us_per_event"], ".1f"), fmt(m["a_us_per_event"], ".1f"),
+                         fmt(m["b_us_per_event"], ".1f"), f"{m['lost']} / {m['duplicated']}", fmt(m["p99_ms"], ".2f")])
+    return "\n".join([
+        "**Cost follows subscriptions.** Three single-process servers on the same Redis bus: one only "
+        f"publishes ({FOLLOW_EVENTS:,} events to random threads as a burst, then {FOLLOW_EVENTS:,} at "
+        f"{FOLLOW_RATE}/s), A and B hold the 1,000 subscribers. Server CPU per published event, one run each:\n",
+        table(["placement", "phase", "publisher us/event", "A us/event", "B us/event", "lost / dup", "p99 ms"],
+              rows) + "\n",
+    ])
+
+
+def render_storm(st: dict[str, Any], args: argparse.Namespace) -> str:
+    if "error" in st:
+        return f"### Reconnect storm\n\n**Failed**: {st['error'][:300]}\n"
+    gc_storm, gc_before = st.get("collector") or {}, st.get("collector_until_storm") or {}
+    ref = [st.get(f"reference_{w}") or {} for w in ("before", "storm", "after")]
+    full = [gc.get("collections", [0, 0, 0])[2] for gc in (gc_before, gc_storm)]
+    return "\n".join([
+        "### Reconnect storm\n",
+        f"wsmigrate unified, {st['clients']:,} clients on {THREADS} topics, {st['rate']:,} events/s throughout; after "
+        f"{args.storm_lead_ms / 1000:g} s every socket is dropped at once (no closing handshake, as when a proxy in "
+        "between restarts) and every client reconnects and subscribes with `since` its last event's position, "
+        f"{CONNECT_CONCURRENCY} at a time like the fresh connect. A reference client that is not dropped follows all "
+        f"{THREADS} topics. One run.\n",
+        table(["measure", "value"], [
+            ["fresh connect of all clients (no traffic)", f"{fmt(st['fresh_connect_s'], '.1f')} s"],
+            ["drop to all live again", f"{fmt(st['reconnect_s'], '.1f')} s ({fmt_ratio(st.get('reconnect_vs_fresh'))} "
+             f"the fresh connect; {fmt(st['reconnects_per_s'])} reconnects/s)"],
+            ["replay", f"{st['recovered']:,} recovered, {st['not_recovered']} not; {st['events']:,} events, "
+             f"{st['lost']} lost, {st['duplicated']} duplicated"],
+            ["reference client p50 / p99 / max ms: before, during, after the storm",
+             " ; ".join(f"{fmt(r.get('p50_ms'), '.2f')} / {fmt(r.get('p99_ms'), '.2f')} / {fmt(r.get('max_ms'), '.1f')}"
+                        for r in ref)],
+            ["the reference client's slowest event during the storm",
+             f"{fmt((st.get('reference_storm_slowest') or {}).get('ms'), ',.0f')} ms, arriving "
+             f"{fmt((st.get('reference_storm_slowest') or {}).get('after_drop_ms'), ',.0f')} ms after the drop"],
+            ["longest collector pause: start-up and fresh connect / storm",
+             f"{fmt(gc_before.get('longest_ms'), ',.0f')} ms / {fmt(gc_storm.get('longest_ms'), ',.0f')} ms"],
+            ["full collections since start: before the storm / after it", f"{full[0]} / {full[1]}"],
+            ["server CPU during the storm", f"{fmt(st.get('server_cpu_pct'), '.0f')}%"],
+        ]) + "\n",
+    ])
 
 
 def write_doc(text: str) -> None:
@@ -704,6 +833,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--idle-servers", default="bare,fastapi,unified,legacy")
     parser.add_argument("--no-idle", dest="idle", action="store_false")
     parser.add_argument("--no-redis", dest="redis", action="store_false")
+    parser.add_argument("--storm-clients", type=int, default=10_000)
+    parser.add_argument("--storm-rate", type=int, default=100, help="events/s during the reconnect storm")
+    parser.add_argument("--storm-lead-ms", type=int, default=3000)
+    parser.add_argument("--no-storm", dest="storm", action="store_false")
     parser.add_argument("--run-timeout", type=int, default=600, help="seconds per load generator run")
     parser.add_argument("--no-doc", dest="doc", action="store_false", help="do not touch docs/benchmarks.md")
     return parser.parse_args(argv)
@@ -734,6 +867,14 @@ def main(argv: list[str] | None = None) -> int:
             idle[name] = result.get("phases", {}).get("idle", result if "error" in result else {"error": "no result"})
             log_line(f"idle {name}: {summary(result)} ({result['elapsed_s']:.0f}s)")
 
+    storm: dict[str, Any] = {}
+    if args.storm:
+        result = one_run(all_specs["unified"], args, outdir, "storm-unified", "connect,storm",
+                         clients=args.storm_clients,
+                         extra=["--storm-rate", str(args.storm_rate), "--storm-lead-ms", str(args.storm_lead_ms)])
+        storm = result.get("phases", {}).get("storm", result if "error" in result else {"error": "no result"})
+        log_line(f"storm: {summary(result)} ({result['elapsed_s']:.0f}s)")
+
     redis: dict[str, Any] = {"note": "skipped (--no-redis)"}
     if args.redis:
         with redis_url(outdir) as (url, note):
@@ -750,11 +891,12 @@ def main(argv: list[str] | None = None) -> int:
                 else:
                     redis = {"note": f"Redis: {note}", "result": result}
                 log_line(f"redis: {summary(result)}")
+                redis["follow"] = follow_runs(args, outdir, url, all_specs["unified"])
 
     (outdir / "summary.json").write_text(json.dumps({"args": vars(args), "env": env, "runs": runs, "idle": idle,
-                                                     "redis": redis}, indent=1))
+                                                     "redis": redis, "storm": storm}, indent=1))
     env["machine"]["load_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    text = render(args, runs, idle, redis, all_specs, env, started, outdir)
+    text = render(args, runs, idle, redis, all_specs, env, started, outdir, storm)
     (outdir / "results.md").write_text(text + "\n")
     if args.doc:
         write_doc(text)

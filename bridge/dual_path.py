@@ -112,7 +112,10 @@ class DualPath:
 
     def install(self) -> None:
         self.bus.decide_rollout(self.decide_rollout)
-        self.bus.attach(self.on_publication)
+        # The legacy path needs a publication when this worker has legacy sockets at all: which of
+        # them follow it is known only from the event's data (its legacy route), after decoding.
+        self.bus.attach(self.on_publication, interest=lambda _type, _topics: self.legacy.connection_count > 0,
+                        every_publication=True)
         self.unified.compat_gate = self.unified_path_involved
         self.legacy.set_listener(self, label_for=self.frame_label)
         if self.cohorts is not None:

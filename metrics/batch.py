@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 FLUSH_INTERVAL_S = 0.5
@@ -85,6 +85,12 @@ class MetricBatch:
         self._counts: dict[Any, float] = {}  # other counters' children -> pending increment
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._sources: list[Callable[[], None]] = []
+
+    def add_source(self, publish: Callable[[], None]) -> None:
+        """Call `publish` at every flush: for recorders that cannot arm a flush themselves (the
+        collector's pause recorder runs inside an allocation, where no event loop call is safe)."""
+        self._sources.append(publish)
 
     def touched(self, tally: Tally) -> None:
         tally.dirty = True
@@ -123,6 +129,8 @@ class MetricBatch:
         tallies, self._tallies = self._tallies, []
         latencies, self._latencies = self._latencies, []
         counts, self._counts = self._counts, {}
+        for publish in self._sources:
+            publish()
         for counter, amount in counts.items():
             counter.inc(amount)
         for tally in tallies:

@@ -59,6 +59,9 @@ OUTBOX_OUTCOMES = ("committed", "published", "duplicate", "deferred", "publish_f
 # Latency buckets in seconds: sub-millisecond resolution, because the unified path's p99 on
 # loopback is a few milliseconds and coarse default buckets would hide regressions.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+# Collector pauses: a young collection takes microseconds, a full one with 10,000 sockets ~1 s.
+GC_PAUSE_BUCKETS = (0.0001, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+GC_GENERATIONS = ("0", "1", "2")
 
 
 def _initialise(metric: Counter | Gauge | Histogram, *label_sets: Iterable[str]) -> None:
@@ -228,6 +231,11 @@ class WsMetrics:
         )
         _initialise(self.bus_handler_events, HANDLER_OUTCOMES)
 
+        self.bus_entries_skipped = Counter(
+            f"{PREFIX}_bus_entries_skipped",
+            "Bus entries this worker read but did not decode: nothing on it needed them.",
+            registry=r,
+        )
         self.bus_duplicates_suppressed = Counter(
             f"{PREFIX}_bus_duplicates_suppressed", "Publishes ignored because their event_id was already seen.",
             registry=r,
@@ -267,6 +275,16 @@ class WsMetrics:
         self.flags_revision = Gauge(
             f"{PREFIX}_flags_revision", "Revision of the flags document this process runs.", registry=r,
             multiprocess_mode="liveall",
+        )
+
+        self.gc_pause = Histogram(
+            f"{PREFIX}_gc_pause_seconds", "Pauses of CPython's cycle collector, by the oldest generation collected.",
+            ["generation"], registry=r, buckets=GC_PAUSE_BUCKETS,
+        )
+        _initialise(self.gc_pause, GC_GENERATIONS)
+        self.gc_frozen = Gauge(
+            f"{PREFIX}_gc_frozen_objects", "Objects in CPython's permanent generation, which no collection walks.",
+            registry=r, multiprocess_mode="liveall",
         )
 
         self.probe_roundtrip = Histogram(

@@ -17,14 +17,19 @@ from wsmigrate.unified.history import TopicHistory
 from wsmigrate.unified.publication import Ingress, Position, Publication
 
 Deliver = Callable[[Publication], None]
+Wants = Callable[[str, Sequence[str]], bool]  # (event type, topics) -> does this node need it
 DEFAULT_DEDUP_WINDOW = 100_000
 
 
 class BusBackend(Protocol):
     """What the `EventBus` needs from a transport. Contract-tested against every implementation."""
 
-    async def start(self, deliver: Deliver) -> None:
-        """Begin handing sequenced publications to `deliver` (called on the event loop, in order)."""
+    async def start(self, deliver: Deliver, wants: Wants | None = None) -> None:
+        """Begin handing sequenced publications to `deliver` (called on the event loop, in order).
+
+        `wants` (the bus's `EventBus.wants`) lets a backend that reads publications made elsewhere
+        skip, undecoded, those nothing on this node needs. None: deliver everything.
+        """
 
     async def append(self, event: Event, topics: Sequence[str], ingress: Ingress) -> bool:
         """Sequence and store `event` on `topics`; False when its `event_id` was already published."""
@@ -75,8 +80,8 @@ class MemoryBackend:
         self._recent = RecentIds(dedup_window)
         self._deliver: Deliver | None = None
 
-    async def start(self, deliver: Deliver) -> None:
-        self._deliver = deliver
+    async def start(self, deliver: Deliver, wants: Wants | None = None) -> None:
+        self._deliver = deliver  # every publication is made here: `wants` would skip nothing worth it
 
     async def append(self, event: Event, topics: Sequence[str], ingress: Ingress) -> bool:
         if not self._recent.add(event.event_id):

@@ -6,9 +6,18 @@ Two kinds of subscriber exist, for a reason:
   bounded queue drained by one task, so handlers run concurrently with each other, each sees
   events in publish order, a slow or failing handler never blocks `publish` or its peers, and an
   overflow is counted instead of growing memory.
-* `attach(sink)` is for delivery machinery (the connection managers, the bridge). A sink is
-  called synchronously on the event loop with the sequenced `Publication`, in order; it must only
+* `attach(sink, interest)` is for delivery machinery (the connection managers, the bridge). A sink
+  is called synchronously on the event loop with the sequenced `Publication`, in order; it must only
   enqueue work. That keeps per-topic order across everything a sink does without a task per event.
+
+Interest. A sink attached with `interest(event_type, topics)` is called only with the
+publications it says yes to; a sink without one gets every publication, and so does a handler
+(`subscribe`) of the event's type or of all types. A backend whose workers all read one shared
+stream (Redis) asks `wants(event_type, topics)` before it decodes an entry, and skips the entries
+nothing on this worker needs, so a worker's cost follows its own subscriptions. wsmigrate's own
+sinks (the connection manager, the bridge) are attached with `every_publication=True`: their
+interest says which entries this worker must take in (a topic one of its connections follows, any
+legacy socket), and they still see, and count, every publication it took in.
 """
 
 from __future__ import annotations
@@ -32,6 +41,7 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[Event], Awaitable[None] | None]
 Sink = Callable[[Publication], None]
+Interest = Callable[[str, Sequence[str]], bool]  # (event type, topics) -> does this sink need it
 RolloutHook = Callable[[Event, str], Rollout]
 DEFAULT_HANDLER_QUEUE = 10_000
 THREADSAFE_TIMEOUT_S = 10.0
@@ -103,7 +113,8 @@ class EventBus:
         self.metrics = metrics
         self.handler_queue_size = handler_queue_size
         self._handlers: dict[str | None, dict[Handler, _HandlerWorker]] = {}
-        self._sinks: list[Sink] = []
+        # (sink, interest, called with every publication taken in whatever its interest says)
+        self._sinks: list[tuple[Sink, Interest | None, bool]] = []
         self._rollout: RolloutHook | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._published: dict[tuple[str, str], Any] = {}  # (event type, origin) -> counter child, cached
@@ -112,7 +123,7 @@ class EventBus:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        await self.backend.start(self._dispatch)
+        await self.backend.start(self._dispatch, self.wants)
 
     async def stop(self) -> None:
         await self.backend.stop()
@@ -139,9 +150,18 @@ class EventBus:
         if worker is not None and self._loop is not None:
             self._loop.create_task(worker.stop())
 
-    def attach(self, sink: Sink) -> None:
-        """Register a synchronous delivery sink (see module docstring)."""
-        self._sinks.append(sink)
+    def attach(self, sink: Sink, interest: Interest | None = None, *, every_publication: bool = False) -> None:
+        """Register a synchronous delivery sink, called with the publications `interest` accepts (None:
+        all). `every_publication`: called with all that this node takes in, `interest` only deciding
+        which ones it must take in (see module docstring)."""
+        self._sinks.append((sink, interest, every_publication))
+
+    def wants(self, event_type: str, topics: Sequence[str]) -> bool:
+        """Whether anything on this node needs the publication of `event_type` on `topics`."""
+        handlers = self._handlers
+        if handlers.get(event_type) or handlers.get(None):
+            return True
+        return any(interest is None or interest(event_type, topics) for _, interest, _ in self._sinks)
 
     def decide_rollout(self, hook: RolloutHook) -> None:
         """`hook(event, origin)` makes the rollout decision of each event as it enters (the dual
@@ -205,12 +225,14 @@ class EventBus:
         return self.publish_threadsafe(event, origin=origin).result(timeout)
 
     def _dispatch(self, publication: Publication) -> None:
-        for sink in self._sinks:
+        event = publication.event
+        for sink, interest, every in self._sinks:
+            if not every and interest is not None and not interest(event.type, publication.topics):
+                continue
             try:
                 sink(publication)
             except Exception:
-                log.exception("bus sink %r failed on event %s", sink, publication.event.event_id)
-        event = publication.event
+                log.exception("bus sink %r failed on event %s", sink, event.event_id)
         for key in (event.type, None):
             for worker in self._handlers.get(key, {}).values():
                 worker.offer(event)

@@ -130,7 +130,7 @@ class ConnectionManager:
         self._live: dict[str, set[Connection]] = {}
         self._buffering: dict[str, set[Connection]] = {}
         self._compat: dict[str, set[Connection]] = {}
-        bus.attach(self.on_publication)
+        bus.attach(self.on_publication, interest=self.follows_any, every_publication=True)
 
     # -- connections -----------------------------------------------------------------------------
 
@@ -178,6 +178,11 @@ class ConnectionManager:
 
     def connections(self) -> Iterable[Connection]:
         return self._connections.values()
+
+    def follows_any(self, event_type: str, topics: Iterable[str]) -> bool:
+        """Whether a connection here follows one of `topics` (live, subscribing or compat): the
+        manager's interest in a publication (`EventBus.attach`)."""
+        return any(t in self._live or t in self._buffering or t in self._compat for t in topics)
 
     # -- subscriptions ---------------------------------------------------------------------------
 

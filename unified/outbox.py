@@ -183,6 +183,7 @@ class Outbox:
         if self._closing is not None and not self._closing.done():
             await asyncio.wait([self._closing], timeout=timeout)
         await self.stop()
+        self._on_overflow = None  # a finished outbox never overflows; this also frees its owner
 
     async def stop(self) -> None:
         """Discard pending frames and end the writer (the socket is already closed)."""

@@ -40,7 +40,7 @@ from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.commands.core import AsyncScript
 
 from wsmigrate.metrics import WsMetrics
-from wsmigrate.unified.backend import Deliver
+from wsmigrate.unified.backend import Deliver, Wants
 from wsmigrate.unified.errors import BusUnavailableError
 from wsmigrate.unified.events import Event
 from wsmigrate.unified.history import DEFAULT_HISTORY_SIZE, DEFAULT_HISTORY_TTL_S, new_epoch
@@ -117,6 +117,7 @@ class RedisBackend:
         metrics: WsMetrics | None = None,
         on_discontinuity: OnDiscontinuity | None = None,
         worker_id: str | None = None,
+        skip_unwanted: bool = True,
     ) -> None:
         if history_size < 0 or history_ttl_s < 0 or dedup_window_s <= 0 or events_maxlen < 1:
             raise ValueError("history, dedup and stream bounds must be positive")
@@ -136,6 +137,7 @@ class RedisBackend:
         self.metrics = metrics
         self.on_discontinuity = on_discontinuity
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
+        self.skip_unwanted = skip_unwanted
         self.listener: StreamListener | None = None
         self._writer: Redis | None = None
         self._reader: Redis | None = None
@@ -155,8 +157,11 @@ class RedisBackend:
 
     # -- lifecycle -------------------------------------------------------------------------------
 
-    async def start(self, deliver: Deliver) -> None:
-        """Connect, position the reader at the stream's end, and return once events flow."""
+    async def start(self, deliver: Deliver, wants: Wants | None = None) -> None:
+        """Connect, position the reader at the stream's end, and return once events flow.
+
+        With `wants` (and `skip_unwanted`, the default) the reader skips, undecoded, the entries
+        nothing on this worker needs (see `unified.redis_listener`)."""
         block_ms = int(self.heartbeat_interval_s * 1000)
         # Clients are made here, on the loop that will use them. The writer retries a lost
         # connection once (safe: appends are idempotent by event id); the reader never retries
@@ -180,6 +185,7 @@ class RedisBackend:
             stale_after_s=self.stale_after_s, block_ms=block_ms, metrics=self.metrics,
             stop_timeout_s=block_ms / 1000 + self.socket_timeout_s + 1,
             on_discontinuity=self.on_discontinuity,
+            wants=wants if self.skip_unwanted else None,
         )
         try:
             await self.listener.start(deliver, timeout=self.catch_up_timeout_s)
@@ -218,7 +224,7 @@ class RedisBackend:
         args: list[Any] = [
             nonce, _ms(self.dedup_window_s), self.events_maxlen, self.history_size, _ms(self.history_ttl_s),
             _ms(self.topic_ttl_s), new_epoch() + new_epoch(), encode_event(event), ingress.to_json(),
-            *topics, *(new_epoch() for _ in topics),
+            event.type, *topics, *(new_epoch() for _ in topics),
         ]
         self._remember_ingress(event.event_id)
         reply: asyncio.Future[Any] = asyncio.get_running_loop().create_future()

@@ -18,6 +18,13 @@ also notices any topic whose `seq` does not follow the last one it delivered. Al
 *discontinuities*: reported through `on_discontinuity` so the composition root can ask clients to
 resubscribe with `since` (they then recover from topic history or are told `recovered: false`).
 
+Interest: every worker reads every entry, but decodes only the ones something on it needs. An entry
+carries its event type and topics as plain fields; with `wants` (the bus's `EventBus.wants`) the
+reader asks before decoding and skips the rest (counted in `wsmigrate_bus_entries_skipped_total`).
+A subscribe registers its topic before it reads the position, so no entry it needs can be skipped
+(`unified.manager`, step 1). A skipped entry's topics leave the continuity check: it resumes with
+the next entry of the topic this worker delivers, instead of reporting the skipped stretch as a gap.
+
 Stopping does not rely on task cancellation alone: redis-py's asyncio client can swallow a
 `CancelledError` that lands while a blocking command is in flight (redis/redis-py#2028), after which
 a loop would run on forever. Both loops therefore also check a stop flag (and the task's pending
@@ -28,10 +35,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from redis.asyncio import Redis
@@ -46,6 +54,8 @@ from wsmigrate.unified.redis_scripts import (
     F_AT,
     F_HEARTBEAT,
     F_INCARNATION,
+    F_TOPICS,
+    F_TYPE,
     SYNC,
     ZERO_ID,
     Keys,
@@ -58,6 +68,7 @@ log = logging.getLogger(__name__)
 
 Decode = Callable[[str, Mapping[str, str]], Publication]
 Deliver = Callable[[Publication], None]
+Wants = Callable[[str, Sequence[str]], bool]
 OnDiscontinuity = Callable[[str], None]
 # What a lost or frozen Redis raises through redis-py (its errors wrap most socket errors).
 CONNECTION_ERRORS = (RedisError, OSError, TimeoutError)
@@ -86,6 +97,7 @@ class StreamListener:
         stop_timeout_s: float,
         metrics: WsMetrics | None = None,
         on_discontinuity: OnDiscontinuity | None = None,
+        wants: Wants | None = None,
     ) -> None:
         self._reader = reader
         self._writer = writer
@@ -100,6 +112,9 @@ class StreamListener:
         self.stop_timeout_s = stop_timeout_s
         self.metrics = metrics
         self.on_discontinuity = on_discontinuity
+        self._wants = wants
+        self._skipped = None if metrics is None else metrics.bus_entries_skipped
+        self.skipped = 0
         self._sync_on_reader: AsyncScript = reader.register_script(SYNC)
         self._sync_on_writer: AsyncScript = writer.register_script(SYNC)
         self._deliver: Deliver | None = None
@@ -284,6 +299,8 @@ class StreamListener:
                 self._beat_seen.set()
                 self._refresh()
             return
+        if self._wants is not None and not self._wanted(fields):
+            return
         try:
             publication = self._decode(entry_id, fields)
         except (ValueError, KeyError) as exc:
@@ -297,6 +314,26 @@ class StreamListener:
             deliver(publication)
         except Exception:  # broad on purpose (logged): one bad event must not kill the worker's only reader
             log.exception("delivering bus entry %s failed", entry_id)
+
+    def _wanted(self, fields: Mapping[str, str]) -> bool:
+        """Whether this worker needs the entry (module docstring, Interest); True when unsure."""
+        event_type = fields.get(F_TYPE)
+        if event_type is None:  # written before entries carried their type: decode it
+            return True
+        try:
+            topics = json.loads(fields[F_TOPICS])
+        except (KeyError, ValueError):
+            return True  # the decoder reports it as malformed
+        assert self._wants is not None
+        if self._wants(event_type, topics):
+            return True
+        tracked = self._topic_seqs
+        for topic in topics:
+            tracked.pop(topic, None)
+        self.skipped += 1
+        if self._skipped is not None and self.metrics is not None:
+            self.metrics.batch.add(self._skipped)
+        return False
 
     def _check_continuity(self, publication: Publication) -> None:
         """Flag a topic whose `seq` does not follow the last one delivered in the same epoch."""

@@ -36,8 +36,10 @@ from wsmigrate.unified.publication import Ingress, Publication
 StreamId = tuple[int, int]
 ZERO_ID = "0-0"
 
-# Fields of a publication entry (global and history streams alike).
+# Fields of a publication entry (global and history streams alike). `y` (the event type) and `t`
+# (its topics) are plain so that a reader can tell whether it needs an entry before decoding it.
 F_EVENT, F_META, F_TOPICS, F_SEQS, F_EPOCHS, F_INCARNATION, F_TS = "e", "m", "t", "s", "p", "i", "ts"
+F_TYPE = "y"
 # Fields of a heartbeat entry (global stream only).
 F_HEARTBEAT, F_AT = "hb", "at"
 
@@ -56,7 +58,7 @@ local now_ms = string.format('%d', clock[1] * 1000 + math.floor(clock[2] / 1000)
 
 # KEYS: dedup, events, incarnation, then (topic hash, topic history) per topic.
 # ARGV: nonce, dedup_ms, events_maxlen, history_maxlen, history_ttl_ms, topic_ttl_ms,
-#       incarnation candidate, event json, ingress json, then n topics, then n epoch candidates.
+#       incarnation candidate, event json, ingress json, event type, then n topics, then n epoch candidates.
 # Returns {1, global entry id} or {0, nonce of the append that already published the id}.
 APPEND = (
     """
@@ -73,16 +75,16 @@ for i = 1, n do
   local state, history = KEYS[2 + 2 * i], KEYS[3 + 2 * i]
   local epoch = redis.call('HGET', state, 'epoch')
   if not epoch then
-    epoch = ARGV[9 + n + i]
+    epoch = ARGV[10 + n + i]
     redis.call('DEL', history)
     redis.call('HSET', state, 'epoch', epoch)
   end
   seqs[i] = redis.call('HINCRBY', state, 'seq', 1)
   redis.call('PEXPIRE', state, ARGV[6])
-  topics[i] = ARGV[9 + i]
+  topics[i] = ARGV[10 + i]
   epochs[i] = epoch
 end
-local fields = {'e', ARGV[8], 'm', ARGV[9], 't', cjson.encode(topics), 's', cjson.encode(seqs),
+local fields = {'e', ARGV[8], 'm', ARGV[9], 'y', ARGV[10], 't', cjson.encode(topics), 's', cjson.encode(seqs),
                 'p', cjson.encode(epochs), 'i', incarnation, 'ts', now_ms}
 if tonumber(ARGV[4]) > 0 then
   for i = 1, n do

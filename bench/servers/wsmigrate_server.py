@@ -8,7 +8,8 @@ publishes each of its events and yields to the event loop after each one: the "o
 turn" workload (a request handler per event, a streamed reply yielding after every token). With a remote bus (Redis)
 up to PIPELINE publishes are in flight at once (see `app_factory`). Settings come from the
 `WSMIGRATE_*` environment like `wsmigrate serve` (e.g. WSMIGRATE_HISTORY_SIZE=0,
-WSMIGRATE_METRICS_ENABLED=false, WSMIGRATE_BUS_URL=redis://...).
+WSMIGRATE_METRICS_ENABLED=false, WSMIGRATE_BUS_URL=redis://...). `GET /bench/gc` reports the cycle
+collector's pauses (bridge/server/gc_policy.py) for the reconnect storm.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import logging
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI, WebSocket, WebSocketDisconnect
@@ -73,7 +75,16 @@ def app_factory() -> FastAPI:
         except WebSocketDisconnect:
             pass
 
+    def collector(window: bool = False) -> dict[str, Any]:
+        """The collector's pauses so far; `?window=true` also starts a new longest-pause window."""
+        pauses = app.state.runtime.collector.pauses
+        summary = pauses.summary()
+        if window:
+            pauses.take_longest()
+        return summary
+
     app.add_api_websocket_route("/bench/publish", publisher)
+    app.add_api_route("/bench/gc", collector, methods=["GET"])
     return app
 
 

@@ -7,23 +7,43 @@ here are turned into those variables before uvicorn starts its workers.
 from __future__ import annotations
 
 import argparse
+import inspect
 import os
 import secrets
 from pathlib import Path
+from typing import Any
 
 import uvicorn
+from uvicorn.importer import ImportFromStringError, import_from_string
 
 from wsmigrate.bridge.ops.cli_output import ADMIN_TOKEN_ENV, EXIT_OK, EXIT_USAGE, CommandError
 from wsmigrate.bridge.server.settings import Settings
 from wsmigrate.bridge.server.ws_protocol import UVICORN_WS_OPTIONS
 from wsmigrate.metrics.exposition import MULTIPROCESS_ENV, prepare_multiprocess_dir
 
+APP_ENV = "WSMIGRATE_APP"
+
+
+def load_app() -> Any:
+    """The application `--app` names, in each worker: a factory is called, an app is taken as is.
+
+    A function (or bound method) is a factory; anything else (a FastAPI or Starlette instance, any
+    ASGI callable object) is the app. uvicorn's own `--factory` makes the user say which, and a
+    wrong guess ends in "missing 3 required positional arguments"."""
+    target = os.environ.get(APP_ENV, "")
+    try:
+        loaded = import_from_string(target)
+    except ImportFromStringError as exc:
+        raise CommandError(f"cannot load --app {target!r}: {exc}", EXIT_USAGE) from None
+    return loaded() if inspect.isfunction(loaded) or inspect.ismethod(loaded) else loaded
+
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     serve = commands.add_parser("serve", help="run an application with wsmigrate's uvicorn options",
                                 description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     serve.add_argument("--app", default=os.environ.get("WSMIGRATE_APP"),
-                       help="the app factory, module:function (default: $WSMIGRATE_APP)")
+                       help="the app, module:attribute: a function returning it (a factory) or the app itself "
+                            "(default: $WSMIGRATE_APP)")
     serve.add_argument("--app-dir", default=".", help="directory put first on sys.path to import --app")
     serve.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
@@ -62,8 +82,9 @@ def serve_command(args: argparse.Namespace) -> int:
         print("wsmigrate: auth OFF (WSMIGRATE_AUTH=off): development and tests only", flush=True)
     print(f"wsmigrate: admin API {'enabled' if settings.admin_token else 'disabled (set WSMIGRATE_ADMIN_TOKEN)'}",
           flush=True)
+    os.environ[APP_ENV] = args.app  # every worker loads it through `load_app`
     uvicorn.run(
-        args.app,
+        f"{__name__}:load_app",
         factory=True,
         app_dir=args.app_dir,
         host=args.host,

@@ -1,24 +1,48 @@
-"""How the server runs CPython's cycle collector: freeze the start-up heap, make full passes rare.
+"""How the server runs CPython's cycle collector: full passes that walk only what is new.
 
-Why it matters here. A full collection walks every tracked object of the process. After start-up
-that is ~200k objects (modules, the app, pydantic and SQLAlchemy schemas), and every open socket
-adds ~150 more (its protocol, parser, ASGI task and coroutine chain). Measured on the benchmark
-machine (docs/benchmarks.md): with 1,000 sockets a full pass takes 40-110 ms and Python's default
-thresholds run one every few seconds under load, which is a latency spike for every client and,
-in a burst, several percent of throughput. Two measures, both process-wide and both reversible:
+Why it matters here. A full collection walks every tracked object of the process and stops every
+socket of the worker meanwhile. After start-up that is ~200k objects (modules, the app, pydantic
+and SQLAlchemy schemas), and every open socket adds ~160 more (its protocol, parser, ASGI task and
+coroutine chain): with 10,000 sockets a full pass over everything takes 0.5-1.3 s on the
+benchmark machine (docs/benchmarks.md, reconnect storm).
 
-* `freeze`: after start-up everything built so far moves to the permanent generation, so no
-  collection walks it again (`gc.freeze`). Undone at shutdown (several servers share a test process).
-* `thresholds`: `700,10,100` keeps young collections as they are but runs a full pass after 100
-  middle-generation passes instead of 10. Cyclic garbage of closed connections waits longer; in
-  the benchmark's 30-second runs no full pass happened after start-up at all (from five).
+`freeze` (on by default, `WSMIGRATE_GC_FREEZE`):
 
-Both are settings (`WSMIGRATE_GC_FREEZE`, `WSMIGRATE_GC_THRESHOLDS`; an empty value leaves Python's).
+* after start-up everything built so far moves to the permanent generation (`gc.freeze`), and
+  again after every full pass: what survived it is live, so no later pass walks it again. A full
+  pass then costs what was allocated since the previous one, and with Python's own thresholds
+  (`700,10,10`) passes are frequent and small: the longest pause while 10,000 clients reconnect
+  at once fell from 1.3 s to ~20 ms.
+* frozen objects are still freed by reference counting when they die; only garbage in reference
+  cycles among them would wait. A finished socket leaves none (`bridge/server/ws_protocol.py`
+  breaks the two cycles it used to leave, `tests/integration/test_gc_cycles.py` pins that), so
+  the frozen generation follows the live heap. As a bound for cyclic garbage from elsewhere, the
+  generation is thawed (`gc.unfreeze`) whenever it has doubled since the last thaw, at most every
+  `THAW_CHECK_S`: the next full pass walks everything once, then freezing resumes. So frozen
+  garbage never exceeds the live heap, and whole-heap pauses happen once per doubling of the heap.
+
+`thresholds` (`WSMIGRATE_GC_THRESHOLDS`, empty by default: Python's) are the interpreter's three
+collection thresholds; with freezing off, `700,10,100` makes full passes over the whole heap ten
+times rarer.
+
+Every collection is timed (`CollectorPauses`, a `gc.callbacks` hook) and exported as
+`wsmigrate_gc_pause_seconds{generation}`, and the frozen generation's size as
+`wsmigrate_gc_frozen_objects`: a pause stops every socket of the worker, so operators see it beside
+the delivery latency it explains. The hooks run inside whatever allocation triggered the
+collection, so they only add to plain numbers; the metric batch publishes them at its next flush
+and before every scrape (`MetricBatch.add_source`). Everything is process-wide and undone at
+shutdown (several servers share a test process).
 """
 
 from __future__ import annotations
 
 import gc
+import time
+from bisect import bisect_left
+from collections.abc import Callable
+from typing import Any
+
+from wsmigrate.metrics.batch import Latency, add_observations
 
 
 def parse_thresholds(text: str) -> tuple[int, int, int] | None:
@@ -31,22 +55,129 @@ def parse_thresholds(text: str) -> tuple[int, int, int] | None:
     return parts[0], parts[1], parts[2]
 
 
+GENERATIONS = 3
+
+
+class CollectorPauses:
+    """How long each collection stopped the process, per generation (the oldest one collected).
+
+    `longest_s` is the longest pause since the last `take_longest()`, for a benchmark or a probe
+    that asks "what was the worst pause during this window"; the histogram keeps the distribution.
+    """
+
+    def __init__(self, histogram: Any | None = None) -> None:
+        self.collections = [0] * GENERATIONS
+        self.paused_s = [0.0] * GENERATIONS
+        self.longest_s = 0.0
+        self._pending = [] if histogram is None else [Latency(histogram.labels(str(g))) for g in range(GENERATIONS)]
+        self._started: float | None = None
+        self._installed = False
+
+    def install(self) -> None:
+        if not self._installed:
+            gc.callbacks.append(self._on_collection)
+            self._installed = True
+
+    def uninstall(self) -> None:
+        if self._installed:
+            gc.callbacks.remove(self._on_collection)
+            self._installed = False
+
+    def _on_collection(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+            return
+        started, self._started = self._started, None
+        if started is None:  # installed while a collection ran
+            return
+        paused = time.perf_counter() - started
+        generation = min(max(int(info.get("generation", 0)), 0), GENERATIONS - 1)
+        self.collections[generation] += 1
+        self.paused_s[generation] += paused
+        self.longest_s = max(self.longest_s, paused)
+        if self._pending:
+            latency = self._pending[generation]
+            latency.counts[bisect_left(latency.bounds, paused)] += 1
+            latency.total += paused
+
+    def take_longest(self) -> float:
+        """The longest pause since the previous call (or since start), and start a new window."""
+        longest, self.longest_s = self.longest_s, 0.0
+        return longest
+
+    def publish(self) -> None:
+        """Add the pauses recorded since the last call to the histogram (a `MetricBatch` source)."""
+        for latency in self._pending:
+            if any(latency.counts):
+                counts, total = latency.counts, latency.total
+                latency.counts, latency.total = [0] * len(latency.bounds), 0.0
+                add_observations(latency.child, counts, total)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "collections": list(self.collections),
+            "paused_ms": [round(s * 1000, 3) for s in self.paused_s],
+            "longest_ms": round(self.longest_s * 1000, 3),
+        }
+
+
+THAW_CHECK_S = 10.0  # counting the frozen generation walks it: at most this often
+
+
 class CollectorPolicy:
     """Applies the policy at start-up and restores the interpreter's settings at shutdown."""
 
-    def __init__(self, *, freeze: bool, thresholds: tuple[int, int, int] | None) -> None:
+    def __init__(self, *, freeze: bool, thresholds: tuple[int, int, int] | None,
+                 pauses: CollectorPauses | None = None, frozen_gauge: Any | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.freeze = freeze
         self.thresholds = thresholds
+        self.pauses = pauses or CollectorPauses()
+        self.frozen_gauge = frozen_gauge
+        self.thaws = 0
+        self._clock = clock
         self._previous: tuple[int, int, int] | None = None
+        self._thaw_above: int | None = None  # frozen objects at which the generation is thawed
+        self._checked_at = -THAW_CHECK_S
+        self._installed = False
+
+    def _after_collection(self, phase: str, info: dict[str, int]) -> None:
+        """After a full pass: freeze its survivors; thaw once the frozen generation has doubled."""
+        if phase != "stop" or info.get("generation") != GENERATIONS - 1:
+            return
+        gc.freeze()
+        now = self._clock()
+        if now - self._checked_at < THAW_CHECK_S:
+            return
+        self._checked_at = now
+        frozen = gc.get_freeze_count()
+        if self.frozen_gauge is not None:
+            self.frozen_gauge.set(frozen)
+        if self._thaw_above is None:
+            self._thaw_above = 2 * frozen
+        elif frozen > self._thaw_above:
+            gc.unfreeze()  # the next full pass walks everything once; its survivors set the new mark
+            self.thaws += 1
+            self._thaw_above = None
 
     def apply(self) -> None:
+        if self.freeze and not self._installed:  # before the recorder's hook: its pause includes this work
+            gc.callbacks.append(self._after_collection)
+            self._installed = True
+        self.pauses.install()
         if self.thresholds is not None:
             self._previous = gc.get_threshold()
             gc.set_threshold(*self.thresholds)
         if self.freeze:
             gc.freeze()
+            if self.frozen_gauge is not None:
+                self.frozen_gauge.set(gc.get_freeze_count())
 
     def restore(self) -> None:
+        self.pauses.uninstall()
+        if self._installed:
+            gc.callbacks.remove(self._after_collection)
+            self._installed = False
         if self.freeze:
             gc.unfreeze()
         if self._previous is not None:

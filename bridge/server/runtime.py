@@ -31,7 +31,7 @@ from wsmigrate.bridge.comparator import Comparator
 from wsmigrate.bridge.dual_path import DualPath
 from wsmigrate.bridge.flags import FileFlagStore, FlagStore, MemoryFlagStore
 from wsmigrate.bridge.flags_redis import RedisFlagStore
-from wsmigrate.bridge.server.gc_policy import CollectorPolicy, parse_thresholds
+from wsmigrate.bridge.server.gc_policy import CollectorPauses, CollectorPolicy, parse_thresholds
 from wsmigrate.bridge.server.guards import ConnectionQuota, OriginPolicy
 from wsmigrate.bridge.server.http_protocol import HEAD_TIMEOUT
 from wsmigrate.bridge.server.probes import (
@@ -165,7 +165,10 @@ class Runtime:
         self.origins = OriginPolicy.for_server(settings.allowed_origins, settings.self_url)
         self.accepting = True
         self.started = False
-        self.collector = CollectorPolicy(freeze=settings.gc_freeze, thresholds=parse_thresholds(settings.gc_thresholds))
+        pauses = CollectorPauses(self.metrics.gc_pause)
+        self.metrics.batch.add_source(pauses.publish)
+        self.collector = CollectorPolicy(freeze=settings.gc_freeze, thresholds=parse_thresholds(settings.gc_thresholds),
+                                         pauses=pauses, frozen_gauge=self.metrics.gc_frozen)
         self._expiry: asyncio.Task[None] | None = None
         self._heartbeat: asyncio.Task[None] | None = None
         # The probes' own credential: shared by every worker when `wsmigrate serve` set it.

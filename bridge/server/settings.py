@@ -55,7 +55,7 @@ class Settings(EnvSettings):
     metrics_enabled: bool = True
     # CPython's cycle collector, process-wide (bridge/server/gc_policy.py; docs/operations.md)
     gc_freeze: bool = True
-    gc_thresholds: str = Field("700,10,100", pattern=r"^\s*(\d+\s*,\s*\d+\s*,\s*\d+)?\s*$")
+    gc_thresholds: str = Field("", pattern=r"^\s*(\d+\s*,\s*\d+\s*,\s*\d+)?\s*$")
     # the transactional outbox's relay (unified/outbox_relay.py), when the app gives an outbox
     relay_sweep_interval_s: float = Field(1.0, gt=0)
     relay_grace_s: float = Field(5.0, ge=0)  # a row older than this is swept by any worker

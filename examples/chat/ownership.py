@@ -108,10 +108,15 @@ class Ownership:
                     found[("thread", int(thread_id))] = (None if owner is None else str(owner)), int(agent_id)
         return found
 
+    @staticmethod
+    def needs(event_type: str, topics: Sequence[str]) -> bool:
+        """The sink's interest: only deletions, so a worker skips the rest of the bus for it."""
+        return event_type in (ChatEvent.AGENT_DELETED, ChatEvent.THREAD_DELETED)
+
     def on_publication(self, publication: Publication) -> None:
         """Bus sink: forget what was deleted (an agent takes its threads with it)."""
         event_type = publication.event.type
-        if event_type not in (ChatEvent.AGENT_DELETED, ChatEvent.THREAD_DELETED):
+        if not self.needs(event_type, publication.topics):
             return
         data = publication.event.data
         resource_id = next((v for v in (data.get("id"), data.get("thread_id" if event_type == ChatEvent.THREAD_DELETED

@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,6 +20,8 @@ import pytest
 from tests.ports import free_port
 from tests.support import ADMIN_TOKEN, RunningServer, rest
 from wsmigrate.bridge.ops.cli import build_parser
+from wsmigrate.bridge.ops.cli_output import CommandError
+from wsmigrate.bridge.ops.cli_serve import APP_ENV, load_app
 
 SCENARIO = "examples.chat.simulation:Scenario"
 TIMEOUT_S = 60
@@ -212,3 +215,20 @@ async def test_simulate_keeps_what_it_created_with_keep_and_says_when_the_goal_w
     goal = json.loads(missed.stdout)["goal"]
     assert (goal["reached"], goal["stage"], goal["promotable"]) == (False, "shadow", False)
     assert "compared deliveries (need 1000000)" in goal["reason"]
+
+
+def test_serve_loads_an_app_or_a_factory_that_returns_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "adopter_app.py").write_text(
+        "from fastapi import FastAPI\n"
+        "app = FastAPI(title='instance')\n"
+        "def create_app() -> FastAPI:\n"
+        "    return FastAPI(title='from factory')\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv(APP_ENV, "adopter_app:app")
+    assert load_app().title == "instance"
+    monkeypatch.setenv(APP_ENV, "adopter_app:create_app")
+    assert load_app().title == "from factory"
+    monkeypatch.setenv(APP_ENV, "adopter_app:missing")
+    with pytest.raises(CommandError, match="cannot load --app 'adopter_app:missing'"):
+        load_app()

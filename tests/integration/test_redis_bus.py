@@ -69,6 +69,48 @@ async def test_two_workers_each_deliver_every_event_once_in_the_same_order(
     assert [i for i in at_b.ids if i in set(from_a)] == from_a  # a publisher's order survives fan-out
 
 
+async def test_a_worker_decodes_only_the_entries_its_subscribers_need(
+    redis_url: str, redis_prefix: str, start_worker: StartWorker  # this order: workers stop before keys go
+) -> None:
+    """The interest filter against the plain path: the same stream, two readers, one filtering."""
+    plain, everything = await start_worker(redis_url, redis_prefix, worker_id="plain")
+    followed = {"thread:1", "thread:2"}
+    gaps: list[str] = []
+    metrics = WsMetrics(CollectorRegistry(), event_types=[t.value for t in ChatEvent])
+    worker = RedisBackend(redis_url, prefix=redis_prefix, worker_id="filtering", on_discontinuity=gaps.append,
+                          metrics=metrics)
+    needed = Delivered()
+    await worker.start(needed, lambda _type, topics: any(t in followed for t in topics))
+    try:
+        first = [chunk(1 + i % 3, f"a{i}") for i in range(30)]  # thread 1, 2 and 3 in turn
+        for event in first:
+            assert await append(plain, event)
+        await everything.wait_for(30)
+        assert (await worker.position("thread:3")).seq == 10  # caught up past every entry, needed or not
+        assert needed.ids == [p.event.event_id for p in everything.publications if p.topics[0] != "thread:3"]
+        assert worker.listener is not None
+        assert worker.listener.skipped == 10
+        assert metrics.registry.get_sample_value("wsmigrate_bus_entries_skipped_total") == 10
+
+        followed.discard("thread:2")  # its last subscriber left; six more events go by, unread
+        for i in range(6):
+            assert await append(plain, chunk(2, f"b{i}"))
+        followed.add("thread:2")  # subscribed again: from here on every entry of it is delivered
+        start = await worker.position("thread:2")
+        assert start.seq == 16
+        for i in range(3):
+            assert await append(plain, chunk(2, f"c{i}"))
+        await needed.wait_for(23)
+        assert needed.seqs("thread:2")[-4:] == [10, 17, 18, 19]  # 11..16 were skipped, and that is no gap
+        assert gaps == []
+        assert [p.event.event_id for p in needed.publications] == [
+            p.event.event_id for p in await everything.wait_for(39)
+            if p.topics[0] == "thread:1" or (p.topics[0] == "thread:2" and p.seqs["thread:2"] not in range(11, 17))
+        ]
+    finally:
+        await worker.stop()
+
+
 async def test_concurrent_publishes_share_round_trips_and_keep_call_order(
     redis_url: str, redis_prefix: str, start_worker: StartWorker  # this order: workers stop before keys go
 ) -> None:

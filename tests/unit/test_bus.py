@@ -8,10 +8,12 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from examples.chat.declaration import ChatEvent
+from tests.contract.helpers import Sink
 from tests.support import CHAT
 from wsmigrate.metrics import WsMetrics
-from wsmigrate.unified import Event, EventBus, Publication
+from wsmigrate.unified import ConnectionManager, Event, EventBus, Publication
 from wsmigrate.unified.errors import BusClosedError
+from wsmigrate.unified.outbox import AsgiOutbox
 
 
 def chunk(thread_id: int, text: str) -> Event:
@@ -148,3 +150,52 @@ async def test_publications_encode_each_topic_frame_once(bus: EventBus) -> None:
     assert pub.frame("agents") is pub.frame("agents")
     assert '"topic":"agents"' in pub.frame("agents")
     assert CHAT.delivery_topics(pub.event) == ["agent:3", "agents"]
+
+
+async def test_wants_asks_handlers_and_every_sinks_interest(bus: EventBus) -> None:
+    followed: set[str] = set()
+    bus.attach(lambda publication: None, interest=lambda _type, topics: any(t in followed for t in topics))
+    assert not bus.wants(ChatEvent.STREAM_CHUNK, ["thread:1"])
+    followed.add("thread:1")
+    assert bus.wants(ChatEvent.STREAM_CHUNK, ["thread:1"])
+    assert not bus.wants(ChatEvent.STREAM_CHUNK, ["thread:2"])
+
+    async def handler(event: Event) -> None:
+        pass
+
+    bus.subscribe(ChatEvent.THREAD_DELETED, handler)  # a handler needs every event of its type
+    assert bus.wants(ChatEvent.THREAD_DELETED, ["agent:9"])
+    assert not bus.wants(ChatEvent.STREAM_CHUNK, ["thread:2"])
+    bus.unsubscribe(ChatEvent.THREAD_DELETED, handler)
+    assert not bus.wants(ChatEvent.THREAD_DELETED, ["agent:9"])
+    bus.attach(lambda publication: None)  # a sink without a declared interest needs everything
+    assert bus.wants(ChatEvent.STREAM_CHUNK, ["thread:2"])
+
+
+async def test_the_manager_is_interested_in_the_topics_its_connections_follow() -> None:
+    bus = EventBus(catalog=CHAT)
+    manager = ConnectionManager(bus)
+    assert not manager.follows_any(ChatEvent.STREAM_CHUNK, ["thread:1"])
+    sink = Sink()
+    connection = manager.add(AsgiOutbox(sink.send, sink.close, capacity=10))
+    await bus.start()
+    try:
+        await manager.subscribe(connection, ["thread:1"])
+        assert manager.follows_any(ChatEvent.STREAM_CHUNK, ["agents", "thread:1"])
+        assert bus.wants(ChatEvent.STREAM_CHUNK, ["thread:1"])
+        manager.unsubscribe(connection, ["thread:1"])
+        assert not bus.wants(ChatEvent.STREAM_CHUNK, ["thread:1"])
+    finally:
+        await bus.stop()
+
+
+async def test_a_sink_with_an_interest_gets_only_what_it_asked_for(bus: EventBus) -> None:
+    mine: list[str] = []
+    everything: list[str] = []
+    bus.attach(lambda p: mine.append(p.topics[0]), interest=lambda _type, topics: "thread:1" in topics)
+    bus.attach(lambda p: everything.append(p.topics[0]), interest=lambda _type, topics: "thread:1" in topics,
+               every_publication=True)
+    for thread_id in (1, 2, 1):
+        await bus.publish(chunk(thread_id, "x"))
+    assert mine == ["thread:1", "thread:1"]
+    assert everything == ["thread:1", "thread:2", "thread:1"]  # its interest only decides what is taken in
