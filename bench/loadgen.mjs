@@ -26,7 +26,10 @@
 //               each subscribing with `since` its last position; a reference client that is not
 //               dropped follows every topic. Reports the time until all are live again, replay
 //               exactness per client, the reference client's latency and the server's longest
-//               collector pause (GET /bench/gc) meanwhile
+//               collector pause (GET /bench/gc) meanwhile. --storm-mode restart: the subscribers'
+//               server (--sub-ports) is made to exit at once instead (GET /bench/exit, its supervisor
+//               starts it again), while the publisher and the reference client stay on --port, another
+//               server on the same Redis bus; clients retry until the new process accepts them
 //
 // Server CPU and RSS come from /proc/<pid> of --pids (the server's processes), read at phase
 // boundaries; the generator's own CPU from process.cpuUsage(). Result: one JSON document (--out).
@@ -62,6 +65,7 @@ const { values: opt } = parseArgs({
     'storm-lead-ms': { type: 'string', default: '3000' },
     'storm-tail-ms': { type: 'string', default: '2000' },
     'storm-max-s': { type: 'string', default: '90' },
+    'storm-mode': { type: 'string', default: 'drop' },
     pids: { type: 'string', default: '' },
     'clk-tck': { type: 'string', default: '100' },
     'page-size': { type: 'string', default: '4096' },
@@ -693,9 +697,9 @@ async function connectClients(count) {
 
 // -- reconnect storm ------------------------------------------------------------------------------
 
-async function serverCollector(window) {
+async function serverCollector(window, base = SUB_BASES[0]) {
   try {
-    const response = await fetch(`http://${HOST}:${PORT}/bench/gc${window ? '?window=true' : ''}`);
+    const response = await fetch(`${base.replace('ws://', 'http://')}/bench/gc${window ? '?window=true' : ''}`);
     return response.ok ? await response.json() : null;
   } catch {
     return null; // a server without the endpoint: no collector figures
@@ -773,16 +777,34 @@ async function storm(clients, base, freshConnect) {
   const meter = new Meter();
   window = 'storm';
   tDrop = performance.now();
+  const restart = opt['storm-mode'] === 'restart';
   for (const c of clients) {
     c.since = positionOf(c);
     c.conn.onEvent = null;
-    c.conn.drop();
+    if (restart) c.conn.expectClose = true;
+    else c.conn.drop();
+  }
+  if (restart) {
+    // the server exits without closing anything, as a crash or a kill -9 does
+    await fetch(`${SUB_BASES[0].replace('ws://', 'http://')}/bench/exit`).catch(() => null);
   }
   let recovered = 0;
   let notRecovered = 0;
+  let refused = 0;
   const { failures, errors } = await openMany(unified, clients.length, async (i) => {
     const c = clients[i];
-    const conn = await unified.connect(subscriberBase(c.thread));
+    let conn;
+    for (const deadline = performance.now() + 60000; ;) {
+      try {
+        conn = await unified.connect(subscriberBase(c.thread));
+        break;
+      } catch (err) {
+        // while the restarted server is not listening yet: back off and try again, as clients do
+        refused += 1;
+        if (!restart || performance.now() > deadline) throw err;
+        await sleep(50 + Math.floor(random() * 200));
+      }
+    }
     conn.keepLast = true;
     conn.onEvent = onEvent(c);
     const topic = topicOf(c.thread);
@@ -834,6 +856,8 @@ async function storm(clients, base, freshConnect) {
     reconnect_vs_fresh: freshConnect > 0 ? reconnect / freshConnect : null,
     reconnects_per_s: clients.length / reconnect,
     reconnect_failures: failures,
+    mode: opt['storm-mode'],
+    refused_attempts: refused,
     reconnect_errors: errors,
     recovered,
     not_recovered: notRecovered,

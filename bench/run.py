@@ -27,6 +27,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -146,8 +147,11 @@ def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 60.0) -
 
 @contextlib.contextmanager
 def running_server(spec: ServerSpec, port: int, log: Path, extra_env: dict[str, str] | None = None,
-                   workers: int = 1) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
-    """Start `spec` pinned to the server core; yields (process, base_url); stops it by pid."""
+                   workers: int = 1, *, restart: bool = False) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """Start `spec` pinned to the server core; yields (process, base_url); stops it by pid.
+
+    `restart`: started again (same port, database and environment) whenever it exits, as a
+    supervisor (systemd, Kubernetes) would; the yielded process is the first one."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     db_dir = tempfile.mkdtemp(prefix="wsmigrate-bench-")
     if spec.wsmigrate:  # the chat example is importable from the repository root
@@ -166,17 +170,37 @@ def running_server(spec: ServerSpec, port: int, log: Path, extra_env: dict[str, 
                             "db = Database(sys.argv[1]); db.create_all(); "
                             "Authenticator(db, enabled=True).ensure_user('demo', sys.argv[2])",
                             env["WSMIGRATE_DATABASE_URL"], TOKEN], check=True, cwd=ROOT)
-    with log.open("wb") as out:
-        proc = subprocess.Popen(["taskset", "-c", SERVER_CORE, *command], cwd=SERVERS_DIR, env=env,
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    def start() -> subprocess.Popen[bytes]:
+        with log.open("ab") as out:
+            return subprocess.Popen(["taskset", "-c", SERVER_CORE, *command], cwd=SERVERS_DIR, env=env,
+                                    stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+    proc = current = start()
+    stopping = threading.Event()
+
+    def supervise() -> None:
+        nonlocal current
+        while True:
+            current.wait()
+            if stopping.is_set():
+                return
+            current = start()
+
+    supervisor = threading.Thread(target=supervise, daemon=True) if restart else None
     try:
         wait_port(port, proc)
         base = f"http://127.0.0.1:{port}"
         if spec.wsmigrate:
             prepare_wsmigrate(base)
+        if supervisor is not None:
+            supervisor.start()
         yield proc, base
     finally:
-        stop(proc)
+        stopping.set()
+        stop(current)
+        if supervisor is not None:
+            supervisor.join(30)
+        stop(current)  # in case the supervisor started one more just before it was told to stop
         shutil.rmtree(db_dir, ignore_errors=True)
 
 
@@ -320,6 +344,31 @@ def summary(result: dict[str, Any]) -> str:
 
 
 # -- Redis -------------------------------------------------------------------------------------------
+
+
+def restart_storm(args: argparse.Namespace, outdir: Path, url: str, spec: ServerSpec) -> dict[str, Any]:
+    """The storm after a crash: the subscribers' server on the Redis bus exits at once and its
+    supervisor starts it again; the publisher and the reference client are on a second server of
+    the same bus, so events go on being published meanwhile and every client must recover them
+    from Redis with `since`."""
+    bus = f"{url}?prefix=bench-restart-{os.getpid()}-{int(time.time())}"
+    ports = [free_port(), free_port()]
+    env = {"WSMIGRATE_BUS_URL": bus}
+    try:
+        with running_server(spec, ports[0], outdir / "restart-publisher.log", env) as (publisher, _), \
+                running_server(spec, ports[1], outdir / "restart-server.log", env, restart=True) as (first, _):
+            time.sleep(0.5)
+            result = loadgen(spec, ports[0], descendants(first.pid), "connect,storm", args,
+                             outdir / "restart-storm.json", clients=args.storm_clients,
+                             extra=["--sub-ports", str(ports[1]), "--storm-mode", "restart",
+                                    "--storm-rate", str(args.storm_rate), "--storm-lead-ms", str(args.storm_lead_ms)])
+            del publisher
+    except (RuntimeError, subprocess.TimeoutExpired, httpx.HTTPError, OSError) as exc:
+        log_line(f"  restart storm: FAILED: {exc}")
+        return {"error": str(exc)}
+    storm: dict[str, Any] = result["phases"]["storm"]
+    log_line(f"restart storm: {summary(result)}")
+    return storm
 
 
 def follow_runs(args: argparse.Namespace, outdir: Path, url: str, spec: ServerSpec) -> dict[str, Any]:
@@ -591,6 +640,18 @@ def target_rows(runs: dict[str, list[Any]], idle: dict[str, Any], all_specs: dic
         None if not st else bool(st.get("valid")))
     add("Reconnect storm: longest collector pause <= 100 ms", "not run" if not st else f"{fmt(longest, ',.0f')} ms",
         None if longest is None else longest <= 100)
+    rs = (redis or {}).get("restart_storm") or {}
+    if rs and "error" not in rs:
+        rs_longest = (rs.get("collector") or {}).get("longest_ms")
+        add("Restart storm (Redis bus, the clients' server killed and started again): back in <= 2x a fresh connect",
+            f"{fmt_ratio(rs.get('reconnect_vs_fresh'))} ({fmt(rs.get('reconnect_s'), '.1f')} s vs "
+            f"{fmt(rs.get('fresh_connect_s'), '.1f')} s)",
+            None if rs.get("reconnect_vs_fresh") is None else rs["reconnect_vs_fresh"] <= 2.0)
+        add("Restart storm: replay exact from Redis (all recovered, 0 lost, 0 duplicated)",
+            f"{rs.get('recovered'):,} recovered, {rs.get('not_recovered')} not, {rs.get('lost')} lost, "
+            f"{rs.get('duplicated')} duplicated", bool(rs.get("valid")))
+        add("Restart storm: longest collector pause of the restarted server <= 100 ms", f"{fmt(rs_longest, ',.0f')} ms",
+            None if rs_longest is None else rs_longest <= 100)
     del all_specs
     return rows
 
@@ -738,6 +799,8 @@ def render(args: argparse.Namespace, runs: dict[str, list[Any]], idle: dict[str,
                    "running is not), so this row shows the cost and correctness of the Redis path, not a scale-out "
                    "gain; the publisher keeps up to 256 publishes in flight (bench/servers/wsmigrate_server.py).\n")
         out.append(render_follow(redis.get("follow") or {}))
+        if redis.get("restart_storm"):
+            out.append(render_storm(redis["restart_storm"], args, restart=True))
     else:
         out.append(f"**Not run**: {redis.get('note', 'skipped')}.\n")
     return "\n".join(out)
@@ -764,19 +827,39 @@ def render_follow(follow: dict[str, Any]) -> str:
     ])
 
 
-def render_storm(st: dict[str, Any], args: argparse.Namespace) -> str:
+def render_storm(st: dict[str, Any], args: argparse.Namespace, *, restart: bool = False) -> str:
+    title = "### Restart storm on the Redis bus" if restart else "### Reconnect storm"
     if "error" in st:
-        return f"### Reconnect storm\n\n**Failed**: {st['error'][:300]}\n"
+        return f"{title}\n\n**Failed**: {st['error'][:300]}\n"
     gc_storm, gc_before = st.get("collector") or {}, st.get("collector_until_storm") or {}
     ref = [st.get(f"reference_{w}") or {} for w in ("before", "storm", "after")]
     full = [gc.get("collections", [0, 0, 0])[2] for gc in (gc_before, gc_storm)]
+    slowest = st.get("reference_storm_slowest") or {}
+    if restart:
+        intro = (f"wsmigrate unified on the Redis bus, {st['clients']:,} clients on {THREADS} topics on one server; "
+                 f"{st['rate']:,} events/s throughout, published through a second server of the same bus, where a "
+                 f"reference client follows all {THREADS} topics. After {args.storm_lead_ms / 1000:g} s the clients' "
+                 "server exits at once, closing nothing (`GET /bench/exit`: a crash or a kill -9), and its supervisor "
+                 "starts it again; every client retries (50-250 ms apart) until the new process accepts it, "
+                 f"{CONNECT_CONCURRENCY} at a time, and subscribes with `since` its last event's position, which only "
+                 "Redis's history can answer now. One run.\n")
+        collector_rows = [["longest collector pause of the restarted server (its start-up included)",
+                           f"{fmt(gc_storm.get('longest_ms'), ',.0f')} ms"],
+                          ["connection attempts refused while it was down", f"{st.get('refused_attempts', 0):,}"]]
+    else:
+        intro = (f"wsmigrate unified, {st['clients']:,} clients on {THREADS} topics, {st['rate']:,} events/s "
+                 f"throughout; after {args.storm_lead_ms / 1000:g} s every socket is dropped at once (no closing "
+                 "handshake, as when a proxy in between restarts) and every client reconnects and subscribes with "
+                 "`since` its last "
+                 f"event's position, {CONNECT_CONCURRENCY} at a time like the fresh connect. A reference client that "
+                 f"is not dropped follows all {THREADS} topics. One run.\n")
+        pauses = f"{fmt(gc_before.get('longest_ms'), ',.0f')} ms / {fmt(gc_storm.get('longest_ms'), ',.0f')} ms"
+        collector_rows = [["longest collector pause: start-up and fresh connect / storm", pauses],
+                          ["full collections since start: before the storm / after it", f"{full[0]} / {full[1]}"],
+                          ["server CPU during the storm", f"{fmt(st.get('server_cpu_pct'), '.0f')}%"]]
     return "\n".join([
-        "### Reconnect storm\n",
-        f"wsmigrate unified, {st['clients']:,} clients on {THREADS} topics, {st['rate']:,} events/s throughout; after "
-        f"{args.storm_lead_ms / 1000:g} s every socket is dropped at once (no closing handshake, as when a proxy in "
-        "between restarts) and every client reconnects and subscribes with `since` its last event's position, "
-        f"{CONNECT_CONCURRENCY} at a time like the fresh connect. A reference client that is not dropped follows all "
-        f"{THREADS} topics. One run.\n",
+        f"{title}\n",
+        intro,
         table(["measure", "value"], [
             ["fresh connect of all clients (no traffic)", f"{fmt(st['fresh_connect_s'], '.1f')} s"],
             ["drop to all live again", f"{fmt(st['reconnect_s'], '.1f')} s ({fmt_ratio(st.get('reconnect_vs_fresh'))} "
@@ -787,12 +870,9 @@ def render_storm(st: dict[str, Any], args: argparse.Namespace) -> str:
              " ; ".join(f"{fmt(r.get('p50_ms'), '.2f')} / {fmt(r.get('p99_ms'), '.2f')} / {fmt(r.get('max_ms'), '.1f')}"
                         for r in ref)],
             ["the reference client's slowest event during the storm",
-             f"{fmt((st.get('reference_storm_slowest') or {}).get('ms'), ',.0f')} ms, arriving "
-             f"{fmt((st.get('reference_storm_slowest') or {}).get('after_drop_ms'), ',.0f')} ms after the drop"],
-            ["longest collector pause: start-up and fresh connect / storm",
-             f"{fmt(gc_before.get('longest_ms'), ',.0f')} ms / {fmt(gc_storm.get('longest_ms'), ',.0f')} ms"],
-            ["full collections since start: before the storm / after it", f"{full[0]} / {full[1]}"],
-            ["server CPU during the storm", f"{fmt(st.get('server_cpu_pct'), '.0f')}%"],
+             f"{fmt(slowest.get('ms'), ',.0f')} ms, arriving {fmt(slowest.get('after_drop_ms'), ',.0f')} ms "
+             "after the drop"],
+            *collector_rows,
         ]) + "\n",
     ])
 
@@ -892,6 +972,8 @@ def main(argv: list[str] | None = None) -> int:
                     redis = {"note": f"Redis: {note}", "result": result}
                 log_line(f"redis: {summary(result)}")
                 redis["follow"] = follow_runs(args, outdir, url, all_specs["unified"])
+                if args.storm:
+                    redis["restart_storm"] = restart_storm(args, outdir, url, all_specs["unified"])
 
     (outdir / "summary.json").write_text(json.dumps({"args": vars(args), "env": env, "runs": runs, "idle": idle,
                                                      "redis": redis, "storm": storm}, indent=1))

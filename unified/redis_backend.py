@@ -118,6 +118,7 @@ class RedisBackend:
         on_discontinuity: OnDiscontinuity | None = None,
         worker_id: str | None = None,
         skip_unwanted: bool = True,
+        read_interval_s: float = 0.0,
     ) -> None:
         if history_size < 0 or history_ttl_s < 0 or dedup_window_s <= 0 or events_maxlen < 1:
             raise ValueError("history, dedup and stream bounds must be positive")
@@ -138,6 +139,9 @@ class RedisBackend:
         self.on_discontinuity = on_discontinuity
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
         self.skip_unwanted = skip_unwanted
+        if read_interval_s < 0:
+            raise ValueError("read_interval_s must not be negative")
+        self.read_interval_s = read_interval_s
         self.listener: StreamListener | None = None
         self._writer: Redis | None = None
         self._reader: Redis | None = None
@@ -185,7 +189,7 @@ class RedisBackend:
             stale_after_s=self.stale_after_s, block_ms=block_ms, metrics=self.metrics,
             stop_timeout_s=block_ms / 1000 + self.socket_timeout_s + 1,
             on_discontinuity=self.on_discontinuity,
-            wants=wants if self.skip_unwanted else None,
+            wants=wants if self.skip_unwanted else None, read_interval_s=self.read_interval_s,
         )
         try:
             await self.listener.start(deliver, timeout=self.catch_up_timeout_s)

@@ -9,7 +9,8 @@ turn" workload (a request handler per event, a streamed reply yielding after eve
 up to PIPELINE publishes are in flight at once (see `app_factory`). Settings come from the
 `WSMIGRATE_*` environment like `wsmigrate serve` (e.g. WSMIGRATE_HISTORY_SIZE=0,
 WSMIGRATE_METRICS_ENABLED=false, WSMIGRATE_BUS_URL=redis://...). `GET /bench/gc` reports the cycle
-collector's pauses (bridge/server/gc_policy.py) for the reconnect storm.
+collector's pauses (bridge/server/gc_policy.py) for the reconnect storm; `GET /bench/exit` ends the
+process at once (the restart storm).
 """
 
 from __future__ import annotations
@@ -83,7 +84,13 @@ def app_factory() -> FastAPI:
             pauses.take_longest()
         return summary
 
+    async def exit_now() -> dict[str, bool]:
+        """End the process at once, closing nothing (a crash, a kill -9): the restart storm."""
+        asyncio.get_running_loop().call_later(0.05, os._exit, 1)
+        return {"exiting": True}
+
     app.add_api_websocket_route("/bench/publish", publisher)
+    app.add_api_route("/bench/exit", exit_now, methods=["GET"])
     app.add_api_route("/bench/gc", collector, methods=["GET"])
     return app
 

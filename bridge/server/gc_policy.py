@@ -15,11 +15,15 @@ benchmark machine (docs/benchmarks.md, reconnect storm).
   at once fell from 1.3 s to ~20 ms.
 * frozen objects are still freed by reference counting when they die; only garbage in reference
   cycles among them would wait. A finished socket leaves none (`bridge/server/ws_protocol.py`
-  breaks the two cycles it used to leave, `tests/integration/test_gc_cycles.py` pins that), so
-  the frozen generation follows the live heap. As a bound for cyclic garbage from elsewhere, the
-  generation is thawed (`gc.unfreeze`) whenever it has doubled since the last thaw, at most every
-  `THAW_CHECK_S`: the next full pass walks everything once, then freezing resumes. So frozen
-  garbage never exceeds the live heap, and whole-heap pauses happen once per doubling of the heap.
+  breaks the cycles it used to leave, `tests/integration/test_gc_cycles.py` pins that), so the
+  frozen generation follows the live heap. As a bound for cyclic garbage from elsewhere, the
+  generation is counted every `THAW_CHECK_S` (10 minutes; the count walks it) and thawed
+  (`gc.unfreeze`) when it has doubled since the last thaw: the next full pass walks everything
+  once, then freezing resumes. Not sooner, and not in a process's first 10 minutes, because the
+  heap also doubles when thousands of clients connect, typically right after a start (a restart
+  is followed by a reconnect storm), and a whole-heap pass then would stop them all for ~1 s. So
+  frozen garbage stays within the live heap plus ten minutes of growth, and a whole-heap pause
+  (0.5-1.3 s at 10,000 sockets) happens at most once per ten minutes, after a doubling.
 
 `thresholds` (`WSMIGRATE_GC_THRESHOLDS`, empty by default: Python's) are the interpreter's three
 collection thresholds; with freezing off, `700,10,100` makes full passes over the whole heap ten
@@ -121,7 +125,9 @@ class CollectorPauses:
         }
 
 
-THAW_CHECK_S = 10.0  # counting the frozen generation walks it: at most this often
+# Counting the frozen generation walks it (20-100 ms at 10,000 sockets, a pause of its own), and a
+# thaw costs one whole-heap pass: both at most this often, and not before this long after start.
+THAW_CHECK_S = 600.0
 
 
 class CollectorPolicy:
@@ -138,7 +144,7 @@ class CollectorPolicy:
         self._clock = clock
         self._previous: tuple[int, int, int] | None = None
         self._thaw_above: int | None = None  # frozen objects at which the generation is thawed
-        self._checked_at = -THAW_CHECK_S
+        self._checked_at = 0.0  # set when the policy is applied
         self._installed = False
 
     def _after_collection(self, phase: str, info: dict[str, int]) -> None:
@@ -161,6 +167,7 @@ class CollectorPolicy:
             self._thaw_above = None
 
     def apply(self) -> None:
+        self._checked_at = self._clock()
         if self.freeze and not self._installed:  # before the recorder's hook: its pause includes this work
             gc.callbacks.append(self._after_collection)
             self._installed = True
@@ -170,8 +177,10 @@ class CollectorPolicy:
             gc.set_threshold(*self.thresholds)
         if self.freeze:
             gc.freeze()
+            frozen = gc.get_freeze_count()  # the start-up heap: cheap to count, nobody is connected yet
+            self._thaw_above = 2 * frozen
             if self.frozen_gauge is not None:
-                self.frozen_gauge.set(gc.get_freeze_count())
+                self.frozen_gauge.set(frozen)
 
     def restore(self) -> None:
         self.pauses.uninstall()

@@ -44,6 +44,9 @@ class Settings(EnvSettings):
     """Everything wsmigrate itself can be told (docs/operations.md lists them)."""
 
     bus_url: str = "memory://"
+    # Redis bus: under steady traffic a worker reads the stream at most once per interval, so that
+    # one read brings several entries (unified/redis_listener.py); 0 reads at once, every time
+    bus_read_interval_ms: float = Field(5.0, ge=0, le=1000)
     # delivery
     outbox_capacity: int = Field(1000, ge=1)
     max_topics: int = Field(100, ge=1)

@@ -44,6 +44,25 @@ def lay_out_like_make_run(directory: Path, demo_token: str, admin_token: str) ->
     (directory / ".venv").symlink_to(sys.prefix)  # the virtual environment running this suite
 
 
+async def run_like_a_reader(script: str, cwd: Path, env: dict[str, str]) -> tuple[int, str, str]:
+    """Runs the block as a reader would: the websockets session stays open until its first frame
+    has been seen (a reader sees `subscribed`, then presses Ctrl-D), so the session's end never
+    races the server's answer."""
+    process = await asyncio.create_subprocess_exec(
+        "bash", "-e", "-o", "pipefail", "-c", script, cwd=cwd, env=env,
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert process.stdin is not None
+    assert process.stdout is not None
+    assert process.stderr is not None
+    errors = asyncio.ensure_future(process.stderr.read())
+    out = b""
+    while b'"subscribed"' not in out and (chunk := await process.stdout.read(4096)):
+        out += chunk
+    process.stdin.close()  # the reader's Ctrl-D
+    out += await process.stdout.read()
+    return await process.wait(), out.decode(), (await errors).decode()
+
+
 async def test_the_quick_start_commands_run_as_written_against_a_server_like_make_run(
     server_factory: Any, tmp_path: Path,
 ) -> None:
@@ -58,11 +77,9 @@ async def test_the_quick_start_commands_run_as_written_against_a_server_like_mak
     script = block.code.replace("127.0.0.1:8000", address).replace("localhost:8000", address)
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("WSMIGRATE_")},
            "WSMIGRATE_URL": server.http, "PYTHONPATH": str(ROOT)}
-    result = await asyncio.to_thread(subprocess.run, ["bash", "-e", "-o", "pipefail", "-c", script], cwd=tmp_path,
-                                     env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "Traceback" not in result.stdout + result.stderr
-    out = result.stdout
+    returncode, out, err = await asyncio.wait_for(run_like_a_reader(script, tmp_path, env), 120)
+    assert returncode == 0, out + err
+    assert "Traceback" not in out + err
     assert '"subscribed"' in out  # the websockets session
     assert '"name":"Ada"' in out  # the curl's answer
     assert "agent_created          shadow" in out  # flags set

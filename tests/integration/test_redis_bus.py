@@ -111,6 +111,24 @@ async def test_a_worker_decodes_only_the_entries_its_subscribers_need(
         await worker.stop()
 
 
+async def test_under_steady_traffic_one_read_brings_the_entries_of_its_interval(
+    redis_url: str, redis_prefix: str, start_worker: StartWorker  # this order: workers stop before keys go
+) -> None:
+    publisher, _ = await start_worker(redis_url, redis_prefix, worker_id="p")
+    worker, delivered = await start_worker(redis_url, redis_prefix, worker_id="w", read_interval_s=0.2)
+    assert await append(publisher, chunk(4, "first"))
+    await delivered.wait_for(1)
+    assert worker.listener is not None
+    reads = worker.listener.reads
+    events = [chunk(4, f"steady{i}") for i in range(10)]
+    for event in events:  # one at a time, each awaited: a steady trickle, well within the interval
+        assert await append(publisher, event)
+    await delivered.wait_for(11)
+    assert worker.listener.reads - reads <= 3  # not one read per entry
+    assert delivered.ids[1:] == [e.event_id for e in events]  # every entry, in order, as the plain path
+    assert delivered.seqs("thread:4") == list(range(1, 12))
+
+
 async def test_concurrent_publishes_share_round_trips_and_keep_call_order(
     redis_url: str, redis_prefix: str, start_worker: StartWorker  # this order: workers stop before keys go
 ) -> None:
