@@ -215,6 +215,9 @@ function topicOf(threadIndex) {
 
 let opened = 0;
 
+let unavailableAnswers = 0; // subscribes answered `unavailable` (and retried), over the whole run
+const unavailableSamples = []; // the first few of those answers, as the server sent them
+
 class Conn {
   constructor(adapter, url) {
     this.adapter = adapter;
@@ -256,6 +259,14 @@ class Conn {
     if (waiter) {
       this.acks.delete(String(id));
       waiter.resolve(value);
+    }
+  }
+
+  refuse(id, reason) {
+    const waiter = this.acks.get(String(id));
+    if (waiter) {
+      this.acks.delete(String(id));
+      waiter.reject(new Error(reason));
     }
   }
 
@@ -322,12 +333,25 @@ const unified = {
     return this.subscribeAll(conn, [topic], since ? { [topic]: since } : null);
   },
   async subscribeAll(conn, topics, since = null) {
-    const id = `s${conn.nextId++}`;
-    const acked = conn.waitAck(id);
-    const frame = { type: 'subscribe', topics, message_id: id };
-    if (since) frame.since = since;
-    conn.send(JSON.stringify(frame));
-    const ack = await acked;
+    let ack;
+    for (let attempt = 1; ; attempt++) {
+      const id = `s${conn.nextId++}`;
+      const acked = conn.waitAck(id);
+      const frame = { type: 'subscribe', topics, message_id: id };
+      if (since) frame.since = since;
+      conn.send(JSON.stringify(frame));
+      try {
+        ack = await acked;
+        break;
+      } catch (err) {
+        // `unavailable`: the bus could not answer in time, nothing was subscribed; retry on the
+        // same socket as a client does (counted, so a run shows how often it happened)
+        unavailableAnswers += 1;
+        if (unavailableSamples.length < 5) unavailableSamples.push(String(err.message).slice(0, 300));
+        if (attempt >= 5) throw err;
+        await sleep(100 * attempt);
+      }
+    }
     for (const topic of topics) {
       if (!ack.topics.includes(topic)) throw new Error(`subscribe ${topic} refused: ${conn.errors.at(-1)}`);
     }
@@ -346,7 +370,11 @@ const unified = {
     const m = JSON.parse(text);
     if (m.type === 'subscribed') conn.ack(m.message_id, m);
     else if (m.type === 'ping') conn.send('{"type":"pong"}'); // heartbeat
-    else if (m.type === 'error') conn.errors.push(text);
+    else if (m.type === 'error') {
+      conn.errors.push(text);
+      // "nothing was subscribed, retry" (docs/protocol.md): the subscribe fails and is retried
+      if (m.code === 'unavailable' && m.message_id != null) conn.refuse(m.message_id, text);
+    }
   },
 };
 
@@ -686,6 +714,9 @@ async function connectClients(count) {
       setup_per_s: count / usage.wall_s,
       connect_failures: failures,
       connect_errors: errors,
+      subscribes_unavailable: unavailableAnswers,
+    subscribes_unavailable_samples: unavailableSamples,
+      subscribes_unavailable_samples: unavailableSamples,
       server_rss_before_mb: rss0 / 1048576,
       server_rss_after_mb: rss1 / 1048576,
       server_rss_kb_per_connection: (rss1 - rss0) / 1024 / count,
@@ -791,6 +822,9 @@ async function storm(clients, base, freshConnect) {
   let recovered = 0;
   let notRecovered = 0;
   let refused = 0;
+  let live = 0;
+  let tFirstLive = null;
+  let tHalfLive = null;
   const { failures, errors } = await openMany(unified, clients.length, async (i) => {
     const c = clients[i];
     let conn;
@@ -813,6 +847,9 @@ async function storm(clients, base, freshConnect) {
     if (ack.positions?.[topic]?.recovered === true) recovered += 1;
     else notRecovered += 1;
     c.recovered = ack.positions?.[topic]?.recovered === true;
+    live += 1;
+    if (live === 1) tFirstLive = performance.now();
+    if (live === Math.ceil(clients.length / 2)) tHalfLive = performance.now();
     return conn;
   });
   const tLive = performance.now();
@@ -856,6 +893,11 @@ async function storm(clients, base, freshConnect) {
     reconnect_vs_fresh: freshConnect > 0 ? reconnect / freshConnect : null,
     reconnects_per_s: clients.length / reconnect,
     reconnect_failures: failures,
+    subscribes_unavailable: unavailableAnswers,
+    subscribes_unavailable_samples: unavailableSamples,
+    // the first client subscribed again: in restart mode, when the new process started answering
+    first_live_s: tFirstLive === null ? null : (tFirstLive - tDrop) / 1000,
+    half_live_s: tHalfLive === null ? null : (tHalfLive - tDrop) / 1000,
     mode: opt['storm-mode'],
     refused_attempts: refused,
     reconnect_errors: errors,

@@ -845,7 +845,11 @@ def render_storm(st: dict[str, Any], args: argparse.Namespace, *, restart: bool 
                  "Redis's history can answer now. One run.\n")
         collector_rows = [["longest collector pause of the restarted server (its start-up included)",
                            f"{fmt(gc_storm.get('longest_ms'), ',.0f')} ms"],
-                          ["connection attempts refused while it was down", f"{st.get('refused_attempts', 0):,}"]]
+                          ["connection attempts refused while it was down", f"{st.get('refused_attempts', 0):,}"],
+                          ["sockets lost again before their subscription was answered (then retried)",
+                           f"{st.get('reconnect_failures', 0):,}"],
+                          ["subscribes answered `unavailable` (then retried on the same socket), whole run",
+                           f"{st.get('subscribes_unavailable', 0):,}"]]
     else:
         intro = (f"wsmigrate unified, {st['clients']:,} clients on {THREADS} topics, {st['rate']:,} events/s "
                  f"throughout; after {args.storm_lead_ms / 1000:g} s every socket is dropped at once (no closing "
@@ -864,6 +868,8 @@ def render_storm(st: dict[str, Any], args: argparse.Namespace, *, restart: bool 
             ["fresh connect of all clients (no traffic)", f"{fmt(st['fresh_connect_s'], '.1f')} s"],
             ["drop to all live again", f"{fmt(st['reconnect_s'], '.1f')} s ({fmt_ratio(st.get('reconnect_vs_fresh'))} "
              f"the fresh connect; {fmt(st['reconnects_per_s'])} reconnects/s)"],
+            ["drop to the first client live again / to half of them", f"{fmt(st.get('first_live_s'), '.1f')} s / "
+             f"{fmt(st.get('half_live_s'), '.1f')} s"],
             ["replay", f"{st['recovered']:,} recovered, {st['not_recovered']} not; {st['events']:,} events, "
              f"{st['lost']} lost, {st['duplicated']} duplicated"],
             ["reference client p50 / p99 / max ms: before, during, after the storm",
