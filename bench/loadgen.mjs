@@ -715,7 +715,6 @@ async function connectClients(count) {
       connect_failures: failures,
       connect_errors: errors,
       subscribes_unavailable: unavailableAnswers,
-    subscribes_unavailable_samples: unavailableSamples,
       subscribes_unavailable_samples: unavailableSamples,
       server_rss_before_mb: rss0 / 1048576,
       server_rss_after_mb: rss1 / 1048576,
@@ -728,9 +727,12 @@ async function connectClients(count) {
 
 // -- reconnect storm ------------------------------------------------------------------------------
 
-async function serverCollector(window, base = SUB_BASES[0]) {
+// The subscribers' server over HTTP: its collector figures and, in restart mode, its exit
+const SUB_HTTP = SUB_BASES[0].replace('ws://', 'http://');
+
+async function serverCollector(window) {
   try {
-    const response = await fetch(`${base.replace('ws://', 'http://')}/bench/gc${window ? '?window=true' : ''}`);
+    const response = await fetch(`${SUB_HTTP}/bench/gc${window ? '?window=true' : ''}`);
     return response.ok ? await response.json() : null;
   } catch {
     return null; // a server without the endpoint: no collector figures
@@ -817,7 +819,7 @@ async function storm(clients, base, freshConnect) {
   }
   if (restart) {
     // the server exits without closing anything, as a crash or a kill -9 does
-    await fetch(`${SUB_BASES[0].replace('ws://', 'http://')}/bench/exit`).catch(() => null);
+    await fetch(`${SUB_HTTP}/bench/exit`).catch(() => null);
   }
   let recovered = 0;
   let notRecovered = 0;

@@ -355,14 +355,13 @@ def restart_storm(args: argparse.Namespace, outdir: Path, url: str, spec: Server
     ports = [free_port(), free_port()]
     env = {"WSMIGRATE_BUS_URL": bus}
     try:
-        with running_server(spec, ports[0], outdir / "restart-publisher.log", env) as (publisher, _), \
+        with running_server(spec, ports[0], outdir / "restart-publisher.log", env), \
                 running_server(spec, ports[1], outdir / "restart-server.log", env, restart=True) as (first, _):
             time.sleep(0.5)
             result = loadgen(spec, ports[0], descendants(first.pid), "connect,storm", args,
                              outdir / "restart-storm.json", clients=args.storm_clients,
                              extra=["--sub-ports", str(ports[1]), "--storm-mode", "restart",
                                     "--storm-rate", str(args.storm_rate), "--storm-lead-ms", str(args.storm_lead_ms)])
-            del publisher
     except (RuntimeError, subprocess.TimeoutExpired, httpx.HTTPError, OSError) as exc:
         log_line(f"  restart storm: FAILED: {exc}")
         return {"error": str(exc)}
