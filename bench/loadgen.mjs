@@ -732,11 +732,17 @@ const SUB_HTTP = SUB_BASES[0].replace('ws://', 'http://');
 
 async function serverCollector(window) {
   try {
-    const response = await fetch(`${SUB_HTTP}/bench/gc${window ? '?window=true' : ''}`);
+    const response = await fetch(`${SUB_HTTP}/bench/gc${window ? '?window=true' : ''}`, { signal: AbortSignal.timeout(5000) });
     return response.ok ? await response.json() : null;
   } catch {
     return null; // a server without the endpoint: no collector figures
   }
+}
+
+function collectorWindow(before, after) {
+  // The collections a phase saw: per generation, from two /bench/gc readings around it
+  const diff = (key) => after[key].map((v, g) => Math.round((v - before[key][g]) * 1000) / 1000);
+  return { collections: diff('collections'), paused_ms: diff('paused_ms'), longest_ms: after.longest_ms };
 }
 
 function positionOf(c) {
@@ -1024,7 +1030,10 @@ async function main() {
       const count = phase === 'warmup' ? Number(opt.warmup) : phase === 'paced' ? P : M;
       const fanout = new FanoutPhase(phase, clients, base, count);
       base += count;
+      const before = await serverCollector(true); // a server without /bench/gc: null, no figures
       result.phases[phase] = await fanout.publish(publisher, phase);
+      const after = await serverCollector(true);
+      if (before && after) result.phases[phase].collector = collectorWindow(before, after);
       await sleep(300);
     } else if (phase === 'storm') {
       if (adapter !== unified) throw new Error('the storm phase speaks the unified protocol only');

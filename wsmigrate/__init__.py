@@ -34,7 +34,7 @@ _EXPORTS: dict[str, str] = {
     # committed changes announced exactly once (docs/migration-guide.md, the transactional outbox)
     "TransactionalOutbox": "wsmigrate.unified.transactional_outbox",
     "OutboxError": "wsmigrate.unified.transactional_outbox",
-    "stage_event": "wsmigrate.unified.decorator",
+    "stage_event": "wsmigrate.unified.decorator_outbox",
     "current_outbox": "wsmigrate.unified.decorator",
     # REST snapshots a view follows live without a gap (docs/protocol.md, "Snapshots")
     "StreamPosition": "wsmigrate.unified.events",

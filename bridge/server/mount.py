@@ -21,15 +21,17 @@ from __future__ import annotations
 
 import hmac
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request, WebSocket
 from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIWebSocketRoute
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CollectorRegistry
+from starlette.routing import Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from wsmigrate.bridge.ops import admin
@@ -54,7 +56,9 @@ from wsmigrate.unified.outbox import Outbox
 from wsmigrate.unified.outbox_direct import open_outbox
 from wsmigrate.unified.protocol import CloseCode
 from wsmigrate.unified.ratelimit import TokenBucket
-from wsmigrate.unified.transactional_outbox import TransactionalOutbox
+
+if TYPE_CHECKING:
+    from wsmigrate.unified.transactional_outbox import TransactionalOutbox
 
 log = logging.getLogger(__name__)
 
@@ -62,20 +66,62 @@ PROBE_USER = "wsmigrate-probe"
 NOT_STARTED = "wsmigrate is not started: its lifespan did not run (install it on the top-level app)"
 
 
+SocketEndpoint = Callable[[WebSocket], Awaitable[None]]
+
+
+def socket_shortcuts(app: FastAPI, endpoints: Mapping[str, SocketEndpoint]) -> dict[str, SocketEndpoint]:
+    """Which of wsmigrate's socket paths `BusContext` may answer itself, skipping the router.
+
+    Only where skipping changes nothing the application set up: no middleware of the application
+    sits below `BusContext` (middleware added before `install`), the app declares no dependencies
+    of its own (FastAPI runs them for every route, sockets included), and the route the router
+    would pick for the path is wsmigrate's (not a route or mount of the application registered
+    earlier). Read when the middleware stack is built, i.e. once the application is configured."""
+    innermost: object = app.user_middleware[-1].cls if app.user_middleware else None
+    if innermost is not BusContext or app.router.dependencies:
+        return {}
+    shortcuts: dict[str, SocketEndpoint] = {}
+    for path, endpoint in endpoints.items():
+        if "{" in path:  # a path view (`/ws/board/{board_id}`): the router extracts its parameters
+            continue
+        probe: Scope = {"type": "websocket", "path": path, "root_path": "", "headers": []}
+        chosen = next((r for r in app.router.routes if r.matches(probe)[0] is Match.FULL), None)
+        if isinstance(chosen, APIWebSocketRoute) and chosen.endpoint is endpoint:
+            shortcuts[path] = endpoint
+    return shortcuts
+
+
 class BusContext:
     """Pure ASGI middleware making the app's bus the `current_bus` of every request (and its
-    transactional outbox, if it has one, the `current_outbox`)."""
+    transactional outbox, if it has one, the `current_outbox`); it also answers wsmigrate's own
+    sockets itself.
 
-    def __init__(self, app: ASGIApp, bus: EventBus, outbox: TransactionalOutbox | None = None) -> None:
+    Why sockets skip the router. A socket lives as long as its client, and every ASGI layer it
+    passed through stays suspended with it: Starlette's exception middleware, FastAPI's exit stacks
+    (a deque each), the router, the route's dependency machinery and its copy of the scope, about
+    a fifth of a unified socket's memory (docs/benchmarks.md, "Idle connections"). Below this
+    middleware there is nothing of the application's own when `socket_shortcuts` says so, and
+    then a WebSocket to one of those paths goes straight to wsmigrate's endpoint, the same
+    function the router would have called. Everything above (the application's middleware added
+    after `install`, uvicorn's) runs as before. `shortcuts` is called once, when Starlette builds
+    the stack."""
+
+    def __init__(self, app: ASGIApp, bus: EventBus, outbox: TransactionalOutbox | None = None,
+                 shortcuts: Callable[[], dict[str, SocketEndpoint]] | None = None) -> None:
         self.app = app
         self.bus = bus
         self.outbox = outbox
+        self.sockets = shortcuts() if shortcuts is not None else {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         token = current_bus.set(self.bus)
         outbox_token = current_outbox.set(self.outbox)
         try:
-            await self.app(scope, receive, send)
+            endpoint = self.sockets.get(scope["path"]) if scope["type"] == "websocket" else None
+            if endpoint is not None and not scope.get("root_path"):
+                await endpoint(WebSocket(scope, receive, send))
+            else:
+                await self.app(scope, receive, send)
         finally:
             current_outbox.reset(outbox_token)
             current_bus.reset(token)
@@ -154,15 +200,19 @@ class WsMigrate:
         app.state.runtime = self.runtime
         app.state.wsmigrate = self
         install_redaction()  # `?token=` never reaches the servers' request logs
-        app.add_middleware(BusContext, bus=self.runtime.bus, outbox=self.runtime.outbox)
+        sockets: dict[str, SocketEndpoint] = {}
+        app.add_middleware(BusContext, bus=self.runtime.bus, outbox=self.runtime.outbox,
+                           shortcuts=lambda: socket_shortcuts(app, sockets))
         app.add_exception_handler(BusUnavailableError, _bus_unavailable)
         if lifespan:
             self._wrap_lifespan(app)
         for path in self.unified_paths:
-            app.add_api_websocket_route(path, self._shared_socket(path))
+            sockets[path] = self._shared_socket(path)
         for path in self.runtime.legacy_protocol.paths():
             if path not in self.unified_paths:
-                app.add_api_websocket_route(path, self._legacy_socket(path))
+                sockets[path] = self._legacy_socket(path)
+        for path, endpoint in sockets.items():
+            app.add_api_websocket_route(path, endpoint)
         app.add_api_route("/healthz", self._healthz, methods=["GET"], include_in_schema=False)
         app.add_api_route("/metrics", self._metrics, methods=["GET"], include_in_schema=False)
         app.include_router(admin.router)
@@ -260,7 +310,7 @@ class WsMigrate:
     def _new_outbox(self, websocket: WebSocket) -> Outbox:
         return open_outbox(websocket, capacity=self.settings.outbox_capacity)
 
-    def _shared_socket(self, path: str) -> Callable[[WebSocket], Any]:
+    def _shared_socket(self, path: str) -> SocketEndpoint:
         """The unified endpoint at `path`, or a legacy view declared at the same path when the
         request carries that view's query parameter."""
         views = self.runtime.legacy_protocol.views_at(path)
@@ -274,7 +324,7 @@ class WsMigrate:
 
         return endpoint
 
-    def _legacy_socket(self, path: str) -> Callable[[WebSocket], Any]:
+    def _legacy_socket(self, path: str) -> SocketEndpoint:
         views = self.runtime.legacy_protocol.views_at(path)
 
         async def endpoint(websocket: WebSocket) -> None:

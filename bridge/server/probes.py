@@ -16,12 +16,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from redis.exceptions import RedisError
 from websockets.asyncio.client import connect
 from websockets.exceptions import WebSocketException
 
@@ -31,6 +31,14 @@ from wsmigrate.unified import EventBus
 from wsmigrate.unified.topics import PROBE_TOPIC
 
 log = logging.getLogger(__name__)
+
+
+def redis_errors() -> tuple[type[Exception], ...]:
+    """redis-py's base error when this process has loaded redis-py (a deployment on Redis), else
+    nothing: a process without it cannot raise it, and importing it only to name it here would
+    cost every in-memory worker ~11 MiB (see `bridge.server.runtime`, REDIS_ON_DEMAND)."""
+    exceptions = sys.modules.get("redis.exceptions")
+    return () if exceptions is None else (exceptions.RedisError,)
 
 PROBE_EVENT = "wsmigrate_probe"
 PROBE_SCOPE = "wsmigrate_probe"
@@ -145,12 +153,13 @@ class ProbeRunner:
 
     async def _publish_loop(self) -> None:
         sequence = 0
+        bus_down: tuple[type[Exception], ...] = (WsMigrateError, OSError, *redis_errors())  # the backend exists by now
         while True:
             await asyncio.sleep(self.interval_s)
             self._check_missing()
             try:
                 await self.probe_once(sequence)
-            except (WsMigrateError, OSError, RedisError) as exc:  # the bus is down: counted, probing goes on
+            except bus_down as exc:  # the bus is down: counted, probing goes on
                 self.status.publish_failures += 1
                 log.warning("probe %d not published: %r", sequence, exc)
             sequence += 1

@@ -24,13 +24,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
 
 from wsmigrate.bridge.comparator import Comparator
 from wsmigrate.bridge.dual_path import DualPath
 from wsmigrate.bridge.flags import FileFlagStore, FlagStore, MemoryFlagStore
-from wsmigrate.bridge.flags_redis import RedisFlagStore
 from wsmigrate.bridge.server.gc_policy import CollectorPauses, CollectorPolicy, parse_thresholds
 from wsmigrate.bridge.server.guards import ConnectionQuota, OriginPolicy
 from wsmigrate.bridge.server.http_protocol import HEAD_TIMEOUT
@@ -54,11 +54,12 @@ from wsmigrate.unified.backend import BusBackend
 from wsmigrate.unified.endpoint import Authorize, allow_all
 from wsmigrate.unified.events import now_ms
 from wsmigrate.unified.history import TopicHistory
-from wsmigrate.unified.outbox_relay import OutboxRelay
 from wsmigrate.unified.protocol import CloseCode, ServerPing
-from wsmigrate.unified.redis_backend import RedisBackend, split_bus_url
 from wsmigrate.unified.topics import PROBE_TOPIC
-from wsmigrate.unified.transactional_outbox import TransactionalOutbox
+
+if TYPE_CHECKING:
+    from wsmigrate.unified.outbox_relay import OutboxRelay
+    from wsmigrate.unified.transactional_outbox import TransactionalOutbox
 
 log = logging.getLogger(__name__)
 
@@ -75,12 +76,19 @@ class Declaration:
     authorize: Authorize = allow_all
 
 
+# REDIS_ON_DEMAND: redis-py is imported only by a deployment on Redis. Importing it costs ~11 MiB
+# of resident memory and ~60 ms per process, which a worker on the in-memory bus never uses
+# (tests/process/test_imports_on_demand.py keeps it that way).
+
+
 def make_backend(settings: Settings, metrics: WsMetrics | None = None,
                  on_discontinuity: Callable[[str], None] | None = None) -> BusBackend:
     if settings.bus_url.startswith("memory"):
         history = TopicHistory(size=settings.history_size, ttl_s=settings.history_ttl_s)
         return MemoryBackend(history)
     if settings.bus_url.startswith(("redis://", "rediss://")):
+        from wsmigrate.unified.redis_backend import RedisBackend  # on demand: see REDIS_ON_DEMAND
+
         return RedisBackend(settings.bus_url, history_size=settings.history_size,
                             history_ttl_s=settings.history_ttl_s, metrics=metrics, on_discontinuity=on_discontinuity,
                             read_interval_s=settings.bus_read_interval_ms / 1000)
@@ -100,6 +108,9 @@ def make_flag_store(settings: Settings, event_types: Sequence[str]) -> FlagStore
                                     prefix=settings.openfeature_prefix)
     audit = Path(settings.audit_log) if settings.audit_log else None
     if settings.bus_url.startswith(("redis://", "rediss://")):
+        from wsmigrate.bridge.flags_redis import RedisFlagStore  # on demand: see REDIS_ON_DEMAND
+        from wsmigrate.unified.redis_backend import split_bus_url
+
         url, prefix = split_bus_url(settings.bus_url)
         seed = parse_document(Path(settings.flags_file).read_text(encoding="utf-8"),
                               fmt="json" if settings.flags_file.endswith(".json") else "toml",
@@ -159,9 +170,12 @@ class Runtime:
         self.bridge.install()
         # The application's transactional outbox and its relay (started after the bus, stopped before)
         self.outbox = outbox
-        self.relay = None if outbox is None else OutboxRelay(
-            outbox, self.bus, metrics=self.metrics, sweep_interval_s=settings.relay_sweep_interval_s,
-            grace_s=settings.relay_grace_s)
+        self.relay: OutboxRelay | None = None
+        if outbox is not None:  # SQLAlchemy only for an app with an outbox (it built the outbox with it)
+            from wsmigrate.unified.outbox_relay import OutboxRelay
+
+            self.relay = OutboxRelay(outbox, self.bus, metrics=self.metrics,
+                                     sweep_interval_s=settings.relay_sweep_interval_s, grace_s=settings.relay_grace_s)
         self.quota = ConnectionQuota(settings.max_connections_per_user)
         self.origins = OriginPolicy.for_server(settings.allowed_origins, settings.self_url)
         self.accepting = True

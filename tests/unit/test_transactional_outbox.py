@@ -302,7 +302,7 @@ async def test_the_decorator_commits_the_change_with_its_event(world: World, cap
     assert [p.event.data for p in world.seen.publications] == [result]
     with pytest.raises(LookupError):
         await asyncio.to_thread(call, fails)
-    with caplog.at_level(logging.WARNING, logger="wsmigrate.unified.decorator"):
+    with caplog.at_level(logging.WARNING, logger="wsmigrate.unified.decorator_outbox"):
         eager = await asyncio.to_thread(call, commits_itself)
     assert "not atomic" in caplog.text  # said once, loudly; the event is still announced
     assert [p.event.data for p in world.seen.publications] == [result, eager]
