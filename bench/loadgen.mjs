@@ -344,6 +344,8 @@ const unified = {
         ack = await acked;
         break;
       } catch (err) {
+        // a socket that closed meanwhile (its server died) is done: the caller opens another one
+        if (conn.closeCode !== undefined) throw err;
         // `unavailable`: the bus could not answer in time, nothing was subscribed; retry on the
         // same socket as a client does (counted, so a run shows how often it happened)
         unavailableAnswers += 1;

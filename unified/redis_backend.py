@@ -15,6 +15,11 @@ exactly as with the in-memory backend, where `append` delivers inline. The price
 round trip (milliseconds) per subscribe; when the reader is cut off the wait is bounded and fails
 with `BusUnavailableError` instead of answering a position the worker cannot honour.
 
+Replays share their decoding. The clients of one topic coming back together (a restart) replay
+the same history entries; `replay_cache` entries decoded once are reused while their stored
+fields are unchanged (`unified.replay_cache`), so a storm decodes and encodes each missed event
+once per topic instead of once per client. `replay_cache=0` decodes every replay afresh.
+
 Publishing while Redis is unreachable raises `BusUnavailableError`. Retrying with the same
 `event_id` is always safe: the dedup key remembers which append published the id, so a retry of
 an append whose reply was lost still reports True, and the event is delivered once.
@@ -58,6 +63,7 @@ from wsmigrate.unified.redis_scripts import (
     entry_fields,
     parse_id,
 )
+from wsmigrate.unified.replay_cache import DEFAULT_CAPACITY, DecodedEntries
 
 __all__ = ["BusUnavailableError", "RedisBackend", "split_bus_url"]
 
@@ -119,6 +125,7 @@ class RedisBackend:
         worker_id: str | None = None,
         skip_unwanted: bool = True,
         read_interval_s: float = 0.0,
+        replay_cache: int = DEFAULT_CAPACITY,
     ) -> None:
         if history_size < 0 or history_ttl_s < 0 or dedup_window_s <= 0 or events_maxlen < 1:
             raise ValueError("history, dedup and stream bounds must be positive")
@@ -142,6 +149,7 @@ class RedisBackend:
         if read_interval_s < 0:
             raise ValueError("read_interval_s must not be negative")
         self.read_interval_s = read_interval_s
+        self.decoded = DecodedEntries(replay_cache)  # what concurrent replays of a topic share
         self.listener: StreamListener | None = None
         self._writer: Redis | None = None
         self._reader: Redis | None = None
@@ -324,7 +332,7 @@ class RedisBackend:
             or int(entries[0][1][F_TS]) < snapshot.now_ms - _ms(self.history_ttl_s)
         ):
             return None  # trimmed or expired: never a partial replay
-        publications = [decode_publication(fields) for _, fields in entries]
+        publications = [self.decoded.publication(topic, entry_id, fields) for entry_id, fields in entries]
         await self._caught_up(snapshot)
         return publications
 

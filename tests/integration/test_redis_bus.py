@@ -268,3 +268,29 @@ def test_make_backend_builds_a_redis_backend_for_redis_urls() -> None:
     backend = make_backend(Settings.from_env({}, bus_url="rediss://cache:6380/2?prefix=blue", history_size=7))
     assert isinstance(backend, RedisBackend)
     assert (backend.url, backend.keys.prefix, backend.history_size) == ("rediss://cache:6380/2", "blue", 7)
+
+
+async def test_concurrent_replays_of_a_topic_share_their_decoding_and_equal_uncached_ones(
+    redis_url: str, redis_prefix: str, start_worker: StartWorker  # this order: workers stop before keys go
+) -> None:
+    """Fifty clients of one topic coming back at once, each from its own position: every replay is
+    exactly what a worker without the cache answers, frame for frame, and entries are decoded once."""
+    shared, _ = await start_worker(redis_url, redis_prefix, worker_id="shared")
+    plain, _ = await start_worker(redis_url, redis_prefix, worker_id="plain", replay_cache=0)
+    for i in range(30):
+        assert await append(shared, chunk(1, f"m{i}"))
+    end = await shared.position("thread:1")
+    positions = [Position(end.epoch, end.seq - 1 - k % 30) for k in range(50)]
+
+    async def frames(backend: RedisBackend, since: Position) -> list[str]:
+        replay = await backend.replay("thread:1", since)
+        assert replay is not None
+        return [p.frame("thread:1") for p in replay]
+
+    cached = await asyncio.gather(*(frames(shared, since) for since in positions))
+    uncached = await asyncio.gather(*(frames(plain, since) for since in positions))
+    assert cached == uncached
+    assert [len(f) for f in cached] == [1 + k % 30 for k in range(50)]
+    assert shared.decoded.misses == 30  # each entry decoded once, then shared
+    assert shared.decoded.hits == sum(1 + k % 30 for k in range(50)) - 30
+    assert len(plain.decoded) == 0
