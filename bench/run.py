@@ -134,6 +134,16 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
+def wait_for_processes(pid: int, count: int, timeout: float = 30.0) -> list[int]:
+    """`pid` and its descendants once there are `count` of them (uvicorn's master and workers)."""
+    deadline = time.monotonic() + timeout
+    while len(found := descendants(pid)) < count:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"expected {count} server processes, found {len(found)}")
+        time.sleep(0.05)
+    return found
+
+
 def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -281,8 +291,9 @@ def one_run(spec: ServerSpec, args: argparse.Namespace, outdir: Path, tag: str, 
     started = time.monotonic()
     try:
         with running_server(spec, port, outdir / f"{tag}.log", extra_env, workers) as (proc, _):
-            time.sleep(1.0 if workers > 1 else 0.3)
-            pids = descendants(proc.pid)
+            # /healthz answers once one worker is up: wait (bounded) for all of them, whose CPU is read
+            pids = wait_for_processes(proc.pid, workers + 1 if workers > 1 else 1)
+            time.sleep(0.3)  # not a wait for anything: the start-up's last allocations settle before RSS is read
             result = loadgen(spec, port, pids, phases, args, outdir / f"{tag}.json", clients=clients,
                              navigation=navigation, extra=extra)
             result["server_pids"] = pids
@@ -357,7 +368,6 @@ def restart_storm(args: argparse.Namespace, outdir: Path, url: str, spec: Server
     try:
         with running_server(spec, ports[0], outdir / "restart-publisher.log", env), \
                 running_server(spec, ports[1], outdir / "restart-server.log", env, restart=True) as (first, _):
-            time.sleep(0.5)
             result = loadgen(spec, ports[0], descendants(first.pid), "connect,storm", args,
                              outdir / "restart-storm.json", clients=args.storm_clients,
                              extra=["--sub-ports", str(ports[1]), "--storm-mode", "restart",
@@ -384,7 +394,6 @@ def follow_runs(args: argparse.Namespace, outdir: Path, url: str, spec: ServerSp
                 procs = [stack.enter_context(running_server(spec, port, outdir / f"follow-{placement}-{role}.log",
                                                             {"WSMIGRATE_BUS_URL": bus}))[0]
                          for role, port in zip(("publisher", "a", "b"), ports, strict=True)]
-                time.sleep(0.5)
                 groups = [descendants(proc.pid) for proc in procs]
                 result = loadgen(spec, ports[0], [pid for group in groups for pid in group],
                                  "connect,warmup,burst,paced", args, outdir / f"follow-{placement}.json",
@@ -629,7 +638,7 @@ def target_rows(runs: dict[str, list[Any]], idle: dict[str, Any], all_specs: dic
         None if len(follow_ok) < 2 else all(follow_ok))
     st = storm or {}
     longest = (st.get("collector") or {}).get("longest_ms")
-    add("Reconnect storm: 10,000 clients back with `since` in <= 2x a fresh connect",
+    add(f"Reconnect storm: {st.get('clients', 10_000):,} clients back with `since` in <= 2x a fresh connect",
         "not run" if not st else f"{fmt_ratio(st.get('reconnect_vs_fresh'))} ({fmt(st.get('reconnect_s'), '.1f')} s vs "
         f"{fmt(st.get('fresh_connect_s'), '.1f')} s)",
         None if not st or st.get("reconnect_vs_fresh") is None else st["reconnect_vs_fresh"] <= 2.0)
