@@ -74,8 +74,9 @@ def loaded(template: str, tmp_path: Path, **fill: str) -> tuple[bool, bool]:
     for name, value in fill.items():
         script = script.replace(name.upper(), value)
     done = subprocess.run([sys.executable, "-c", script + REPORT], capture_output=True, text=True, timeout=60,
-                          check=False, env={"PATH": "/usr/bin:/bin", "WSMIGRATE_DATABASE_URL": "sqlite://",
-                                            "HOME": str(tmp_path)})
+                          check=False, env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path),
+                                            # a file: the examples' threads each get their own connection
+                                            "WSMIGRATE_DATABASE_URL": f"sqlite:///{tmp_path}/app.db"})
     assert done.returncode == 0, done.stderr[-2000:]
     redis, sqlalchemy = done.stdout.strip().splitlines()[-1].split()
     return redis == "True", sqlalchemy == "True"
