@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,14 +30,6 @@ from wsmigrate.unified import EventBus
 from wsmigrate.unified.topics import PROBE_TOPIC
 
 log = logging.getLogger(__name__)
-
-
-def redis_errors() -> tuple[type[Exception], ...]:
-    """redis-py's base error when this process has loaded redis-py (a deployment on Redis), else
-    nothing: a process without it cannot raise it, and importing it only to name it here would
-    cost every in-memory worker ~11 MiB (see `bridge.server.runtime`, REDIS_ON_DEMAND)."""
-    exceptions = sys.modules.get("redis.exceptions")
-    return () if exceptions is None else (exceptions.RedisError,)
 
 PROBE_EVENT = "wsmigrate_probe"
 PROBE_SCOPE = "wsmigrate_probe"
@@ -153,13 +144,13 @@ class ProbeRunner:
 
     async def _publish_loop(self) -> None:
         sequence = 0
-        bus_down: tuple[type[Exception], ...] = (WsMigrateError, OSError, *redis_errors())  # the backend exists by now
         while True:
             await asyncio.sleep(self.interval_s)
             self._check_missing()
             try:
                 await self.probe_once(sequence)
-            except bus_down as exc:  # the bus is down: counted, probing goes on
+            except (WsMigrateError, OSError) as exc:  # the bus is down: counted, probing goes on
+                # (a backend raises its own errors, redis-py's included, as BusUnavailableError)
                 self.status.publish_failures += 1
                 log.warning("probe %d not published: %r", sequence, exc)
             sequence += 1
