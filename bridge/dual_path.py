@@ -296,7 +296,10 @@ class DualPath:
         return frame if serves else None
 
     def on_publication(self, publication: Publication) -> None:
-        """Bus sink: the legacy path's share of an event's delivery."""
+        """Bus sink: the legacy path's share of an event's delivery (once: on part 0 of an event a
+        sharded bus split, `Publication.secondary`)."""
+        if publication.secondary:
+            return
         route = self._legacy_route(publication)
         if route is None:
             return

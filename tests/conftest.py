@@ -67,6 +67,26 @@ def redis_prefix(redis_url: str) -> Iterator[str]:
     delete_prefix(redis_url, prefix)
 
 
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[Any]:
+    """A three-node Redis Cluster (`RedisClusterServers`) shared by the session's cluster tests,
+    each under a prefix of its own (`cluster_prefix`)."""
+    from tests.redis_server import RedisClusterServers
+
+    cluster = RedisClusterServers(3).start()
+    yield cluster
+    cluster.close()
+
+
+@pytest.fixture
+def cluster_prefix(redis_cluster: Any) -> Iterator[str]:
+    from tests.redis_server import delete_cluster_prefix, unique_prefix
+
+    prefix = unique_prefix()
+    yield prefix
+    delete_cluster_prefix(redis_cluster, prefix)
+
+
 @pytest.fixture
 def private_redis() -> Iterator[Any]:
     """A `RedisServer` of this test alone, for tests that pause, kill or restart Redis."""

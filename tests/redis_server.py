@@ -51,9 +51,12 @@ class RedisServer:
     """A `redis-server` process we own, on a loopback port: without persistence, or with an
     append-only file fsynced on every write (`appendonly=True`), Redis's durable setting."""
 
-    def __init__(self, port: int | None = None, *, appendonly: bool = False) -> None:
+    def __init__(self, port: int | None = None, *, appendonly: bool = False, cluster: bool = False) -> None:
         self.port = port or free_port()
         self.appendonly = appendonly
+        self.cluster = cluster
+        # the cluster bus port (default: port + 10,000, which a free port may overflow or find taken)
+        self.cluster_port = free_port() if cluster else 0
         self.process: subprocess.Popen[bytes] | None = None
         self._dir = tempfile.mkdtemp(prefix="wsmigrate-redis-")
 
@@ -68,6 +71,11 @@ class RedisServer:
             "--appendonly", "yes" if self.appendonly else "no", "--appendfsync", "always",
             "--dir", self._dir, "--loglevel", "warning",
         ]
+        if self.cluster:  # a restart forgets the cluster too (nodes.conf lives with the data)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(self._dir, "nodes.conf"))
+            command += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                        "--cluster-node-timeout", "2000", "--cluster-port", str(self.cluster_port)]
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + START_TIMEOUT_S
         while not answers("127.0.0.1", self.port, timeout=0.2):
@@ -122,6 +130,65 @@ class RedisServer:
         shutil.rmtree(self._dir, ignore_errors=True)
 
 
+class RedisClusterServers:
+    """A Redis Cluster of our own: `size` primaries (`redis-server --cluster-enabled yes`) on free
+    loopback ports, the 16,384 slots spread over them by `redis-cli --cluster create`."""
+
+    def __init__(self, size: int = 3) -> None:
+        self.nodes = [RedisServer(cluster=True) for _ in range(size)]
+
+    @property
+    def url(self) -> str:
+        """A seed URL for a cluster client (any node; the client discovers the others)."""
+        return f"redis://127.0.0.1:{self.nodes[0].port}"
+
+    def start(self) -> RedisClusterServers:
+        try:
+            for node in self.nodes:
+                node.start()
+            addresses = [f"127.0.0.1:{node.port}" for node in self.nodes]
+            subprocess.run(
+                [shutil.which("redis-cli") or "redis-cli", "--cluster", "create", *addresses,
+                 "--cluster-replicas", "0", "--cluster-yes"],
+                check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=START_TIMEOUT_S,
+            )
+            self.wait_ok()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def wait_ok(self) -> None:
+        """Until every node says `cluster_state:ok` and knows every other (bounded)."""
+        deadline = time.monotonic() + START_TIMEOUT_S
+        for node in self.nodes:
+            client = redis.Redis(host="127.0.0.1", port=node.port, socket_timeout=2)
+            try:
+                while True:
+                    info = client.execute_command("CLUSTER INFO")
+                    if info.get("cluster_state") == "ok" and int(info.get("cluster_known_nodes", 0)) == len(self.nodes):
+                        break
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"the Redis Cluster did not converge within {START_TIMEOUT_S}s: {info}")
+                    time.sleep(0.05)  # polling the cluster's gossip; there is nothing to wait on
+            finally:
+                client.close()
+
+    def node_of(self, key: str) -> RedisServer:
+        """The node that serves `key`'s slot."""
+        client = redis.RedisCluster.from_url(self.url, socket_timeout=5)
+        try:
+            node = client.get_node_from_key(key)
+            assert node is not None
+            return next(n for n in self.nodes if n.port == int(node.port))
+        finally:
+            client.close()
+
+    def close(self) -> None:
+        for node in self.nodes:
+            node.close()
+
+
 @contextlib.contextmanager
 def reachable_redis() -> Iterator[str]:
     """The URL of a Redis to share: 127.0.0.1:6379 when it answers, else one we start and stop."""
@@ -148,6 +215,17 @@ def delete_prefix(url: str, prefix: str) -> None:
             client.delete(*keys[start:start + 500])
     finally:
         client.close()
+
+
+def delete_cluster_prefix(cluster: RedisClusterServers, prefix: str) -> None:
+    """Remove every key a test created under `prefix`, on every node of the cluster."""
+    for node in cluster.nodes:
+        client = redis.Redis(host="127.0.0.1", port=node.port, socket_timeout=5)
+        try:
+            for key in list(client.scan_iter(match=f"{prefix}:*", count=1000)):
+                client.delete(key)  # one by one: keys of one node still hash to different slots
+        finally:
+            client.close()
 
 
 def bus_url(redis_url: str, prefix: str) -> str:

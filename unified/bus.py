@@ -233,6 +233,8 @@ class EventBus:
                 sink(publication)
             except Exception:
                 log.exception("bus sink %r failed on event %s", sink, event.event_id)
+        if publication.secondary:  # another part of an event split across shards: handled once, on part 0
+            return
         for key in (event.type, None):
             for worker in self._handlers.get(key, {}).values():
                 worker.offer(event)

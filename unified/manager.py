@@ -74,12 +74,13 @@ class Connection:
         audience = publication.ingress.audience
         return audience is None or self.user_id is None or self.user_id == audience
 
-    def first_time(self, event_id: str) -> bool:
-        """False if this multi-topic event already reached the connection through another topic."""
+    def first_time(self, once_key: str) -> bool:
+        """False if this multi-topic event (`Publication.once_key`) already reached the connection
+        through another topic."""
         recent = self.recent_multi
         if recent is None:
             recent = self.recent_multi = RecentIds(_RECENT_MULTI_TOPIC_IDS)
-        return recent.add(event_id)
+        return recent.add(once_key)
 
     def frame(self, publication: Publication, topic: str) -> EncodedFrame | None:
         if self.renderer is None:
@@ -235,7 +236,7 @@ class ConnectionManager:
                 # Asked for by `since`: sent even if the event reached this connection before through
                 # another topic (a client re-subscribing from an older position needs it again),
                 # once per subscribe.
-                replayed_ids.update(p.event.event_id for p in replayed if len(p.topics) > 1)
+                replayed_ids.update(p.once_key for p in replayed if len(p.topics) > 1)
                 last = replayed[-1].seqs[topic] if replayed else positions[topic].seq
                 to_send[topic] = replayed + [p for p in held if p.seqs[topic] > last]
             else:
@@ -248,13 +249,13 @@ class ConnectionManager:
         sent: set[str] = set()
         for topic, publications in to_send.items():
             for publication in publications:
-                event_id = publication.event.event_id
-                replayed_for_since = event_id in replayed_ids
+                once_key = publication.once_key
+                replayed_for_since = once_key in replayed_ids
                 if replayed_for_since:
-                    if event_id in sent:
+                    if once_key in sent:
                         continue
-                    sent.add(event_id)
-                    connection.first_time(event_id)  # remembered: a live copy on another topic is not sent
+                    sent.add(once_key)
+                    connection.first_time(once_key)  # remembered: a live copy on another topic is not sent
                 self._deliver_one(connection, publication, topic, asked=replayed_for_since)
         return ack
 
@@ -315,7 +316,7 @@ class ConnectionManager:
         replay the client asked for with `since`, sent even if it came before on another topic."""
         if not connection.may_see(publication):
             return
-        if len(publication.topics) > 1 and not asked and not connection.first_time(publication.event.event_id):
+        if len(publication.topics) > 1 and not asked and not connection.first_time(publication.once_key):
             return
         frame = connection.frame(publication, topic)
         if frame is None:
@@ -360,7 +361,7 @@ class ConnectionManager:
     def _fan_out_filtered(self, publication: Publication) -> None:
         """The general fan-out: several topics (each connection served once) or with an audience."""
         multi = len(publication.topics) > 1
-        event_id = publication.event.event_id
+        once_key = publication.once_key
         compat_open = bool(self._compat) and self.compat_gate(publication)
         seen: set[Connection] = set()
         targets: list[tuple[Connection, EncodedFrame]] = []
@@ -375,7 +376,7 @@ class ConnectionManager:
                 if connection in seen or not connection.may_see(publication):
                     continue
                 seen.add(connection)
-                if multi and not connection.first_time(event_id):
+                if multi and not connection.first_time(once_key):
                     continue
                 frame = connection.frame(publication, topic)
                 if frame is not None:

@@ -82,7 +82,14 @@ class Ingress:
 
 @dataclass(slots=True, eq=False)
 class Publication:
-    """An event after the bus sequenced it, with the facts of its ingress (`Ingress`)."""
+    """An event after the bus sequenced it, with the facts of its ingress (`Ingress`).
+
+    `part`: on a sharded bus, an event whose topics fall in several shards is sequenced by each of
+    those shards for its own topics, and travels as one publication per shard; `part` is its index
+    (0 holds the event's primary topic), None for a whole event. The effects an event has once per
+    node (its handlers, the legacy path's delivery) happen on part 0 only (`secondary`); a
+    connection gets each part once (`once_key`), each with the topics and positions of its shard.
+    """
 
     event: Event
     topics: tuple[str, ...]
@@ -90,7 +97,18 @@ class Publication:
     epochs: dict[str, str]
     ingress: Ingress = field(default_factory=Ingress)
     ingress_ns: int = field(default_factory=time.perf_counter_ns)
+    part: int | None = None
     _frames: dict[str, EncodedFrame] = field(default_factory=dict)
+
+    @property
+    def secondary(self) -> bool:
+        """A part of a split event other than the one holding its primary topic."""
+        return bool(self.part)
+
+    @property
+    def once_key(self) -> str:
+        """What a connection receives once: the event, or this part of it."""
+        return self.event.event_id if self.part is None else f"{self.event.event_id}#{self.part}"
 
     @property
     def event_type(self) -> str:

@@ -20,6 +20,17 @@ the same history entries; `replay_cache` entries decoded once are reused while t
 fields are unchanged (`unified.replay_cache`), so a storm decodes and encodes each missed event
 once per topic instead of once per client. `replay_cache=0` decodes every replay afresh.
 
+Shards. With `shards=K` (`?shards=K` in the bus URL) the bus is K independent sequencers, each
+with its own stream, incarnation and topic keys under one cluster hash tag (`unified.shard_map`
+says which topic is whose, `unified.redis_scripts` the key names), and this worker runs one
+`StreamListener` per shard. With `cluster=True` (`?cluster=true`) the shards live on a Redis
+Cluster: appends, snapshots and positions go through redis-py's cluster client (one script call
+touches one shard, so one node), and each shard's reader connects to the node that owns the
+shard's slot. Per-topic order, gapless `seq`, replay, rollback detection (per shard) and
+read-your-position (the topic's shard's reader) hold exactly as unsharded; order *across* shards
+is not defined, and an event whose topics fall in several shards is one publication per shard
+(`Publication.part`, docs/protocol.md, "Sharded bus").
+
 Publishing while Redis is unreachable raises `BusUnavailableError`. Retrying with the same
 `event_id` is always safe: the dedup key remembers which append published the id, so a retry of
 an append whose reply was lost still reports True, and the event is delivered once.
@@ -28,6 +39,7 @@ an append whose reply was lost still reports True, and the event is delivered on
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import secrets
@@ -39,10 +51,11 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError
 
 from wsmigrate.metrics import WsMetrics
 from wsmigrate.unified.backend import Deliver, Wants
@@ -64,8 +77,9 @@ from wsmigrate.unified.redis_scripts import (
     parse_id,
 )
 from wsmigrate.unified.replay_cache import DEFAULT_CAPACITY, DecodedEntries
+from wsmigrate.unified.shard_map import check_shards, shard_of, split_topics
 
-__all__ = ["BusUnavailableError", "RedisBackend", "split_bus_url"]
+__all__ = ["BusUnavailableError", "RedisBackend", "bus_url_options", "parse_flag"]
 
 DEFAULT_PREFIX = "wsmigrate"
 DEFAULT_DEDUP_WINDOW_S = 300.0
@@ -78,19 +92,43 @@ DEFAULT_CATCH_UP_TIMEOUT_S = 5.0
 _INGRESS_MEMORY = 10_000
 APPEND_PIPELINE = 500  # appends per pipeline (one round trip)
 _T = TypeVar("_T")
+_Append = tuple[AsyncScript, list[str], list[Any], "asyncio.Future[Any]"]  # (script, keys, args, reply)
 
 
-def split_bus_url(url: str) -> tuple[str, str | None]:
-    """Split our `prefix` query parameter off a bus URL (redis-py rejects parameters it does not know).
+BUS_URL_OPTIONS = ("prefix", "shards", "cluster")  # ours, not redis-py's
+
+
+def bus_url_options(url: str) -> tuple[str, dict[str, str]]:
+    """Split our query parameters (`BUS_URL_OPTIONS`) off a bus URL; redis-py rejects ones it does
+    not know. The URL left is the one redis-py connects with.
 
     `redis://host:6379/0?prefix=staging` lets workers configured only through `WSMIGRATE_BUS_URL`
-    share a Redis with other deployments (and tests with each other).
+    share a Redis with other deployments (and tests with each other); `shards` and `cluster` choose
+    the sharded layout (module docstring, Shards).
     """
     parts = urlsplit(url)
     query = parse_qsl(parts.query, keep_blank_values=True)
-    prefix = next((value for name, value in query if name == "prefix"), None)
-    rest = urlencode([(name, value) for name, value in query if name != "prefix"])
-    return urlunsplit(parts._replace(query=rest)), prefix or None
+    ours = {name: value for name, value in query if name in BUS_URL_OPTIONS and value}
+    rest = urlencode([(name, value) for name, value in query if name not in BUS_URL_OPTIONS])
+    return urlunsplit(parts._replace(query=rest)), ours
+
+
+def parse_flag(value: str) -> bool:
+    """A yes/no bus URL parameter (`cluster=true`)."""
+    if value.lower() in ("1", "true", "yes", "on"):
+        return True
+    if value.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"cluster={value!r} in the bus URL: use true or false")
+
+
+def _node_url(url: str, host: str, port: int) -> str:
+    """`url` (credentials, TLS and all) pointed at one node of a cluster."""
+    parts = urlsplit(url)
+    credentials = parts.netloc.rpartition("@")[0]
+    where = f"[{host}]" if ":" in host else host
+    netloc = f"{credentials}@{where}:{port}" if credentials else f"{where}:{port}"
+    return urlunsplit(parts._replace(netloc=netloc, path=""))
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,13 +164,24 @@ class RedisBackend:
         skip_unwanted: bool = True,
         read_interval_s: float = 0.0,
         replay_cache: int = DEFAULT_CAPACITY,
+        shards: int | None = None,
+        cluster: bool | None = None,
     ) -> None:
         if history_size < 0 or history_ttl_s < 0 or dedup_window_s <= 0 or events_maxlen < 1:
             raise ValueError("history, dedup and stream bounds must be positive")
         if heartbeat_interval_s <= 0 or stale_after_s <= heartbeat_interval_s:
             raise ValueError("stale_after_s must exceed a positive heartbeat_interval_s")
-        self.url, url_prefix = split_bus_url(url)
-        self.keys = Keys(prefix or url_prefix or DEFAULT_PREFIX)
+        self.url, options = bus_url_options(url)
+        self.keys = Keys(prefix or options.get("prefix") or DEFAULT_PREFIX)
+        self.cluster = cluster if cluster is not None else parse_flag(options.get("cluster", "false"))
+        if shards is None and "shards" in options:
+            shards = int(options["shards"])
+        if self.cluster and shards is None:
+            raise ValueError("a Redis Cluster bus needs its shard count: shards=K (the same on every worker)")
+        self.shards = None if shards is None else check_shards(shards)
+        # One `Keys` per shard (the unsharded layout is one shard with plain names)
+        self.shard_keys = [self.keys] if self.shards is None else [
+            Keys(self.keys.prefix, shard) for shard in range(self.shards)]
         self.history_size = history_size
         self.history_ttl_s = history_ttl_s
         self.dedup_window_s = dedup_window_s
@@ -150,22 +199,40 @@ class RedisBackend:
             raise ValueError("read_interval_s must not be negative")
         self.read_interval_s = read_interval_s
         self.decoded = DecodedEntries(replay_cache)  # what concurrent replays of a topic share
-        self.listener: StreamListener | None = None
-        self._writer: Redis | None = None
-        self._reader: Redis | None = None
+        self.listeners: list[StreamListener] = []  # one per shard, in shard order
+        self._writer: Redis | RedisCluster | None = None
+        self._readers: list[Redis] = []
+        self._node_writers: dict[tuple[str, int], Redis] = {}  # cluster: heartbeats and unblocks per node
         self._append: AsyncScript | None = None
         self._snapshot_script: AsyncScript | None = None
         self._positions_script: AsyncScript | None = None
         self._ingress: OrderedDict[str, int] = OrderedDict()
         # appends waiting for the next pipeline: (script, keys, args, reply)
-        self._appends: list[tuple[AsyncScript, list[str], list[Any], asyncio.Future[Any]]] = []
+        self._appends: list[_Append] = []
         self._appender: asyncio.Task[None] | None = None
         self.append_pipelines = 0  # round trips that carried appends (for tests and the curious)
 
     @property
+    def listener(self) -> StreamListener | None:
+        """The reader of the first shard (the only one unsharded)."""
+        return self.listeners[0] if self.listeners else None
+
+    @property
     def reader_client_name(self) -> str:
         """The CLIENT SETNAME of this worker's reader connection (operators and tests find it by it)."""
-        return f"{self.keys.prefix}:reader:{self.worker_id}"
+        return self.shard_reader_name(0)
+
+    def shard_reader_name(self, shard: int) -> str:
+        """The CLIENT SETNAME of this worker's reader of `shard` (unsharded: of its one reader)."""
+        name = f"{self.keys.prefix}:reader:{self.worker_id}"
+        return name if self.shards is None else f"{name}:s{shard}"
+
+    def shard_of(self, topic: str) -> int:
+        return 0 if self.shards is None else shard_of(topic, self.shards)
+
+    def keys_of(self, topic: str) -> Keys:
+        """The keys of the shard that sequences `topic`."""
+        return self.shard_keys[self.shard_of(topic)]
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -176,79 +243,139 @@ class RedisBackend:
         nothing on this worker needs (see `unified.redis_listener`)."""
         block_ms = int(self.heartbeat_interval_s * 1000)
         # Clients are made here, on the loop that will use them. The writer retries a lost
-        # connection once (safe: appends are idempotent by event id); the reader never retries
-        # inside redis-py, because its own loop must see every failure to resync and report it.
-        self._writer = Redis.from_url(
-            self.url, decode_responses=True, socket_timeout=self.socket_timeout_s,
-            socket_connect_timeout=self.socket_timeout_s, client_name=f"{self.keys.prefix}:writer:{self.worker_id}",
-            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 1),
+        # connection once (safe: appends are idempotent by event id); the readers never retry
+        # inside redis-py, because their own loops must see every failure to resync and report it.
+        writer_options: dict[str, Any] = dict(
+            decode_responses=True, socket_timeout=self.socket_timeout_s,
+            socket_connect_timeout=self.socket_timeout_s, retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 1),
         )
-        self._reader = Redis.from_url(
-            self.url, single_connection_client=True, decode_responses=True,
-            socket_timeout=block_ms / 1000 + self.socket_timeout_s, socket_connect_timeout=self.socket_timeout_s,
-            client_name=self.reader_client_name, retry=Retry(NoBackoff(), 0),
-        )
-        self._append = self._writer.register_script(APPEND)
-        self._snapshot_script = self._writer.register_script(SNAPSHOT)
-        self._positions_script = self._writer.register_script(POSITIONS)
-        self.listener = StreamListener(
-            self._reader, self._writer, self.keys, worker_id=self.worker_id, decode=self._decode,
-            events_maxlen=self.events_maxlen, heartbeat_interval_s=self.heartbeat_interval_s,
-            stale_after_s=self.stale_after_s, block_ms=block_ms, metrics=self.metrics,
-            stop_timeout_s=block_ms / 1000 + self.socket_timeout_s + 1,
-            on_discontinuity=self.on_discontinuity,
-            wants=wants if self.skip_unwanted else None, read_interval_s=self.read_interval_s,
-        )
+        writer_name = f"{self.keys.prefix}:writer:{self.worker_id}"
         try:
-            await self.listener.start(deliver, timeout=self.catch_up_timeout_s)
+            if self.cluster:
+                cluster = RedisCluster.from_url(self.url, **writer_options)
+                self._writer = cluster
+                await cluster.initialize()
+            else:
+                self._writer = Redis.from_url(self.url, client_name=writer_name, **writer_options)
+            writer = self._writer
+            self._append = writer.register_script(APPEND)
+            self._snapshot_script = writer.register_script(SNAPSHOT)
+            self._positions_script = writer.register_script(POSITIONS)
+            if self.cluster:  # a cluster pipeline does not load scripts itself: every primary gets them now
+                await self._load_scripts()
+            for shard, keys in enumerate(self.shard_keys):
+                reader_url, listener_writer = self.url, writer
+                if isinstance(writer, RedisCluster):
+                    node = writer.get_node_from_key(keys.events)
+                    if node is None:
+                        raise BusUnavailableError(f"no Redis Cluster node serves shard {shard}'s slot")
+                    reader_url = _node_url(self.url, str(node.host), int(node.port))
+                    listener_writer = self._node_writer(str(node.host), int(node.port), reader_url, writer_options)
+                reader = Redis.from_url(
+                    reader_url, single_connection_client=True, decode_responses=True,
+                    socket_timeout=block_ms / 1000 + self.socket_timeout_s,
+                    socket_connect_timeout=self.socket_timeout_s,
+                    client_name=self.shard_reader_name(shard), retry=Retry(NoBackoff(), 0),
+                )
+                self._readers.append(reader)
+                assert isinstance(listener_writer, Redis)
+                self.listeners.append(StreamListener(
+                    reader, listener_writer, keys, worker_id=self.worker_id, decode=self._decode,
+                    events_maxlen=self.events_maxlen, heartbeat_interval_s=self.heartbeat_interval_s,
+                    stale_after_s=self.stale_after_s, block_ms=block_ms, metrics=self.metrics,
+                    stop_timeout_s=block_ms / 1000 + self.socket_timeout_s + 1,
+                    on_discontinuity=self.on_discontinuity,
+                    wants=wants if self.skip_unwanted else None, read_interval_s=self.read_interval_s,
+                    on_liveness=self._report_liveness if self.shards is not None else None,
+                ))
+            await asyncio.gather(*(listener.start(deliver, timeout=self.catch_up_timeout_s)
+                                   for listener in self.listeners))
+        except CONNECTION_ERRORS as exc:
+            await self.stop()
+            raise BusUnavailableError(f"cannot reach the Redis bus: {exc!r}") from exc
         except BusUnavailableError:
-            await self._close_clients()
+            await self.stop()
             raise
+
+    def _node_writer(self, host: str, port: int, url: str, options: dict[str, Any]) -> Redis:
+        client = self._node_writers.get((host, port))
+        if client is None:
+            client = self._node_writers[(host, port)] = Redis.from_url(
+                url, client_name=f"{self.keys.prefix}:writer:{self.worker_id}", **options)
+        return client
+
+    async def _load_scripts(self) -> None:
+        writer = self._writer_client()
+        for source in (APPEND, SNAPSHOT, POSITIONS):
+            await writer.script_load(source)
+
+    def _report_liveness(self) -> None:
+        """Sharded: the liveness gauges say the worst of the shards' readers (each reports here)."""
+        if self.metrics is not None and self.listeners:
+            self.metrics.bus_listener_up.set(1 if self.healthy() else 0)
+            self.metrics.bus_heartbeat_age.set(max(listener.heartbeat_age() for listener in self.listeners))
 
     async def stop(self) -> None:
         if self._appender is not None:
             self._appender.cancel()
             await asyncio.gather(self._appender, return_exceptions=True)
         self._fail_appends(BusUnavailableError("the Redis bus backend stopped"))
-        if self.listener is not None:
-            await self.listener.stop()
+        await asyncio.gather(*(listener.stop() for listener in self.listeners))
         await self._close_clients()
 
     async def _close_clients(self) -> None:
-        for client in (self._reader, self._writer):
-            if client is not None:
+        clients: list[Redis | RedisCluster] = [*self._readers, *self._node_writers.values()]
+        if self._writer is not None:
+            clients.append(self._writer)
+        for client in clients:
+            with contextlib.suppress(*CONNECTION_ERRORS):
                 await client.aclose()
-        self._reader = self._writer = None
+        self._readers, self._node_writers, self._writer = [], {}, None
         self._append = self._snapshot_script = self._positions_script = None
 
     def healthy(self) -> bool:
-        return self.listener is not None and self.listener.healthy()
+        return bool(self.listeners) and all(listener.healthy() for listener in self.listeners)
 
     # -- publishing ------------------------------------------------------------------------------
 
     async def append(self, event: Event, topics: Sequence[str], ingress: Ingress) -> bool:
         script = self._require(self._append)
-        k = self.keys
+        parts = [(self.shard_of(topics[0]), list(topics))] if self.shards is None else \
+            split_topics(topics, self.shards)
         nonce = secrets.token_hex(8)
-        keys = [k.dedup(event.event_id), k.events, k.incarnation]
-        for topic in topics:
-            keys += [k.topic(topic), k.history(topic)]
-        args: list[Any] = [
-            nonce, _ms(self.dedup_window_s), self.events_maxlen, self.history_size, _ms(self.history_ttl_s),
-            _ms(self.topic_ttl_s), new_epoch() + new_epoch(), encode_event(event), ingress.to_json(),
-            event.type, *topics, *(new_epoch() for _ in topics),
-        ]
+        facts, loop = ingress.to_json(), asyncio.get_running_loop()
+        replies: list[asyncio.Future[Any]] = []
         self._remember_ingress(event.event_id)
-        reply: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._appends.append((script, keys, args, reply))
+        for index, (shard, part_topics) in enumerate(parts):
+            k = self.shard_keys[shard]
+            stored = event if len(parts) == 1 else _part_of(event, part_topics)
+            keys = [k.dedup(event.event_id), k.events, k.incarnation]
+            for topic in part_topics:
+                keys += [k.topic(topic), k.history(topic)]
+            args: list[Any] = [
+                nonce, _ms(self.dedup_window_s), self.events_maxlen, self.history_size, _ms(self.history_ttl_s),
+                _ms(self.topic_ttl_s), new_epoch() + new_epoch(), encode_event(stored), facts,
+                event.type, "" if len(parts) == 1 else str(index),
+                *part_topics, *(new_epoch() for _ in part_topics),
+            ]
+            reply: asyncio.Future[Any] = loop.create_future()
+            self._appends.append((script, keys, args, reply))
+            replies.append(reply)
         if self._appender is None:
-            self._appender = asyncio.get_running_loop().create_task(self._send_appends())
-        try:
-            accepted, detail = await reply
-        except CONNECTION_ERRORS as exc:
-            raise BusUnavailableError(f"cannot publish {event.event_id} on the Redis bus: {exc!r}") from exc
-        # A duplicate whose dedup key holds our own nonce is a retried append that did go through.
-        return int(accepted) == 1 or str(detail) == nonce
+            self._appender = loop.create_task(self._send_appends())
+        # Every part is awaited (none may be left unobserved); the event is published if any part
+        # was: a retry after a partial failure appends the parts that are missing, once.
+        results = await asyncio.gather(*replies, return_exceptions=True)
+        published = False
+        for result in results:
+            if isinstance(result, CONNECTION_ERRORS):
+                raise BusUnavailableError(f"cannot publish {event.event_id} on the Redis bus: {result!r}") from result
+            if isinstance(result, BaseException):
+                raise result
+            accepted, detail = result
+            # A duplicate whose dedup key holds our own nonce is a retried append that did go through.
+            published = published or int(accepted) == 1 or str(detail) == nonce
+        return published
 
     async def _send_appends(self) -> None:
         """Send the appends waiting now as one pipeline, one round trip for all; repeat while more wait.
@@ -257,17 +384,20 @@ class RedisBackend:
         returned, so the global stream keeps the order in which `append` was called. Concurrent
         publishers therefore share round trips instead of queueing behind each other's.
         """
-        batch: list[tuple[AsyncScript, list[str], list[Any], asyncio.Future[Any]]] = []
+        batch: list[_Append] = []
         try:
             while self._appends:
                 batch, self._appends = self._appends[:APPEND_PIPELINE], self._appends[APPEND_PIPELINE:]
                 replies: list[Any]
                 try:
-                    pipeline = self._require(self._writer).pipeline(transaction=False)
-                    for script, keys, args, _ in batch:
-                        await script(keys=keys, args=args, client=pipeline)
-                    self.append_pipelines += 1
-                    replies = await pipeline.execute(raise_on_error=False)
+                    replies = await self._run_appends(batch)
+                    if any(isinstance(result, NoScriptError) for result in replies):
+                        # A cluster node restarted and forgot the scripts (a plain pipeline reloads
+                        # them itself): nothing ran there; load them and send those appends again.
+                        await self._load_scripts()
+                        again = [i for i, result in enumerate(replies) if isinstance(result, NoScriptError)]
+                        for i, result in zip(again, await self._run_appends([batch[i] for i in again]), strict=True):
+                            replies[i] = result
                 except CONNECTION_ERRORS as exc:
                     replies = [exc] * len(batch)
                 for (_, _, _, reply), result in zip(batch, replies, strict=True):
@@ -281,6 +411,14 @@ class RedisBackend:
             self._appender = None
             self._appends = batch + self._appends
             self._fail_appends(BusUnavailableError("the Redis bus backend stopped"))
+
+    async def _run_appends(self, batch: list[_Append]) -> list[Any]:
+        """One pipeline of append script calls (a cluster pipeline sends one per node); their replies."""
+        pipeline = self._writer_client().pipeline(transaction=False)
+        for script, keys, args, _ in batch:
+            await script(keys=keys, args=args, client=pipeline)  # type: ignore[arg-type]  # a pipeline is a client
+        self.append_pipelines += 1
+        return list(await pipeline.execute(raise_on_error=False))
 
     def _fail_appends(self, error: Exception) -> None:
         waiting, self._appends = self._appends, []
@@ -333,29 +471,39 @@ class RedisBackend:
         ):
             return None  # trimmed or expired: never a partial replay
         publications = [self.decoded.publication(topic, entry_id, fields) for entry_id, fields in entries]
-        await self._caught_up(snapshot)
+        await self._caught_up(topic, snapshot)
         return publications
 
     async def position(self, topic: str) -> Position:
         snapshot = await self._snapshot(topic, 0)
-        await self._caught_up(snapshot)
+        await self._caught_up(topic, snapshot)
         return Position(snapshot.epoch, snapshot.seq)
 
     async def positions(self, topics: Sequence[str]) -> dict[str, Position]:
         if not topics:
             return {}
         script = self._require(self._positions_script)
-        keys = [key for topic in topics for key in (self.keys.topic(topic), self.keys.history(topic))]
-        args: list[Any] = [_ms(self.topic_ttl_s), *(new_epoch() for _ in topics)]
+        groups = [(self.shard_keys[0], list(topics))] if self.shards is None else [
+            (self.shard_keys[shard], part) for shard, part in split_topics(topics, self.shards)]
         try:
-            reply = await script(keys=keys, args=args)
+            if len(groups) == 1:
+                replies = [await script(keys=_position_keys(*groups[0]), args=_position_args(self, groups[0][1]))]
+            else:  # one script per shard, all in one pipeline (a cluster pipeline: one round trip per node)
+                pipeline = self._writer_client().pipeline(transaction=False)
+                for keys, part in groups:
+                    await script(keys=_position_keys(keys, part), args=_position_args(self, part),
+                                 client=pipeline)  # type: ignore[arg-type]  # a pipeline is a client
+                replies = list(await pipeline.execute())
         except CONNECTION_ERRORS as exc:
             raise BusUnavailableError(f"cannot read positions from the Redis bus: {exc!r}") from exc
-        return {topic: Position(str(epoch), int(seq)) for topic, (epoch, seq) in zip(topics, reply, strict=True)}
+        found = {topic: Position(str(epoch), int(seq))
+                 for (_, part), reply in zip(groups, replies, strict=True)
+                 for topic, (epoch, seq) in zip(part, reply, strict=True)}
+        return {topic: found[topic] for topic in topics}
 
     async def _snapshot(self, topic: str, first: int, *, extra: int = 0) -> _Snapshot:
         script = self._require(self._snapshot_script)
-        k = self.keys
+        k = self.keys_of(topic)
         keys = [k.incarnation, k.events, k.topic(topic), k.history(topic)]
         args: list[Any] = [new_epoch() + new_epoch(), new_epoch(), _ms(self.topic_ttl_s), first,
                            max(self.history_size, 1) + extra]
@@ -368,15 +516,36 @@ class RedisBackend:
             now_ms=int(now_ms), entries=[(str(entry_id), entry_fields(raw)) for entry_id, raw in entries],
         )
 
-    async def _caught_up(self, snapshot: _Snapshot) -> None:
-        listener = self._require(self.listener)
+    async def _caught_up(self, topic: str, snapshot: _Snapshot) -> None:
+        """Wait for the reader of `topic`'s shard (module docstring, Read-your-position)."""
+        if not self.listeners:
+            raise BusUnavailableError("the Redis bus backend is not started")
+        listener = self.listeners[self.shard_of(topic)]
         await listener.caught_up(snapshot.incarnation, snapshot.last_id, self.catch_up_timeout_s)
+
+    def _writer_client(self) -> Redis | RedisCluster:
+        if self._writer is None:
+            raise BusUnavailableError("the Redis bus backend is not started")
+        return self._writer
 
     @staticmethod
     def _require(value: _T | None) -> _T:
         if value is None:
             raise BusUnavailableError("the Redis bus backend is not started")
         return value
+
+
+def _part_of(event: Event, topics: list[str]) -> Event:
+    """The event as one shard stores its part: addressed to that shard's topics only."""
+    return event.model_copy(update={"topics": topics if len(topics) > 1 else None, "positions": None})
+
+
+def _position_keys(keys: Keys, topics: Sequence[str]) -> list[str]:
+    return [name for topic in topics for name in (keys.topic(topic), keys.history(topic))]
+
+
+def _position_args(backend: RedisBackend, topics: Sequence[str]) -> list[Any]:
+    return [_ms(backend.topic_ttl_s), *(new_epoch() for _ in topics)]
 
 
 def _event_id_of(fields: Mapping[str, str]) -> str | None:

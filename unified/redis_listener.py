@@ -109,8 +109,12 @@ class StreamListener:
         on_discontinuity: OnDiscontinuity | None = None,
         wants: Wants | None = None,
         read_interval_s: float = 0.0,
+        on_liveness: Callable[[], None] | None = None,
     ) -> None:
         self._reader = reader
+        # Called instead of setting the liveness gauges when several listeners share them (one per
+        # shard of a sharded bus): the owner reports the worst of them.
+        self._on_liveness = on_liveness
         self._writer = writer
         self._reader_id: int | None = None
         self.keys = keys
@@ -219,7 +223,9 @@ class StreamListener:
     def _refresh(self) -> None:
         """Publish liveness (gauges, and wake `wait_until_healthy`) as of now."""
         up = self.healthy()
-        if self.metrics is not None:
+        if self._on_liveness is not None:
+            self._on_liveness()
+        elif self.metrics is not None:
             self.metrics.bus_listener_up.set(1 if up else 0)
             self.metrics.bus_heartbeat_age.set(self.heartbeat_age())
         if up != self._reported_up:

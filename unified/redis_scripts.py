@@ -20,7 +20,10 @@ Layout (`P` is the key prefix):
 A topic's epoch is created with its hash, so a Redis that lost its data (or expired an idle topic)
 hands out new epochs and clients asking with an old `since` get `recovered: false`. The history
 stream is deleted whenever its hash is (re)created, so stale entries never mix with a new epoch.
-Keys are plain (no cluster hash tags): the scripts assume a single Redis primary.
+On a sharded bus (`unified.shard_map`) every key exists once per shard, under the shard's hash
+tag (`P:{s3}:events`, `P:{s3}:topic:{topic}`, ...; see `Keys`): a topic's keys and its shard's
+stream and incarnation share a slot, so the scripts below run unchanged on one shard, on one node
+of a Redis Cluster. Unsharded, keys are plain and the scripts assume a single Redis primary.
 """
 
 from __future__ import annotations
@@ -40,6 +43,9 @@ ZERO_ID = "0-0"
 # (its topics) are plain so that a reader can tell whether it needs an entry before decoding it.
 F_EVENT, F_META, F_TOPICS, F_SEQS, F_EPOCHS, F_INCARNATION, F_TS = "e", "m", "t", "s", "p", "i", "ts"
 F_TYPE = "y"
+# On a sharded bus, an entry holding part of an event whose topics fall in several shards: the
+# part's index (`0` holds the event's primary topic). Absent on an entry of a whole event.
+F_PART = "x"
 # Fields of a heartbeat entry (global stream only).
 F_HEARTBEAT, F_AT = "hb", "at"
 
@@ -58,7 +64,8 @@ local now_ms = string.format('%d', clock[1] * 1000 + math.floor(clock[2] / 1000)
 
 # KEYS: dedup, events, incarnation, then (topic hash, topic history) per topic.
 # ARGV: nonce, dedup_ms, events_maxlen, history_maxlen, history_ttl_ms, topic_ttl_ms,
-#       incarnation candidate, event json, ingress json, event type, then n topics, then n epoch candidates.
+#       incarnation candidate, event json, ingress json, event type, part ('' for a whole event),
+#       then n topics, then n epoch candidates.
 # Returns {1, global entry id} or {0, nonce of the append that already published the id}.
 APPEND = (
     """
@@ -75,17 +82,21 @@ for i = 1, n do
   local state, history = KEYS[2 + 2 * i], KEYS[3 + 2 * i]
   local epoch = redis.call('HGET', state, 'epoch')
   if not epoch then
-    epoch = ARGV[10 + n + i]
+    epoch = ARGV[11 + n + i]
     redis.call('DEL', history)
     redis.call('HSET', state, 'epoch', epoch)
   end
   seqs[i] = redis.call('HINCRBY', state, 'seq', 1)
   redis.call('PEXPIRE', state, ARGV[6])
-  topics[i] = ARGV[10 + i]
+  topics[i] = ARGV[11 + i]
   epochs[i] = epoch
 end
 local fields = {'e', ARGV[8], 'm', ARGV[9], 'y', ARGV[10], 't', cjson.encode(topics), 's', cjson.encode(seqs),
                 'p', cjson.encode(epochs), 'i', incarnation, 'ts', now_ms}
+if ARGV[11] ~= '' then
+  table.insert(fields, 'x')
+  table.insert(fields, ARGV[11])
+end
 if tonumber(ARGV[4]) > 0 then
   for i = 1, n do
     local history = KEYS[3 + 2 * i]
@@ -171,29 +182,38 @@ return {incarnation, last, deleted}
 
 @dataclass(frozen=True, slots=True)
 class Keys:
-    """Key names under one prefix (one deployment, or one test)."""
+    """Key names under one prefix (one deployment, or one test), of one shard when `shard` is set.
+
+    A shard's names carry the cluster hash tag `{s<k>}` after the prefix (`P:{s3}:events`), so
+    every key of the shard is in one slot: its scripts touch one node, atomically.
+    """
 
     prefix: str
+    shard: int | None = None
+
+    @property
+    def base(self) -> str:
+        return self.prefix if self.shard is None else f"{self.prefix}:{{s{self.shard}}}"
 
     @property
     def events(self) -> str:
-        return f"{self.prefix}:events"
+        return f"{self.base}:events"
 
     @property
     def incarnation(self) -> str:
-        return f"{self.prefix}:incarnation"
+        return f"{self.base}:incarnation"
 
     def dedup(self, event_id: str) -> str:
-        return f"{self.prefix}:dedup:{event_id}"
+        return f"{self.base}:dedup:{event_id}"
 
     def topic(self, topic: str) -> str:
-        return f"{self.prefix}:topic:{topic}"
+        return f"{self.base}:topic:{topic}"
 
     def history(self, topic: str) -> str:
-        return f"{self.prefix}:history:{topic}"
+        return f"{self.base}:history:{topic}"
 
     def worker(self, worker_id: str) -> str:
-        return f"{self.prefix}:worker:{worker_id}"
+        return f"{self.base}:worker:{worker_id}"
 
 
 def parse_id(entry_id: str) -> StreamId:
@@ -222,7 +242,9 @@ def decode_publication(fields: Mapping[str, str], ingress_ns: int | None = None)
     primary = topics[0]
     stamped = event.sequenced(primary, seqs[primary], epochs[primary])
     ingress = Ingress.from_json(fields[F_META])
-    if ingress_ns is None:
-        return Publication(event=stamped, topics=topics, seqs=seqs, epochs=epochs, ingress=ingress)
-    return Publication(event=stamped, topics=topics, seqs=seqs, epochs=epochs, ingress=ingress,
-                       ingress_ns=ingress_ns)
+    part = fields.get(F_PART)
+    publication = Publication(event=stamped, topics=topics, seqs=seqs, epochs=epochs, ingress=ingress,
+                              part=None if part is None else int(part))
+    if ingress_ns is not None:
+        publication.ingress_ns = ingress_ns
+    return publication

@@ -63,7 +63,7 @@ class DecodedEntries:
             self._entries[key] = (fields, shared, now)
             self._entries.move_to_end(key)
             return Publication(event=shared.event, topics=shared.topics, seqs=shared.seqs, epochs=shared.epochs,
-                               ingress=shared.ingress, _frames=shared._frames)
+                               ingress=shared.ingress, part=shared.part, _frames=shared._frames)
         self.misses += 1
         decoded = decode_publication(fields)
         if self.capacity > 0:

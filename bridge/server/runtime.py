@@ -107,11 +107,17 @@ def make_flag_store(settings: Settings, event_types: Sequence[str]) -> FlagStore
         return OpenFeatureFlagStore(event_types=event_types, domain=settings.openfeature_domain or None,
                                     prefix=settings.openfeature_prefix)
     audit = Path(settings.audit_log) if settings.audit_log else None
-    if settings.bus_url.startswith(("redis://", "rediss://")):
+    flags_url = settings.flags_url or settings.bus_url
+    if flags_url.startswith(("redis://", "rediss://")):
         from wsmigrate.bridge.flags_redis import RedisFlagStore  # on demand: see REDIS_ON_DEMAND
-        from wsmigrate.unified.redis_backend import split_bus_url
+        from wsmigrate.unified.redis_backend import bus_url_options, parse_flag
 
-        url, prefix = split_bus_url(settings.bus_url)
+        url, options = bus_url_options(flags_url)
+        if parse_flag(options.get("cluster", "false")):
+            # its compare-and-set spans keys of several slots: one Redis primary holds the document
+            raise ValueError("the flags document needs one Redis primary, not a Redis Cluster: set "
+                             "WSMIGRATE_FLAGS_URL=redis://host:port/db (or WSMIGRATE_FLAGS=openfeature)")
+        prefix = options.get("prefix")
         seed = parse_document(Path(settings.flags_file).read_text(encoding="utf-8"),
                               fmt="json" if settings.flags_file.endswith(".json") else "toml",
                               event_types=event_types) if settings.flags_file else None

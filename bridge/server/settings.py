@@ -67,6 +67,8 @@ class Settings(EnvSettings):
     openfeature_prefix: str = Field("wsmigrate", min_length=1, max_length=100)
     openfeature_domain: str = ""  # the OpenFeature domain of the provider (empty: the default provider)
     flags_file: str = ""
+    # the Redis holding the flags document when it is not the bus's (required with a Redis Cluster bus)
+    flags_url: str = ""
     audit_log: str = ""
     admin_token: str = ""
     compare_window_s: float = Field(5.0, gt=0)

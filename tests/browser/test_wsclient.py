@@ -172,6 +172,44 @@ async def test_an_event_of_two_topics_moves_both_positions_so_a_reconnect_replay
 
 
 
+async def test_an_event_a_sharded_server_sends_as_one_frame_per_shard_reaches_each_topics_handlers_once(
+    server_factory: ServerFactory, page: Page
+) -> None:
+    """docs/protocol.md, "Sharded bus": the same event_id on two frames, each with its own topic."""
+    server = server_factory()
+    agent = await rest(server, "POST", "/api/agents", {"name": "Ada"})
+    thread = await rest(server, "POST", "/api/threads", {"agent_id": agent["id"]})
+    topics = [f"thread:{thread['id']}", f"agent:{agent['id']}"]
+    await open_blank(page, server)
+    await page.evaluate(f"""async ([thread, agent]) => {{
+        {IMPORT}
+        const client = window.client = wsc.createWsClient();
+        window.got = {{ thread: [], agent: [], both: [], typed: [] }};
+        const both = (e) => got.both.push(e.topic);
+        client.subscribe(thread, (e) => got.thread.push(e.seq));
+        client.subscribe(agent, (e) => got.agent.push(e.seq));
+        client.subscribe(thread, both);
+        client.subscribe(agent, both);
+        client.on("thread_updated", (e) => got.typed.push(e.event_id));
+    }}""", topics)
+    await page.wait_for_function("([t, a]) => client.isLive(t) && client.isLive(a)", arg=topics)
+    epochs = await page.evaluate("([t, a]) => [client.position(t).epoch, client.position(a).epoch]", topics)
+    base = {"v": 1, "type": "thread_updated", "event_id": "split-1", "ts": 1, "data": {"id": thread["id"]}}
+    seqs = await page.evaluate("([t, a]) => [client.position(t).seq, client.position(a).seq]", topics)
+    for topic, epoch, seq in zip(topics, epochs, seqs, strict=True):
+        frame = {**base, "topic": topic, "seq": seq + 1, "epoch": epoch}
+        for _ in range(2):  # the second copy of each frame is a duplicate (a resend)
+            await asyncio.to_thread(push_to_unified_clients, server, frame)
+    await page.evaluate("() => client.ping()")  # frames are ordered: all four are in before the pong
+    got = await page.evaluate("() => got")
+    assert (got["thread"], got["agent"]) == ([seqs[0] + 1], [seqs[1] + 1])  # each topic's handlers once
+    assert got["both"] == topics  # a handler of both topics: once per frame
+    assert got["typed"] == ["split-1"]  # type handlers: once per event
+    assert await page.evaluate("([t, a]) => [client.position(t).seq, client.position(a).seq]", topics) == \
+        [seqs[0] + 1, seqs[1] + 1]
+    assert await page.evaluate("() => [client.stats.events, client.stats.duplicatesDropped]") == [1, 2]
+
+
 async def test_a_view_joining_a_live_topic_from_an_older_snapshot_gets_exactly_what_followed_it(
     server_factory: ServerFactory, page: Page
 ) -> None:

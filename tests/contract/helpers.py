@@ -38,9 +38,22 @@ class Delivered:
                 await self._grew.wait()
         return self.publications
 
+    async def wait_for_topics(self, count: int, timeout: float = 10.0) -> list[Publication]:
+        """Until `count` (publication, topic) pairs arrived: on a sharded bus an event of several
+        topics may arrive as one publication per shard (`Publication.part`)."""
+        async with asyncio.timeout(timeout):
+            while sum(len(p.topics) for p in self.publications) < count:
+                self._grew.clear()
+                await self._grew.wait()
+        return self.publications
+
     @property
     def ids(self) -> list[str]:
         return [p.event.event_id for p in self.publications]
+
+    def topic_ids(self, topic: str) -> list[str]:
+        """The ids delivered on `topic`, in delivery order."""
+        return [p.event.event_id for p in self.publications if topic in p.seqs]
 
     def seqs(self, topic: str) -> list[int]:
         return [p.seqs[topic] for p in self.publications if topic in p.seqs]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 
 import pytest
 
@@ -20,15 +21,35 @@ from wsmigrate.unified.history import TopicHistory
 from wsmigrate.unified.outbox import AsgiOutbox
 from wsmigrate.unified.redis_backend import RedisBackend
 
-MakeBackend = Callable[..., Awaitable[tuple[BusBackend, Delivered]]]
+
+@dataclass
+class MakeBackend:
+    """Builds started backends of one kind; `sharded`: order is promised per topic only, and an
+    event of several topics may arrive as one publication per shard."""
+
+    build: Callable[..., Awaitable[tuple[BusBackend, Delivered]]]
+    sharded: bool
+
+    async def __call__(self, *, history_size: int = 300, history_ttl_s: float = 300.0,
+                       start: bool = True) -> tuple[BusBackend, Delivered]:
+        return await self.build(history_size=history_size, history_ttl_s=history_ttl_s, start=start)
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "redis-sharded", "redis-cluster"])
 async def make_backend(request: pytest.FixtureRequest) -> AsyncIterator[MakeBackend]:
-    """Build backends of the parametrised kind with given history bounds; started unless asked not to."""
+    """Build backends of the parametrised kind with given history bounds; started unless asked not to.
+
+    `redis-sharded`: four shards on one Redis; `redis-cluster`: six shards on a three-node Redis
+    Cluster (`unified.shard_map`)."""
     started: list[BusBackend] = []
-    if request.param == "redis":  # set up before (so torn down after) the backends using them
+    # set up before (so torn down after) the backends using them
+    if request.param in ("redis", "redis-sharded"):
         url, prefix = request.getfixturevalue("redis_url"), request.getfixturevalue("redis_prefix")
+        if request.param == "redis-sharded":
+            url += "?shards=4"
+    elif request.param == "redis-cluster":
+        url = request.getfixturevalue("redis_cluster").url + "?cluster=true&shards=6"
+        prefix = request.getfixturevalue("cluster_prefix")
 
     async def make(
         *, history_size: int = 300, history_ttl_s: float = 300.0, start: bool = True
@@ -44,7 +65,7 @@ async def make_backend(request: pytest.FixtureRequest) -> AsyncIterator[MakeBack
             started.append(backend)
         return backend, delivered
 
-    yield make
+    yield MakeBackend(make, sharded=request.param in ("redis-sharded", "redis-cluster"))
     for backend in started:
         await backend.stop()
 
@@ -55,17 +76,29 @@ async def test_each_topic_is_numbered_without_gaps_and_multi_topic_events_on_eac
     events = [chunk(1, "a"), chunk(2, "b"), thread_updated(1, 9), chunk(1, "c"), agent_updated(9)]
     for event in events:
         assert await append(backend, event)
-    publications = await delivered.wait_for(len(events))
+    publications = await delivered.wait_for_topics(7)  # thread_updated: 2 topics, agent_updated: 2
 
-    assert delivered.ids == [e.event_id for e in events]
+    if not make_backend.sharded:
+        assert delivered.ids == [e.event_id for e in events]
+    for topic in ("thread:1", "thread:2", "agent:9", "agents"):  # per topic, always publish order
+        assert delivered.topic_ids(topic) == [e.event_id for e in events if topic in CHAT.delivery_topics(e)]
     assert delivered.seqs("thread:1") == [1, 2, 3]
     assert delivered.seqs("thread:2") == [1]
     assert delivered.seqs("agent:9") == [1, 2]
     assert delivered.seqs("agents") == [1]
-    multi = publications[2]
-    assert multi.topics == ("thread:1", "agent:9")
+    parts = [p for p in publications if p.event.event_id == events[2].event_id]
+    assert {t for p in parts for t in p.topics} == {"thread:1", "agent:9"}
+    assert sum(len(p.topics) for p in parts) == 2  # each topic numbered it once
+    multi = next(p for p in parts if "thread:1" in p.topics)
+    if len(parts) == 1:
+        assert multi.topics == ("thread:1", "agent:9")
+        assert multi.part is None
+    else:  # split across shards: part 0 holds the primary topic
+        assert sorted(p.part for p in parts) == [0, 1]
+        assert multi.part == 0
+        assert not multi.secondary
     assert (multi.event.topic, multi.event.seq, multi.event.epoch) == ("thread:1", 2, multi.epochs["thread:1"])
-    assert multi.ingress == INGRESS
+    assert all(p.ingress == INGRESS for p in parts)
     for topic in ("thread:1", "agent:9"):
         epochs = {p.epochs[topic] for p in publications if topic in p.epochs}
         assert epochs == {(await backend.position(topic)).epoch}
@@ -97,7 +130,12 @@ async def test_concurrent_publishers_are_delivered_once_each_in_seq_order(make_b
     await delivered.wait_for(100)
     assert sorted(delivered.ids) == sorted(i for ids in published for i in ids)
     for ids in published:  # each publisher's events arrive in the order it published them
-        assert [i for i in delivered.ids if i in set(ids)] == ids
+        mine = set(ids)
+        if not make_backend.sharded:
+            assert [i for i in delivered.ids if i in mine] == ids
+        for topic in ("thread:1", "thread:2", "thread:3"):  # sharded: within each topic
+            assert [i for i in delivered.topic_ids(topic) if i in mine] == \
+                [i for i in ids if i in set(delivered.topic_ids(topic))]
     for topic in ("thread:1", "thread:2", "thread:3"):
         seqs = delivered.seqs(topic)
         assert seqs == list(range(1, len(seqs) + 1))
@@ -136,7 +174,7 @@ async def test_positions_read_many_topics_at_once_and_replay_exactly_what_follow
     for i in range(3):
         assert await append(backend, chunk(8, str(i)))
     assert await append(backend, thread_updated(8, 8))  # on thread:8 and agent:8
-    await delivered.wait_for(4)
+    await delivered.wait_for_topics(5)
 
     # The epoch handed out before any event is the one the events were numbered in.
     read = await backend.positions(["thread:8", "agent:8", "thread:9"])
@@ -148,7 +186,7 @@ async def test_positions_read_many_topics_at_once_and_replay_exactly_what_follow
     later = [chunk(8, "after"), thread_updated(8, 8)]
     for event in later:
         assert await append(backend, event)
-    await delivered.wait_for(6)
+    await delivered.wait_for_topics(8)
     replayed = await backend.replay("thread:8", read["thread:8"])
     assert replayed is not None
     assert [p.event.event_id for p in replayed] == [e.event_id for e in later]

@@ -153,3 +153,32 @@ async def test_since_from_another_epoch_is_not_recovered_and_replays_nothing(bus
     await bus.publish(chunk(1, "b"))
     frames = await sink.wait_for(2)
     assert [f.get("seq") for f in frames] == [None, 2]
+
+
+async def test_each_part_of_an_event_a_sharded_bus_split_reaches_a_connection_once(bus: EventBus) -> None:
+    """An event of four topics split in two parts of two (two shards): a connection following one
+    topic of each part gets both parts, each once; one following both topics of a part gets it once."""
+    from wsmigrate.unified.publication import Publication
+
+    manager = ConnectionManager(bus)
+    across, across_conn = connect(manager)
+    within, within_conn = connect(manager)
+    await manager.subscribe(across_conn, ["thread:1", "agent:1"])
+    await manager.subscribe(within_conn, ["thread:1", "thread:2"])
+    event = CHAT.create(ChatEvent.STREAM_CHUNK, {"thread_id": 1, "content": "x"})
+    parts = [
+        Publication(event=event.addressed(list(topics)).sequenced(topics[0], 5, "e"), topics=topics,
+                    seqs=dict.fromkeys(topics, 5), epochs=dict.fromkeys(topics, "e"), part=index)
+        for index, topics in enumerate([("thread:1", "thread:2"), ("agent:1", "agent:2")])
+    ]
+    for publication in parts:
+        manager.on_publication(publication)
+    frames = (await across.wait_for(3))[1:]
+    assert sorted(f["topic"] for f in frames) == ["agent:1", "thread:1"]
+    assert [p.once_key for p in parts] == [f"{event.event_id}#0", f"{event.event_id}#1"]
+    for publication in parts:  # the same parts again (a second delivery): nothing more
+        manager.on_publication(publication)
+    manager.on_publication(Publication(event=event.sequenced("thread:1", 6, "e"), topics=("thread:1",),
+                                       seqs={"thread:1": 6}, epochs={"thread:1": "e"}))
+    assert [f.get("seq") for f in (await across.wait_for(4))[1:]] == [5, 5, 6]
+    assert [f["topic"] for f in (await within.wait_for(3))[1:]] == ["thread:1", "thread:1"]  # part 0 once

@@ -193,6 +193,9 @@ export declare class WsClient extends EventTarget {
 /** The topics an event is addressed to, by the protocol's topic rules. */
 export declare function topicsOf(event: Pick<EventEnvelope, "topic" | "topics">): string[];
 
+/** What makes an event frame the same frame again: its `event_id` and the topics it addresses. */
+export declare function frameKey(event: Pick<EventEnvelope, "event_id" | "topic" | "topics">): string;
+
 /** Where an event stands on each topic it addresses. */
 export declare function positionsOf(event: Pick<EventEnvelope, "topic" | "epoch" | "seq" | "positions">): Record<string, Position>;
 

@@ -85,6 +85,15 @@ export function positionsOf(event) {
   return { [event.topic]: { epoch: event.epoch, seq: event.seq, event_id: id } };
 }
 
+/**
+ * What makes an event frame the same frame again (a replay, a resend): its `event_id` and the
+ * topics it addresses (in any order). One event is one frame on an unsharded server; a sharded one sends an
+ * event of topics in several shards as one frame per shard, each addressing its shard's topics.
+ */
+export function frameKey(event) {
+  return `${event.event_id} ${topicsOf(event).sort().join(" ")}`;
+}
+
 /** The positions a REST response carries in its `Wsmigrate-Positions` header ({} when absent). */
 export function positionsFromResponse(response) {
   const raw = response && response.headers ? response.headers.get(POSITIONS_HEADER) : null;
@@ -162,7 +171,11 @@ export class WsClient extends EventTarget {
     this._flushQueued = false;
     this._typeHandlers = new Map(); // type -> Set<handler>; "*" for every event
     this._queue = [];
+    // What this socket already handed on: frames by `frameKey` (topic handlers), events by id
+    // (type handlers and `event` listeners: once per event, also when a sharded server sends an
+    // event of topics in several shards as one frame per shard).
     this._seen = new RecentIds(this.options.dedupSize);
+    this._seenEvents = new RecentIds(this.options.dedupSize);
     this._nextId = 1;
     this._pings = new Map(); // message_id -> {resolve, reject, sentAt, timer}
     this.stats = {
@@ -717,7 +730,7 @@ export class WsClient extends EventTarget {
       live.push([entry, at]);
     }
     if (!live.length) return;
-    const fresh = this._seen.add(event.event_id);
+    const fresh = this._seen.add(frameKey(event));
     const called = new Set();
     let held = false;
     for (const [entry, at] of live) {
@@ -741,6 +754,7 @@ export class WsClient extends EventTarget {
       }
       return;
     }
+    if (!this._seenEvents.add(event.event_id)) return; // another shard's frame of it came first
     this.stats.events += 1;
     for (const key of [event.type, "*"]) {
       const handlers = this._typeHandlers.get(key);
