@@ -49,7 +49,6 @@ from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.retry import Retry
@@ -76,10 +75,11 @@ from wsmigrate.unified.redis_scripts import (
     entry_fields,
     parse_id,
 )
+from wsmigrate.unified.redis_url import bus_url_options, node_url, parse_flag
 from wsmigrate.unified.replay_cache import DEFAULT_CAPACITY, DecodedEntries
 from wsmigrate.unified.shard_map import check_shards, shard_of, split_topics
 
-__all__ = ["BusUnavailableError", "RedisBackend", "bus_url_options", "parse_flag"]
+__all__ = ["BusUnavailableError", "RedisBackend"]
 
 DEFAULT_PREFIX = "wsmigrate"
 DEFAULT_DEDUP_WINDOW_S = 300.0
@@ -93,42 +93,6 @@ _INGRESS_MEMORY = 10_000
 APPEND_PIPELINE = 500  # appends per pipeline (one round trip)
 _T = TypeVar("_T")
 _Append = tuple[AsyncScript, list[str], list[Any], "asyncio.Future[Any]"]  # (script, keys, args, reply)
-
-
-BUS_URL_OPTIONS = ("prefix", "shards", "cluster")  # ours, not redis-py's
-
-
-def bus_url_options(url: str) -> tuple[str, dict[str, str]]:
-    """Split our query parameters (`BUS_URL_OPTIONS`) off a bus URL; redis-py rejects ones it does
-    not know. The URL left is the one redis-py connects with.
-
-    `redis://host:6379/0?prefix=staging` lets workers configured only through `WSMIGRATE_BUS_URL`
-    share a Redis with other deployments (and tests with each other); `shards` and `cluster` choose
-    the sharded layout (module docstring, Shards).
-    """
-    parts = urlsplit(url)
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    ours = {name: value for name, value in query if name in BUS_URL_OPTIONS and value}
-    rest = urlencode([(name, value) for name, value in query if name not in BUS_URL_OPTIONS])
-    return urlunsplit(parts._replace(query=rest)), ours
-
-
-def parse_flag(value: str) -> bool:
-    """A yes/no bus URL parameter (`cluster=true`)."""
-    if value.lower() in ("1", "true", "yes", "on"):
-        return True
-    if value.lower() in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"cluster={value!r} in the bus URL: use true or false")
-
-
-def _node_url(url: str, host: str, port: int) -> str:
-    """`url` (credentials, TLS and all) pointed at one node of a cluster."""
-    parts = urlsplit(url)
-    credentials = parts.netloc.rpartition("@")[0]
-    where = f"[{host}]" if ":" in host else host
-    netloc = f"{credentials}@{where}:{port}" if credentials else f"{where}:{port}"
-    return urlunsplit(parts._replace(netloc=netloc, path=""))
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,7 +233,7 @@ class RedisBackend:
                     node = writer.get_node_from_key(keys.events)
                     if node is None:
                         raise BusUnavailableError(f"no Redis Cluster node serves shard {shard}'s slot")
-                    reader_url = _node_url(self.url, str(node.host), int(node.port))
+                    reader_url = node_url(self.url, str(node.host), int(node.port))
                     listener_writer = self._node_writer(str(node.host), int(node.port), reader_url, writer_options)
                 reader = Redis.from_url(
                     reader_url, single_connection_client=True, decode_responses=True,

@@ -110,7 +110,7 @@ def make_flag_store(settings: Settings, event_types: Sequence[str]) -> FlagStore
     flags_url = settings.flags_url or settings.bus_url
     if flags_url.startswith(("redis://", "rediss://")):
         from wsmigrate.bridge.flags_redis import RedisFlagStore  # on demand: see REDIS_ON_DEMAND
-        from wsmigrate.unified.redis_backend import bus_url_options, parse_flag
+        from wsmigrate.unified.redis_url import bus_url_options, parse_flag
 
         url, options = bus_url_options(flags_url)
         if parse_flag(options.get("cluster", "false")):

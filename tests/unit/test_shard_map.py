@@ -49,3 +49,17 @@ def test_a_shards_keys_share_one_cluster_hash_tag_and_unsharded_keys_stay_plain(
              third.worker("w")]
     assert names[0] == "app:{s3}:events"
     assert all(name.startswith("app:{s3}:") for name in names)
+
+
+def test_the_bus_url_keeps_redis_pys_options_and_hands_ours_apart() -> None:
+    from wsmigrate.unified.redis_url import bus_url_options, node_url, parse_flag
+
+    rest, ours = bus_url_options("rediss://u:p@cache:6380/2?prefix=blue&shards=8&cluster=on&ssl_cert_reqs=none")
+    assert rest == "rediss://u:p@cache:6380/2?ssl_cert_reqs=none"
+    assert ours == {"prefix": "blue", "shards": "8", "cluster": "on"}
+    assert parse_flag(ours["cluster"]) is True
+    assert parse_flag("false") is False
+    with pytest.raises(ValueError, match="cluster"):
+        parse_flag("maybe")
+    assert node_url(rest, "10.0.0.7", 7001) == "rediss://u:p@10.0.0.7:7001?ssl_cert_reqs=none"
+    assert node_url("redis://seed:7000", "::1", 7002) == "redis://[::1]:7002"
