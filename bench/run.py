@@ -46,6 +46,7 @@ SERVER_CORE, GENERATOR_CORE = "0", "1"
 TOKEN = "bench-token-not-a-secret"
 THREADS = 100
 CONNECT_CONCURRENCY = 100  # sockets the load generator opens at once (fresh connects and reconnects alike)
+REDIS_SHARDS = 4  # the sharded Redis row: shards on the one Redis the row uses
 REDIS_MAX_EVENTS = 10_000  # the Redis row: burst and paced events (its throughput is far lower, see the doc)
 FOLLOW_EVENTS, FOLLOW_RATE = 5_000, 500  # the Redis "cost follows subscriptions" runs (paced)
 
@@ -806,6 +807,20 @@ def render(args: argparse.Namespace, runs: dict[str, list[Any]], idle: dict[str,
                    "Both workers share core 0 (a private Redis started by the runner is pinned there too; one already "
                    "running is not), so this row shows the cost and correctness of the Redis path, not a scale-out "
                    "gain; the publisher keeps up to 256 publishes in flight (bench/servers/wsmigrate_server.py).\n")
+        sharded = redis.get("sharded") or {}
+        if "phases" in sharded:
+            sb, sp = sharded["phases"].get("burst", {}), sharded["phases"].get("paced", {})
+            unsharded = b.get("server_cpu_us_per_delivery")
+            cost = sb.get("server_cpu_us_per_delivery")
+            versus = f" ({cost / unsharded:.2f}x unsharded)" if cost and unsharded else ""
+            out.append(f"**The same row on a sharded bus** ({REDIS_SHARDS} shards on the same Redis, "
+                       f"`?shards={REDIS_SHARDS}`: each worker runs {REDIS_SHARDS} readers). Burst: "
+                       f"{fmt(sb.get('deliveries_per_s'))} deliveries/s, lost {sb.get('lost')}, duplicated "
+                       f"{sb.get('duplicated')}, server CPU {fmt(cost, '.1f')} us/delivery{versus}. Paced: p50 "
+                       f"{fmt(sp.get('p50_ms'), '.2f')} ms, p99 {fmt(sp.get('p99_ms'), '.2f')} ms, lost "
+                       f"{sp.get('lost')}, duplicated {sp.get('duplicated')}.\n")
+        elif sharded:
+            out.append(f"**The sharded row did not run**: {sharded.get('error', 'no result')}.\n")
         out.append(render_follow(redis.get("follow") or {}))
         if redis.get("restart_storm"):
             out.append(render_storm(redis["restart_storm"], args, restart=True))
@@ -985,6 +1000,11 @@ def main(argv: list[str] | None = None) -> int:
                 else:
                     redis = {"note": f"Redis: {note}", "result": result}
                 log_line(f"redis: {summary(result)}")
+                sharded = one_run(spec, args, outdir, f"redis-unified-2workers-{REDIS_SHARDS}shards",
+                                  "connect,warmup,burst,paced",
+                                  extra_env={"WSMIGRATE_BUS_URL": f"{url}?shards={REDIS_SHARDS}"}, workers=2)
+                redis["sharded"] = sharded
+                log_line(f"redis, {REDIS_SHARDS} shards: {summary(sharded)}")
                 redis["follow"] = follow_runs(args, outdir, url, all_specs["unified"])
                 if args.storm:
                     redis["restart_storm"] = restart_storm(args, outdir, url, all_specs["unified"])
