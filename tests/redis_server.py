@@ -17,7 +17,8 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import redis
 
@@ -75,7 +76,8 @@ class RedisServer:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(os.path.join(self._dir, "nodes.conf"))
             command += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-                        "--cluster-node-timeout", "2000", "--cluster-port", str(self.cluster_port)]
+                        "--cluster-node-timeout", "2000", "--cluster-port", str(self.cluster_port),
+                        "--repl-diskless-sync-delay", "0"]  # a new replica syncs at once, not after 5 s
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + START_TIMEOUT_S
         while not answers("127.0.0.1", self.port, timeout=0.2):
@@ -173,6 +175,65 @@ class RedisClusterServers:
                     time.sleep(0.05)  # polling the cluster's gossip; there is nothing to wait on
             finally:
                 client.close()
+
+    def add_replica(self, primary: RedisServer) -> RedisServer:
+        """A new node replicating `primary`, returned once its replication link is up."""
+        replica = RedisServer(cluster=True).start()
+        self.nodes.append(replica)
+        admin = redis.Redis(host="127.0.0.1", port=primary.port, socket_timeout=5)
+        try:
+            primary_id = admin.execute_command("CLUSTER MYID")
+        finally:
+            admin.close()
+        subprocess.run(
+            [shutil.which("redis-cli") or "redis-cli", "--cluster", "add-node", f"127.0.0.1:{replica.port}",
+             f"127.0.0.1:{primary.port}", "--cluster-slave", "--cluster-master-id",
+             primary_id.decode() if isinstance(primary_id, bytes) else str(primary_id)],
+            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=START_TIMEOUT_S,
+        )
+        self._wait_info(replica, "replication", lambda info: info.get("master_link_status") == "up")
+        self.wait_ok()
+        address = f"127.0.0.1:{replica.port}"
+        self._wait_nodes(lambda nodes: "slave" in nodes.get(address, {}).get("flags", ""))  # known as its replica
+        return replica
+
+    def failover(self, replica: RedisServer) -> None:
+        """`CLUSTER FAILOVER` on `replica` (its primary alive, in sync): returns once every node has
+        it as the primary of its slots."""
+        client = redis.Redis(host="127.0.0.1", port=replica.port, socket_timeout=5)
+        try:
+            client.execute_command("CLUSTER FAILOVER")
+        finally:
+            client.close()
+        self._wait_info(replica, "replication", lambda info: info.get("role") == "master")
+        address = f"127.0.0.1:{replica.port}"
+        self._wait_nodes(lambda nodes: "master" in nodes.get(address, {}).get("flags", ""))
+        self.wait_ok()
+
+    def _wait_nodes(self, done: Callable[[dict[str, Any]], bool]) -> None:
+        """Until `done(CLUSTER NODES)` holds on every node (bounded)."""
+        deadline = time.monotonic() + START_TIMEOUT_S
+        for node in self.nodes:
+            client = redis.Redis(host="127.0.0.1", port=node.port, socket_timeout=2, decode_responses=True)
+            try:
+                while not done(nodes := client.execute_command("CLUSTER NODES")):
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"the Redis Cluster did not get there within {START_TIMEOUT_S}s: {nodes}")
+                    time.sleep(0.05)  # polling the cluster's gossip; there is nothing to wait on
+            finally:
+                client.close()
+
+    @staticmethod
+    def _wait_info(node: RedisServer, section: str, done: Callable[[dict[str, Any]], bool]) -> None:
+        client = redis.Redis(host="127.0.0.1", port=node.port, socket_timeout=2)
+        deadline = time.monotonic() + START_TIMEOUT_S
+        try:
+            while not done(info := client.info(section)):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"node {node.port} did not get there within {START_TIMEOUT_S}s: {info}")
+                time.sleep(0.05)  # polling the node's own report; there is nothing to wait on
+        finally:
+            client.close()
 
     def node_of(self, key: str) -> RedisServer:
         """The node that serves `key`'s slot."""

@@ -62,7 +62,7 @@ from wsmigrate.unified.errors import BusUnavailableError
 from wsmigrate.unified.events import Event
 from wsmigrate.unified.history import DEFAULT_HISTORY_SIZE, DEFAULT_HISTORY_TTL_S, new_epoch
 from wsmigrate.unified.publication import Ingress, Position, Publication
-from wsmigrate.unified.redis_listener import CONNECTION_ERRORS, OnDiscontinuity, StreamListener
+from wsmigrate.unified.redis_listener import CONNECTION_ERRORS, OnDiscontinuity, Relocate, StreamListener
 from wsmigrate.unified.redis_scripts import (
     APPEND,
     F_EVENT,
@@ -235,12 +235,7 @@ class RedisBackend:
                         raise BusUnavailableError(f"no Redis Cluster node serves shard {shard}'s slot")
                     reader_url = node_url(self.url, str(node.host), int(node.port))
                     listener_writer = self._node_writer(str(node.host), int(node.port), reader_url, writer_options)
-                reader = Redis.from_url(
-                    reader_url, single_connection_client=True, decode_responses=True,
-                    socket_timeout=block_ms / 1000 + self.socket_timeout_s,
-                    socket_connect_timeout=self.socket_timeout_s,
-                    client_name=self.shard_reader_name(shard), retry=Retry(NoBackoff(), 0),
-                )
+                reader = self._new_reader(reader_url, shard, block_ms)
                 self._readers.append(reader)
                 assert isinstance(listener_writer, Redis)
                 self.listeners.append(StreamListener(
@@ -251,6 +246,7 @@ class RedisBackend:
                     on_discontinuity=self.on_discontinuity,
                     wants=wants if self.skip_unwanted else None, read_interval_s=self.read_interval_s,
                     on_liveness=self._report_liveness if self.shards is not None else None,
+                    relocate=self._relocator(shard, writer_options, block_ms) if self.cluster else None,
                 ))
             await asyncio.gather(*(listener.start(deliver, timeout=self.catch_up_timeout_s)
                                    for listener in self.listeners))
@@ -260,6 +256,39 @@ class RedisBackend:
         except BusUnavailableError:
             await self.stop()
             raise
+
+    def _new_reader(self, url: str, shard: int, block_ms: int) -> Redis:
+        return Redis.from_url(
+            url, single_connection_client=True, decode_responses=True,
+            socket_timeout=block_ms / 1000 + self.socket_timeout_s, socket_connect_timeout=self.socket_timeout_s,
+            client_name=self.shard_reader_name(shard), retry=Retry(NoBackoff(), 0),
+        )
+
+    def _relocator(self, shard: int, options: dict[str, Any], block_ms: int) -> Relocate:
+        """A cluster shard reader's `relocate`: the clients of the node serving the shard's slot now,
+        when that is another node than the reader's (the slot map refreshed from the cluster)."""
+
+        async def relocate() -> tuple[Redis, Redis] | None:
+            cluster = self._writer
+            if not isinstance(cluster, RedisCluster):
+                return None
+            keys = self.shard_keys[shard]
+            await cluster.nodes_manager.initialize()  # the slot map as the cluster says it is now
+            node = cluster.get_node_from_key(keys.events)
+            if node is None:
+                raise BusUnavailableError(f"no Redis Cluster node serves shard {shard}'s slot")
+            where = (str(node.host), int(node.port))
+            old = self._readers[shard]
+            kwargs = old.connection_pool.connection_kwargs
+            if (kwargs.get("host"), kwargs.get("port")) == where:
+                return None
+            url = node_url(self.url, *where)
+            reader = self._readers[shard] = self._new_reader(url, shard, block_ms)
+            with contextlib.suppress(*CONNECTION_ERRORS):
+                await old.aclose()
+            return reader, self._node_writer(*where, url, options)
+
+        return relocate
 
     def _node_writer(self, host: str, port: int, url: str, options: dict[str, Any]) -> Redis:
         client = self._node_writers.get((host, port))

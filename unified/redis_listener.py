@@ -11,7 +11,10 @@ frozen Redis or a stuck reader all show the same way: the heartbeat ages, `bus_l
 to 0 and `healthy()` turns false within `stale_after_s` plus one heartbeat interval.
 
 Recovery: on any connection error the reader reconnects with capped exponential backoff and
-resumes from the last entry it delivered, so nothing published meanwhile is skipped. If the
+resumes from the last entry it delivered, so nothing published meanwhile is skipped. On a Redis
+Cluster the stream may have moved (a failover to a replica, a slot migration): before each resync
+`relocate` (the backend's) says whether another node serves it now, and the reader and its
+heartbeat follow it there, resuming from the same entry. If the
 dataset's incarnation changed (Redis restarted empty or was flushed) it starts at the beginning of
 the new stream; if entries after its position were trimmed away it cannot deliver them, and it
 also notices any topic whose `seq` does not follow the last one it delivered. All of these are
@@ -49,7 +52,7 @@ import json
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from redis.asyncio import Redis
@@ -80,6 +83,7 @@ Decode = Callable[[str, Mapping[str, str]], Publication]
 Deliver = Callable[[Publication], None]
 Wants = Callable[[str, Sequence[str]], bool]
 OnDiscontinuity = Callable[[str], None]
+Relocate = Callable[[], Awaitable[tuple[Redis, Redis] | None]]  # -> (reader, writer) of the stream's new node
 # What a lost or frozen Redis raises through redis-py (its errors wrap most socket errors).
 CONNECTION_ERRORS = (RedisError, OSError, TimeoutError)
 READ_BATCH = 500
@@ -110,6 +114,7 @@ class StreamListener:
         wants: Wants | None = None,
         read_interval_s: float = 0.0,
         on_liveness: Callable[[], None] | None = None,
+        relocate: Relocate | None = None,
     ) -> None:
         self._reader = reader
         # Called instead of setting the liveness gauges when several listeners share them (one per
@@ -133,6 +138,9 @@ class StreamListener:
         self.reads = 0
         self._skipped = None if metrics is None else metrics.bus_entries_skipped
         self.skipped = 0
+        # Before each resync: the clients of the node that serves the stream now, if it moved
+        # (a Redis Cluster failover or slot migration), else None (module docstring, Recovery).
+        self._relocate = relocate
         self._sync_on_reader: AsyncScript = reader.register_script(SYNC)
         self._sync_on_writer: AsyncScript = writer.register_script(SYNC)
         self._deliver: Deliver | None = None
@@ -275,6 +283,7 @@ class StreamListener:
             self._keep_going()
             try:
                 if resync:
+                    await self._follow_the_stream()
                     incarnation, _, deleted = await self._sync(self._sync_on_reader, heartbeat=False)
                     self._reader_id = int(await self._reader.client_id())
                     self._resynced(incarnation, deleted)
@@ -293,6 +302,19 @@ class StreamListener:
                 resync = True
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, BACKOFF_MAX_S)
+
+    async def _follow_the_stream(self) -> None:
+        """Switch to the node that serves the stream now, if `relocate` says it moved."""
+        if self._relocate is None:
+            return
+        moved = await self._relocate()
+        if moved is None:
+            return
+        self._reader, self._writer = moved
+        self._sync_on_reader = self._reader.register_script(SYNC)
+        self._sync_on_writer = self._writer.register_script(SYNC)
+        log.warning("bus stream %s moved to another node; reading it there from %s", self.keys.events,
+                    self._last_id)
 
     async def _read_batch(self) -> None:
         wait = self._next_read_at - time.monotonic()

@@ -236,3 +236,51 @@ def test_a_cluster_bus_keeps_its_flags_on_one_redis_primary() -> None:
     settings = Settings.from_env({}, bus_url="redis://127.0.0.1:7000?cluster=true&shards=6")
     with pytest.raises(ValueError, match="WSMIGRATE_FLAGS_URL"):
         make_flag_store(settings, ["message_created"])
+
+
+async def test_a_shard_reader_follows_its_stream_to_the_replica_that_took_over(cluster_prefix: str) -> None:
+    """A failover (the primary of a shard's slot hands over to its replica): the shard's reader
+    gets MOVED where it was, finds the new primary and resumes from its last entry, exactly."""
+    from tests.redis_server import RedisClusterServers
+
+    cluster = RedisClusterServers(3).start()  # its own: the test changes the cluster's shape
+    try:
+        worker, delivered = await start_worker(cluster, cluster_prefix, "w")
+        publisher, _ = await start_worker(cluster, cluster_prefix, "p")
+        try:
+            shard = worker.shard_of("thread:3")
+            primary = cluster.node_of(worker.keys_of("thread:3").events)
+            replica = await asyncio.to_thread(cluster.add_replica, primary)
+            for i in range(10):
+                assert await append(publisher, chunk(3, f"before{i}"))
+            await delivered.wait_for(10)
+
+            await asyncio.to_thread(cluster.failover, replica)
+            assert cluster.node_of(worker.keys_of("thread:3").events) is replica
+            for i in range(10):  # the cluster client follows MOVED for appends by itself
+                await append_when_served(publisher, chunk(3, f"after{i}"))
+            position = await worker.position("thread:3")  # waits for that shard's reader, wherever it is
+
+            assert delivered.seqs("thread:3") == list(range(1, 21))
+            assert position.seq == 20
+            assert [p.event.data["content"] for p in delivered.publications[10:]] == [f"after{i}" for i in range(10)]
+            assert worker.listeners[shard].reconnects >= 1
+            await worker.listeners[shard].wait_until_healthy(True, timeout=10)
+        finally:
+            await worker.stop()
+            await publisher.stop()
+    finally:
+        cluster.close()
+
+
+async def append_when_served(backend: RedisBackend, event: Event, timeout: float = 10.0) -> None:
+    """Publish once the cluster serves the event's slot again (a failover takes a moment)."""
+    from wsmigrate.unified.errors import BusUnavailableError
+
+    async with asyncio.timeout(timeout):
+        while True:
+            try:
+                await append(backend, event)  # a retry after a lost reply: deduplicated, once
+                return
+            except BusUnavailableError:
+                await asyncio.sleep(0.05)  # the cluster is electing: there is nothing to wait on
