@@ -19,15 +19,22 @@ Publishing a row twice (a worker died between publish and delete; two workers' s
 same row) is suppressed by the bus's `event_id` dedup and counted as `duplicate`.
 Every drop is visible: `wsmigrate_outbox_events_total{outcome}`, `wsmigrate_outbox_backlog`,
 `wsmigrate_outbox_oldest_age_seconds`.
+
+The table is read and written in worker threads (`_in_thread`), and cancelling the task that waits
+for one does not stop the thread. So `stop` also waits (bounded) for the calls still running: an
+application that disposes its engine after wsmigrate stopped must not close a connection under a
+query (on an in-memory SQLite, whose one connection every thread shares, that crashed the process).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections import OrderedDict, deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
 
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -41,6 +48,7 @@ log = logging.getLogger(__name__)
 ORIGIN = "outbox"
 DEFAULT_BATCH = 200
 DEFAULT_QUEUE = 10_000
+_R = TypeVar("_R")
 
 
 class OutboxRelay:
@@ -81,12 +89,13 @@ class OutboxRelay:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.last_backlog = Backlog(0, None)
         self._sweep_waiters: list[asyncio.Future[Backlog]] = []
+        self._in_flight: set[asyncio.Future[Any]] = set()  # table calls running in worker threads
 
     # -- lifecycle -------------------------------------------------------------------------------
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        await asyncio.to_thread(self.outbox.create_table)
+        await self._in_thread(self.outbox.create_table)
         self.outbox.attach(self)
         await self._sweep()  # what an earlier run left, before the first request (one batch)
         self._task = self._loop.create_task(self._run(), name="wsmigrate-outbox-relay")
@@ -99,6 +108,10 @@ class OutboxRelay:
         if task is not None:
             task.cancel()
             await asyncio.wait({task}, timeout=timeout_s)
+        if self._in_flight:  # the thread of a cancelled call still uses the engine (module docstring)
+            _, running = await asyncio.wait(set(self._in_flight), timeout=timeout_s)
+            if running:
+                log.warning("outbox table calls still running after %.1fs", timeout_s)
         self._settle(list(self._waiters), False)
         self._queue.clear()
         self._outcomes.clear()
@@ -217,7 +230,7 @@ class OutboxRelay:
         """Publish rows from the table, oldest first. True when nothing is left to do."""
         before = None if self._backlog else now_ms() - int(self.grace_s * 1000)
         try:
-            rows = await asyncio.to_thread(self.outbox.pending, self.batch_size, committed_before_ms=before)
+            rows = await self._in_thread(self.outbox.pending, self.batch_size, committed_before_ms=before)
         except SQLAlchemyError as exc:
             self._count("store_failed")
             log.error("cannot read the outbox table (%r); retrying", exc)
@@ -255,7 +268,7 @@ class OutboxRelay:
         if not items:
             return True
         try:
-            await asyncio.to_thread(self.outbox.remove, [item.row_id for item in items])
+            await self._in_thread(self.outbox.remove, [item.row_id for item in items])
         except SQLAlchemyError as exc:  # published already: a later sweep re-publishes, dedup suppresses
             self._count("store_failed")
             log.error("cannot delete %d published outbox rows (%r); they are retried", len(items), exc)
@@ -264,13 +277,21 @@ class OutboxRelay:
 
     async def _measure(self) -> None:
         try:
-            self.last_backlog = await asyncio.to_thread(self.outbox.backlog)
+            self.last_backlog = await self._in_thread(self.outbox.backlog)
         except SQLAlchemyError:
             return
         if self.metrics:
             oldest = self.last_backlog.oldest_ms
             self.metrics.outbox_backlog.set(self.last_backlog.rows)
             self.metrics.outbox_oldest_age.set(0 if oldest is None else max(0.0, (now_ms() - oldest) / 1000))
+
+    async def _in_thread(self, call: Callable[..., _R], *args: Any, **kwargs: Any) -> _R:
+        """`call` in a worker thread, tracked until the thread is done (not only until the waiting
+        task is cancelled), so `stop` can wait for it."""
+        future = asyncio.get_running_loop().run_in_executor(None, functools.partial(call, *args, **kwargs))
+        self._in_flight.add(future)
+        future.add_done_callback(self._in_flight.discard)
+        return await asyncio.shield(future)
 
     def _count(self, outcome: str, amount: int = 1) -> None:
         if self.metrics and amount:

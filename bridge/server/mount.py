@@ -225,7 +225,12 @@ class WsMigrate:
         @asynccontextmanager
         async def composed(application: Any) -> AsyncIterator[Any]:
             async with self.lifespan(application), inner(application) as state:
-                yield state
+                try:
+                    yield state
+                finally:
+                    # Before the application's own teardown, which may dispose the engine the
+                    # outbox relay reads: what commits from here on waits in the table.
+                    await self.runtime.stop_relay()
 
         app.router.lifespan_context = composed
 

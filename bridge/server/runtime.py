@@ -278,6 +278,13 @@ class Runtime:
             await asyncio.sleep(period)
             self.comparator.expire()
 
+    async def stop_relay(self) -> None:
+        """Stop the outbox relay (idempotent): it is done with the application's engine once this
+        returns, thread calls included. `WsMigrate.install`'s lifespan calls it before the
+        application's own teardown, `stop` again in any case."""
+        if self.relay is not None:
+            await self.relay.stop()
+
     async def stop(self) -> None:
         self.started = False
         if self.probes is not None:
@@ -289,8 +296,7 @@ class Runtime:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
         self.comparator.flush()
-        if self.relay is not None:
-            await self.relay.stop()
+        await self.stop_relay()
         await self.flags.stop()
         await self.bus.stop()
         self.collector.restore()
