@@ -210,6 +210,28 @@ class RedisClusterServers:
         self._wait_nodes(lambda nodes: "master" in nodes.get(address, {}).get("flags", ""))
         self.wait_ok()
 
+    def move_slot(self, key: str, target: RedisServer) -> None:
+        """Migrate the slot of `key`, keys and all, to `target` (what `redis-cli --cluster reshard`
+        does slot by slot), and return once every node has the slot on `target`."""
+        source = self.node_of(key)
+        clients = {node.port: redis.Redis(host="127.0.0.1", port=node.port, socket_timeout=5, decode_responses=True)
+                   for node in self.nodes}
+        try:
+            slot = int(clients[source.port].execute_command("CLUSTER KEYSLOT", key))
+            ids = {port: str(client.execute_command("CLUSTER MYID")) for port, client in clients.items()}
+            clients[target.port].execute_command("CLUSTER SETSLOT", slot, "IMPORTING", ids[source.port])
+            clients[source.port].execute_command("CLUSTER SETSLOT", slot, "MIGRATING", ids[target.port])
+            while keys := clients[source.port].execute_command("CLUSTER GETKEYSINSLOT", slot, 1000):
+                clients[source.port].execute_command("MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", *keys)
+            for port in (target.port, source.port, *(p for p in clients if p not in (target.port, source.port))):
+                clients[port].execute_command("CLUSTER SETSLOT", slot, "NODE", ids[target.port])
+        finally:
+            for client in clients.values():
+                client.close()
+        address = f"127.0.0.1:{target.port}"
+        self._wait_nodes(lambda nodes: _serves(nodes.get(address, {}), slot))
+        self.wait_ok()
+
     def _wait_nodes(self, done: Callable[[dict[str, Any]], bool]) -> None:
         """Until `done(CLUSTER NODES)` holds on every node (bounded)."""
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -248,6 +270,11 @@ class RedisClusterServers:
     def close(self) -> None:
         for node in self.nodes:
             node.close()
+
+
+def _serves(node: dict[str, Any], slot: int) -> bool:
+    """Whether a node of a parsed `CLUSTER NODES` reply serves `slot` (its `slots`: [start, end] or [slot])."""
+    return any(int(span[0]) <= slot <= int(span[-1]) for span in node.get("slots", []))
 
 
 @contextlib.contextmanager

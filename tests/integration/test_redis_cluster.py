@@ -284,3 +284,38 @@ async def append_when_served(backend: RedisBackend, event: Event, timeout: float
                 return
             except BusUnavailableError:
                 await asyncio.sleep(0.05)  # the cluster is electing: there is nothing to wait on
+
+
+async def test_a_shard_reader_follows_its_stream_when_its_slot_migrates_to_another_node(cluster_prefix: str) -> None:
+    """A live reshard of one shard's slot (keys migrated, then the slot handed over): the reader
+    gets ASK or MOVED where it was, finds the slot's new node and resumes from its last entry."""
+    from tests.redis_server import RedisClusterServers
+
+    cluster = RedisClusterServers(3).start()  # its own: the test changes the cluster's shape
+    try:
+        worker, delivered = await start_worker(cluster, cluster_prefix, "w")
+        publisher, _ = await start_worker(cluster, cluster_prefix, "p")
+        try:
+            shard, key = worker.shard_of("thread:3"), worker.keys_of("thread:3").events
+            source = cluster.node_of(key)
+            target = next(node for node in cluster.nodes if node is not source)
+            for i in range(10):
+                assert await append(publisher, chunk(3, f"before{i}"))
+            await delivered.wait_for(10)
+
+            await asyncio.to_thread(cluster.move_slot, key, target)
+            assert cluster.node_of(key) is target
+            for i in range(10):
+                await append_when_served(publisher, chunk(3, f"after{i}"))
+            position = await worker.position("thread:3")
+
+            assert delivered.seqs("thread:3") == list(range(1, 21))
+            assert position.seq == 20
+            assert [p.event.data["content"] for p in delivered.publications[10:]] == [f"after{i}" for i in range(10)]
+            assert worker.listeners[shard].reconnects >= 1
+            assert (await worker.replay("thread:3", Position(position.epoch, 0))) is not None  # history moved too
+        finally:
+            await worker.stop()
+            await publisher.stop()
+    finally:
+        cluster.close()
