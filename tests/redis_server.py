@@ -77,7 +77,8 @@ class RedisServer:
                 os.unlink(os.path.join(self._dir, "nodes.conf"))
             command += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
                         "--cluster-node-timeout", "2000", "--cluster-port", str(self.cluster_port),
-                        "--repl-diskless-sync-delay", "0"]  # a new replica syncs at once, not after 5 s
+                        "--repl-diskless-sync-delay", "0",  # a new replica syncs at once, not after 5 s
+                        "--cluster-require-full-coverage", "no"]  # a node down: the others still serve
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + START_TIMEOUT_S
         while not answers("127.0.0.1", self.port, timeout=0.2):

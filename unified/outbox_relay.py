@@ -20,10 +20,10 @@ same row) is suppressed by the bus's `event_id` dedup and counted as `duplicate`
 Every drop is visible: `wsmigrate_outbox_events_total{outcome}`, `wsmigrate_outbox_backlog`,
 `wsmigrate_outbox_oldest_age_seconds`.
 
-The table is read and written in worker threads (`_in_thread`), and cancelling the task that waits
+The table is read and written in worker threads (`_off_loop`), and cancelling the task that waits
 for one does not stop the thread. So `stop` also waits (bounded) for the calls still running: an
 application that disposes its engine after wsmigrate stopped must not close a connection under a
-query (on an in-memory SQLite, whose one connection every thread shares, that crashed the process).
+query (on an in-memory SQLite, whose one connection all callers share, that crashed the process).
 """
 
 from __future__ import annotations
@@ -95,7 +95,7 @@ class OutboxRelay:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        await self._in_thread(self.outbox.create_table)
+        await self._off_loop(self.outbox.create_table)
         self.outbox.attach(self)
         await self._sweep()  # what an earlier run left, before the first request (one batch)
         self._task = self._loop.create_task(self._run(), name="wsmigrate-outbox-relay")
@@ -230,7 +230,7 @@ class OutboxRelay:
         """Publish rows from the table, oldest first. True when nothing is left to do."""
         before = None if self._backlog else now_ms() - int(self.grace_s * 1000)
         try:
-            rows = await self._in_thread(self.outbox.pending, self.batch_size, committed_before_ms=before)
+            rows = await self._off_loop(self.outbox.pending, self.batch_size, committed_before_ms=before)
         except SQLAlchemyError as exc:
             self._count("store_failed")
             log.error("cannot read the outbox table (%r); retrying", exc)
@@ -268,7 +268,7 @@ class OutboxRelay:
         if not items:
             return True
         try:
-            await self._in_thread(self.outbox.remove, [item.row_id for item in items])
+            await self._off_loop(self.outbox.remove, [item.row_id for item in items])
         except SQLAlchemyError as exc:  # published already: a later sweep re-publishes, dedup suppresses
             self._count("store_failed")
             log.error("cannot delete %d published outbox rows (%r); they are retried", len(items), exc)
@@ -277,7 +277,7 @@ class OutboxRelay:
 
     async def _measure(self) -> None:
         try:
-            self.last_backlog = await self._in_thread(self.outbox.backlog)
+            self.last_backlog = await self._off_loop(self.outbox.backlog)
         except SQLAlchemyError:
             return
         if self.metrics:
@@ -285,8 +285,8 @@ class OutboxRelay:
             self.metrics.outbox_backlog.set(self.last_backlog.rows)
             self.metrics.outbox_oldest_age.set(0 if oldest is None else max(0.0, (now_ms() - oldest) / 1000))
 
-    async def _in_thread(self, call: Callable[..., _R], *args: Any, **kwargs: Any) -> _R:
-        """`call` in a worker thread, tracked until the thread is done (not only until the waiting
+    async def _off_loop(self, call: Callable[..., _R], *args: Any, **kwargs: Any) -> _R:
+        """`call` in a worker thread, tracked until the call is done (not only until the waiting
         task is cancelled), so `stop` can wait for it."""
         future = asyncio.get_running_loop().run_in_executor(None, functools.partial(call, *args, **kwargs))
         self._in_flight.add(future)

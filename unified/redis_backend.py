@@ -91,6 +91,7 @@ DEFAULT_SOCKET_TIMEOUT_S = 3.0
 DEFAULT_CATCH_UP_TIMEOUT_S = 5.0
 _INGRESS_MEMORY = 10_000
 APPEND_PIPELINE = 500  # appends per pipeline (one round trip)
+LIVENESS_REPORT_S = 0.25  # sharded: how often the readers' liveness gauges are recomputed at most
 _T = TypeVar("_T")
 _Append = tuple[AsyncScript, list[str], list[Any], "asyncio.Future[Any]"]  # (script, keys, args, reply)
 
@@ -164,6 +165,8 @@ class RedisBackend:
         self.read_interval_s = read_interval_s
         self.decoded = DecodedEntries(replay_cache)  # what concurrent replays of a topic share
         self.listeners: list[StreamListener] = []  # one per shard, in shard order
+        self._liveness_reported_at = float("-inf")
+        self._liveness_pending: asyncio.TimerHandle | None = None
         self._writer: Redis | RedisCluster | None = None
         self._readers: list[Redis] = []
         self._node_writers: dict[tuple[str, int], Redis] = {}  # cluster: heartbeats and unblocks per node
@@ -214,6 +217,7 @@ class RedisBackend:
             socket_connect_timeout=self.socket_timeout_s, retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 1),
         )
         writer_name = f"{self.keys.prefix}:writer:{self.worker_id}"
+        self.listeners = []  # a backend started again reads afresh
         try:
             if self.cluster:
                 cluster = RedisCluster.from_url(self.url, **writer_options)
@@ -250,6 +254,7 @@ class RedisBackend:
                 ))
             await asyncio.gather(*(listener.start(deliver, timeout=self.catch_up_timeout_s)
                                    for listener in self.listeners))
+            self._flush_liveness()  # live from the first request on, gauges included
         except CONNECTION_ERRORS as exc:
             await self.stop()
             raise BusUnavailableError(f"cannot reach the Redis bus: {exc!r}") from exc
@@ -303,7 +308,28 @@ class RedisBackend:
             await writer.script_load(source)
 
     def _report_liveness(self) -> None:
-        """Sharded: the liveness gauges say the worst of the shards' readers (each reports here)."""
+        """Sharded: the liveness gauges say the worst of the shards' readers. Each reader reports here
+        on every change of its own; the summary over all K is computed at most every
+        LIVENESS_REPORT_S (K readers each computing it would cost K^2 a second), and a report that
+        falls inside that window is made at its end, so the last change is never left out."""
+        if self.metrics is None or not self.listeners or self._liveness_pending is not None:
+            return
+        wait = self._liveness_reported_at + LIVENESS_REPORT_S - time.monotonic()
+        if wait > 0:
+            self._liveness_pending = asyncio.get_running_loop().call_later(wait, self._report_liveness_now)
+        else:
+            self._report_liveness_now()
+
+    def _flush_liveness(self) -> None:
+        """Report now, and drop a report the window holds back (sharded)."""
+        if self._liveness_pending is not None:
+            self._liveness_pending.cancel()
+        if self.shards is not None:
+            self._report_liveness_now()
+
+    def _report_liveness_now(self) -> None:
+        self._liveness_pending = None
+        self._liveness_reported_at = time.monotonic()
         if self.metrics is not None and self.listeners:
             self.metrics.bus_listener_up.set(1 if self.healthy() else 0)
             self.metrics.bus_heartbeat_age.set(max(listener.heartbeat_age() for listener in self.listeners))
@@ -314,6 +340,7 @@ class RedisBackend:
             await asyncio.gather(self._appender, return_exceptions=True)
         self._fail_appends(BusUnavailableError("the Redis bus backend stopped"))
         await asyncio.gather(*(listener.stop() for listener in self.listeners))
+        self._flush_liveness()  # the readers' last reports
         await self._close_clients()
 
     async def _close_clients(self) -> None:
@@ -428,7 +455,9 @@ class RedisBackend:
 
     def _decode(self, entry_id: str, fields: Mapping[str, str]) -> Publication:
         publication = decode_publication(fields)
-        ingress = self._ingress.pop(publication.event.event_id, None)
+        # the parts of a split event share the ingress time: kept until the memory's bound drops it
+        remembered = self._ingress.pop if publication.part is None else self._ingress.get
+        ingress = remembered(publication.event.event_id, None)
         if ingress is not None:
             publication.ingress_ns = ingress
         return publication

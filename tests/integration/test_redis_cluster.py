@@ -319,3 +319,54 @@ async def test_a_shard_reader_follows_its_stream_when_its_slot_migrates_to_anoth
             await publisher.stop()
     finally:
         cluster.close()
+
+
+async def test_the_liveness_gauges_say_the_worst_of_the_shard_readers(cluster_prefix: str) -> None:
+    """One node hangs: the readers of its shards go stale while the others stay live, and the
+    worker's `wsmigrate_bus_listener_up` says 0 (and healthy() False) until that node is back."""
+    from prometheus_client import CollectorRegistry
+
+    from examples.chat.declaration import ChatEvent
+    from tests.redis_server import RedisClusterServers
+    from wsmigrate.metrics import WsMetrics
+
+    cluster = RedisClusterServers(3).start()  # its own: the test freezes a node
+    metrics = WsMetrics(CollectorRegistry(), event_types=[t.value for t in ChatEvent])
+    up = metrics.bus_listener_up
+    try:
+        worker, _ = await start_worker(cluster, cluster_prefix, "w", metrics=metrics)
+        try:
+            assert up._value.get() == 1
+            frozen = cluster.node_of(worker.keys_of("thread:1").events)
+            on_frozen = [listener for shard, listener in enumerate(worker.listeners)
+                         if cluster.node_of(worker.shard_keys[shard].events) is frozen]
+            others = [listener for listener in worker.listeners if listener not in on_frozen]
+            assert on_frozen
+            assert others
+            frozen.pause()
+            try:
+                for listener in on_frozen:
+                    await listener.wait_until_healthy(False, timeout=10)
+                assert all(listener.healthy() for listener in others)  # the other nodes' shards read on
+                assert not worker.healthy()
+                await until(lambda: up._value.get() == 0)
+                beat = others[0].heartbeat_age()
+                await until(lambda: others[0].heartbeat_age() < beat)  # a live reader reported again ...
+                assert up._value.get() == 0  # ... and the gauge still says the worst of them
+            finally:
+                frozen.resume()
+            for listener in on_frozen:
+                await listener.wait_until_healthy(True, timeout=10)
+            assert worker.healthy()
+            await until(lambda: up._value.get() == 1)
+        finally:
+            await worker.stop()
+    finally:
+        cluster.close()
+
+
+async def until(condition: Any, timeout: float = 5.0) -> None:
+    """Poll a gauge (bounded): the sharded readers' summary is recomputed at most every 0.25 s."""
+    async with asyncio.timeout(timeout):
+        while not condition():  # noqa: ASYNC110 - a gauge cell has nothing to wait on
+            await asyncio.sleep(0.05)
