@@ -26,10 +26,11 @@ says which topic is whose, `unified.redis_scripts` the key names), and this work
 `StreamListener` per shard. With `cluster=True` (`?cluster=true`) the shards live on a Redis
 Cluster: appends, snapshots and positions go through redis-py's cluster client (one script call
 touches one shard, so one node), and each shard's reader connects to the node that owns the
-shard's slot. Per-topic order, gapless `seq`, replay, rollback detection (per shard) and
-read-your-position (the topic's shard's reader) hold exactly as unsharded; order *across* shards
-is not defined, and an event whose topics fall in several shards is one publication per shard
-(`Publication.part`, docs/protocol.md, "Sharded bus").
+shard's slot (`unified.redis_connections` makes the clients and follows a slot that moves; the
+readers' liveness is summed up in `unified.shard_liveness`). Per-topic order, gapless `seq`,
+replay, rollback detection (per shard) and read-your-position (the topic's shard's reader) hold
+exactly as unsharded; order *across* shards is not defined, and an event whose topics fall in
+several shards is one publication per shard (`Publication.part`, docs/protocol.md, "Sharded bus").
 
 Publishing while Redis is unreachable raises `BusUnavailableError`. Retrying with the same
 `event_id` is always safe: the dedup key remembers which append published the id, so a retry of
@@ -39,7 +40,6 @@ an append whose reply was lost still reports True, and the event is delivered on
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import secrets
@@ -50,9 +50,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from redis.asyncio import Redis, RedisCluster
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
 
@@ -62,7 +59,8 @@ from wsmigrate.unified.errors import BusUnavailableError
 from wsmigrate.unified.events import Event
 from wsmigrate.unified.history import DEFAULT_HISTORY_SIZE, DEFAULT_HISTORY_TTL_S, new_epoch
 from wsmigrate.unified.publication import Ingress, Position, Publication
-from wsmigrate.unified.redis_listener import CONNECTION_ERRORS, OnDiscontinuity, Relocate, StreamListener
+from wsmigrate.unified.redis_connections import BusConnections
+from wsmigrate.unified.redis_listener import CONNECTION_ERRORS, OnDiscontinuity, StreamListener
 from wsmigrate.unified.redis_scripts import (
     APPEND,
     F_EVENT,
@@ -75,8 +73,9 @@ from wsmigrate.unified.redis_scripts import (
     entry_fields,
     parse_id,
 )
-from wsmigrate.unified.redis_url import bus_url_options, node_url, parse_flag
+from wsmigrate.unified.redis_url import bus_url_options, parse_flag
 from wsmigrate.unified.replay_cache import DEFAULT_CAPACITY, DecodedEntries
+from wsmigrate.unified.shard_liveness import LivenessSummary
 from wsmigrate.unified.shard_map import check_shards, shard_of, split_topics
 
 __all__ = ["BusUnavailableError", "RedisBackend"]
@@ -91,7 +90,6 @@ DEFAULT_SOCKET_TIMEOUT_S = 3.0
 DEFAULT_CATCH_UP_TIMEOUT_S = 5.0
 _INGRESS_MEMORY = 10_000
 APPEND_PIPELINE = 500  # appends per pipeline (one round trip)
-LIVENESS_REPORT_S = 0.25  # sharded: how often the readers' liveness gauges are recomputed at most
 _T = TypeVar("_T")
 _Append = tuple[AsyncScript, list[str], list[Any], "asyncio.Future[Any]"]  # (script, keys, args, reply)
 
@@ -165,11 +163,10 @@ class RedisBackend:
         self.read_interval_s = read_interval_s
         self.decoded = DecodedEntries(replay_cache)  # what concurrent replays of a topic share
         self.listeners: list[StreamListener] = []  # one per shard, in shard order
-        self._liveness_reported_at = float("-inf")
-        self._liveness_pending: asyncio.TimerHandle | None = None
-        self._writer: Redis | RedisCluster | None = None
-        self._readers: list[Redis] = []
-        self._node_writers: dict[tuple[str, int], Redis] = {}  # cluster: heartbeats and unblocks per node
+        self.connections = BusConnections(
+            self.url, cluster=self.cluster, prefix=self.keys.prefix, worker_id=self.worker_id,
+            socket_timeout_s=socket_timeout_s, read_block_ms=int(heartbeat_interval_s * 1000))
+        self._liveness = LivenessSummary(metrics, lambda: self.listeners)
         self._append: AsyncScript | None = None
         self._snapshot_script: AsyncScript | None = None
         self._positions_script: AsyncScript | None = None
@@ -191,8 +188,7 @@ class RedisBackend:
 
     def shard_reader_name(self, shard: int) -> str:
         """The CLIENT SETNAME of this worker's reader of `shard` (unsharded: of its one reader)."""
-        name = f"{self.keys.prefix}:reader:{self.worker_id}"
-        return name if self.shards is None else f"{name}:s{shard}"
+        return self.connections.reader_name(None if self.shards is None else shard)
 
     def shard_of(self, topic: str) -> int:
         return 0 if self.shards is None else shard_of(topic, self.shards)
@@ -204,57 +200,36 @@ class RedisBackend:
     # -- lifecycle -------------------------------------------------------------------------------
 
     async def start(self, deliver: Deliver, wants: Wants | None = None) -> None:
-        """Connect, position the reader at the stream's end, and return once events flow.
+        """Connect, position the readers at their streams' ends, and return once events flow.
 
-        With `wants` (and `skip_unwanted`, the default) the reader skips, undecoded, the entries
+        With `wants` (and `skip_unwanted`, the default) the readers skip, undecoded, the entries
         nothing on this worker needs (see `unified.redis_listener`)."""
-        block_ms = int(self.heartbeat_interval_s * 1000)
-        # Clients are made here, on the loop that will use them. The writer retries a lost
-        # connection once (safe: appends are idempotent by event id); the readers never retry
-        # inside redis-py, because their own loops must see every failure to resync and report it.
-        writer_options: dict[str, Any] = dict(
-            decode_responses=True, socket_timeout=self.socket_timeout_s,
-            socket_connect_timeout=self.socket_timeout_s, retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 1),
-        )
-        writer_name = f"{self.keys.prefix}:writer:{self.worker_id}"
+        block_ms = self.connections.read_block_ms
         self.listeners = []  # a backend started again reads afresh
         try:
-            if self.cluster:
-                cluster = RedisCluster.from_url(self.url, **writer_options)
-                self._writer = cluster
-                await cluster.initialize()
-            else:
-                self._writer = Redis.from_url(self.url, client_name=writer_name, **writer_options)
-            writer = self._writer
+            writer = await self.connections.open()
             self._append = writer.register_script(APPEND)
             self._snapshot_script = writer.register_script(SNAPSHOT)
             self._positions_script = writer.register_script(POSITIONS)
             if self.cluster:  # a cluster pipeline does not load scripts itself: every primary gets them now
                 await self._load_scripts()
             for shard, keys in enumerate(self.shard_keys):
-                reader_url, listener_writer = self.url, writer
-                if isinstance(writer, RedisCluster):
-                    node = writer.get_node_from_key(keys.events)
-                    if node is None:
-                        raise BusUnavailableError(f"no Redis Cluster node serves shard {shard}'s slot")
-                    reader_url = node_url(self.url, str(node.host), int(node.port))
-                    listener_writer = self._node_writer(str(node.host), int(node.port), reader_url, writer_options)
-                reader = self._new_reader(reader_url, shard, block_ms)
-                self._readers.append(reader)
-                assert isinstance(listener_writer, Redis)
+                which = None if self.shards is None else shard
+                reader, node_writer = self.connections.shard_clients(which, keys)
                 self.listeners.append(StreamListener(
-                    reader, listener_writer, keys, worker_id=self.worker_id, decode=self._decode,
+                    reader, node_writer, keys, worker_id=self.worker_id, decode=self._decode,
                     events_maxlen=self.events_maxlen, heartbeat_interval_s=self.heartbeat_interval_s,
                     stale_after_s=self.stale_after_s, block_ms=block_ms, metrics=self.metrics,
                     stop_timeout_s=block_ms / 1000 + self.socket_timeout_s + 1,
                     on_discontinuity=self.on_discontinuity,
                     wants=wants if self.skip_unwanted else None, read_interval_s=self.read_interval_s,
-                    on_liveness=self._report_liveness if self.shards is not None else None,
-                    relocate=self._relocator(shard, writer_options, block_ms) if self.cluster else None,
+                    on_liveness=self._liveness.report if self.shards is not None else None,
+                    relocate=self.connections.relocator(which, keys),
                 ))
             await asyncio.gather(*(listener.start(deliver, timeout=self.catch_up_timeout_s)
                                    for listener in self.listeners))
-            self._flush_liveness()  # live from the first request on, gauges included
+            if self.shards is not None:
+                self._liveness.flush()  # live from the first request on, gauges included
         except CONNECTION_ERRORS as exc:
             await self.stop()
             raise BusUnavailableError(f"cannot reach the Redis bus: {exc!r}") from exc
@@ -262,77 +237,10 @@ class RedisBackend:
             await self.stop()
             raise
 
-    def _new_reader(self, url: str, shard: int, block_ms: int) -> Redis:
-        return Redis.from_url(
-            url, single_connection_client=True, decode_responses=True,
-            socket_timeout=block_ms / 1000 + self.socket_timeout_s, socket_connect_timeout=self.socket_timeout_s,
-            client_name=self.shard_reader_name(shard), retry=Retry(NoBackoff(), 0),
-        )
-
-    def _relocator(self, shard: int, options: dict[str, Any], block_ms: int) -> Relocate:
-        """A cluster shard reader's `relocate`: the clients of the node serving the shard's slot now,
-        when that is another node than the reader's (the slot map refreshed from the cluster)."""
-
-        async def relocate() -> tuple[Redis, Redis] | None:
-            cluster = self._writer
-            if not isinstance(cluster, RedisCluster):
-                return None
-            keys = self.shard_keys[shard]
-            await cluster.nodes_manager.initialize()  # the slot map as the cluster says it is now
-            node = cluster.get_node_from_key(keys.events)
-            if node is None:
-                raise BusUnavailableError(f"no Redis Cluster node serves shard {shard}'s slot")
-            where = (str(node.host), int(node.port))
-            old = self._readers[shard]
-            kwargs = old.connection_pool.connection_kwargs
-            if (kwargs.get("host"), kwargs.get("port")) == where:
-                return None
-            url = node_url(self.url, *where)
-            reader = self._readers[shard] = self._new_reader(url, shard, block_ms)
-            with contextlib.suppress(*CONNECTION_ERRORS):
-                await old.aclose()
-            return reader, self._node_writer(*where, url, options)
-
-        return relocate
-
-    def _node_writer(self, host: str, port: int, url: str, options: dict[str, Any]) -> Redis:
-        client = self._node_writers.get((host, port))
-        if client is None:
-            client = self._node_writers[(host, port)] = Redis.from_url(
-                url, client_name=f"{self.keys.prefix}:writer:{self.worker_id}", **options)
-        return client
-
     async def _load_scripts(self) -> None:
-        writer = self._writer_client()
+        writer = self.connections.require_writer()
         for source in (APPEND, SNAPSHOT, POSITIONS):
             await writer.script_load(source)
-
-    def _report_liveness(self) -> None:
-        """Sharded: the liveness gauges say the worst of the shards' readers. Each reader reports here
-        on every change of its own; the summary over all K is computed at most every
-        LIVENESS_REPORT_S (K readers each computing it would cost K^2 a second), and a report that
-        falls inside that window is made at its end, so the last change is never left out."""
-        if self.metrics is None or not self.listeners or self._liveness_pending is not None:
-            return
-        wait = self._liveness_reported_at + LIVENESS_REPORT_S - time.monotonic()
-        if wait > 0:
-            self._liveness_pending = asyncio.get_running_loop().call_later(wait, self._report_liveness_now)
-        else:
-            self._report_liveness_now()
-
-    def _flush_liveness(self) -> None:
-        """Report now, and drop a report the window holds back (sharded)."""
-        if self._liveness_pending is not None:
-            self._liveness_pending.cancel()
-        if self.shards is not None:
-            self._report_liveness_now()
-
-    def _report_liveness_now(self) -> None:
-        self._liveness_pending = None
-        self._liveness_reported_at = time.monotonic()
-        if self.metrics is not None and self.listeners:
-            self.metrics.bus_listener_up.set(1 if self.healthy() else 0)
-            self.metrics.bus_heartbeat_age.set(max(listener.heartbeat_age() for listener in self.listeners))
 
     async def stop(self) -> None:
         if self._appender is not None:
@@ -340,17 +248,9 @@ class RedisBackend:
             await asyncio.gather(self._appender, return_exceptions=True)
         self._fail_appends(BusUnavailableError("the Redis bus backend stopped"))
         await asyncio.gather(*(listener.stop() for listener in self.listeners))
-        self._flush_liveness()  # the readers' last reports
-        await self._close_clients()
-
-    async def _close_clients(self) -> None:
-        clients: list[Redis | RedisCluster] = [*self._readers, *self._node_writers.values()]
-        if self._writer is not None:
-            clients.append(self._writer)
-        for client in clients:
-            with contextlib.suppress(*CONNECTION_ERRORS):
-                await client.aclose()
-        self._readers, self._node_writers, self._writer = [], {}, None
+        if self.shards is not None:
+            self._liveness.flush()  # the readers' last reports
+        await self.connections.close()
         self._append = self._snapshot_script = self._positions_script = None
 
     def healthy(self) -> bool:
@@ -434,7 +334,7 @@ class RedisBackend:
 
     async def _run_appends(self, batch: list[_Append]) -> list[Any]:
         """One pipeline of append script calls (a cluster pipeline sends one per node); their replies."""
-        pipeline = self._writer_client().pipeline(transaction=False)
+        pipeline = self.connections.require_writer().pipeline(transaction=False)
         for script, keys, args, _ in batch:
             await script(keys=keys, args=args, client=pipeline)  # type: ignore[arg-type]  # a pipeline is a client
         self.append_pipelines += 1
@@ -511,7 +411,7 @@ class RedisBackend:
             if len(groups) == 1:
                 replies = [await script(keys=_position_keys(*groups[0]), args=_position_args(self, groups[0][1]))]
             else:  # one script per shard, all in one pipeline (a cluster pipeline: one round trip per node)
-                pipeline = self._writer_client().pipeline(transaction=False)
+                pipeline = self.connections.require_writer().pipeline(transaction=False)
                 for keys, part in groups:
                     await script(keys=_position_keys(keys, part), args=_position_args(self, part),
                                  client=pipeline)  # type: ignore[arg-type]  # a pipeline is a client
@@ -544,11 +444,6 @@ class RedisBackend:
             raise BusUnavailableError("the Redis bus backend is not started")
         listener = self.listeners[self.shard_of(topic)]
         await listener.caught_up(snapshot.incarnation, snapshot.last_id, self.catch_up_timeout_s)
-
-    def _writer_client(self) -> Redis | RedisCluster:
-        if self._writer is None:
-            raise BusUnavailableError("the Redis bus backend is not started")
-        return self._writer
 
     @staticmethod
     def _require(value: _T | None) -> _T:
