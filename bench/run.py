@@ -47,6 +47,7 @@ TOKEN = "bench-token-not-a-secret"
 THREADS = 100
 CONNECT_CONCURRENCY = 100  # sockets the load generator opens at once (fresh connects and reconnects alike)
 REDIS_SHARDS = 4  # the sharded Redis row: shards on the one Redis the row uses
+LONG_OUTAGE_S, LONG_OUTAGE_RATE = 5.0, 200  # the long-outage storms: down 5 s, 200 events/s throughout
 REDIS_MAX_EVENTS = 10_000  # the Redis row: burst and paced events (its throughput is far lower, see the doc)
 FOLLOW_EVENTS, FOLLOW_RATE = 5_000, 500  # the Redis "cost follows subscriptions" runs (paced)
 
@@ -158,11 +159,13 @@ def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 60.0) -
 
 @contextlib.contextmanager
 def running_server(spec: ServerSpec, port: int, log: Path, extra_env: dict[str, str] | None = None,
-                   workers: int = 1, *, restart: bool = False) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+                   workers: int = 1, *, restart: bool = False,
+                   restart_delay_s: float = 0.0) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
     """Start `spec` pinned to the server core; yields (process, base_url); stops it by pid.
 
     `restart`: started again (same port, database and environment) whenever it exits, as a
-    supervisor (systemd, Kubernetes) would; the yielded process is the first one."""
+    supervisor (systemd, Kubernetes) would, `restart_delay_s` after it exited (an outage that
+    long); the yielded process is the first one."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     db_dir = tempfile.mkdtemp(prefix="wsmigrate-bench-")
     if spec.wsmigrate:  # the chat example is importable from the repository root
@@ -193,7 +196,7 @@ def running_server(spec: ServerSpec, port: int, log: Path, extra_env: dict[str, 
         nonlocal current
         while True:
             current.wait()
-            if stopping.is_set():
+            if stopping.wait(restart_delay_s) or stopping.is_set():
                 return
             current = start()
 
@@ -358,27 +361,39 @@ def summary(result: dict[str, Any]) -> str:
 # -- Redis -------------------------------------------------------------------------------------------
 
 
-def restart_storm(args: argparse.Namespace, outdir: Path, url: str, spec: ServerSpec) -> dict[str, Any]:
+def restart_storm(args: argparse.Namespace, outdir: Path, url: str, spec: ServerSpec, *, name: str = "restart",
+                  rate: int | None = None, outage_s: float = 0.0,
+                  server_env: dict[str, str] | None = None) -> dict[str, Any]:
     """The storm after a crash: the subscribers' server on the Redis bus exits at once and its
-    supervisor starts it again; the publisher and the reference client are on a second server of
-    the same bus, so events go on being published meanwhile and every client must recover them
-    from Redis with `since`."""
-    bus = f"{url}?prefix=bench-restart-{os.getpid()}-{int(time.time())}"
+    supervisor starts it again (`outage_s` later); the publisher and the reference client are on a
+    second server of the same bus, so events go on being published meanwhile (`rate` per second)
+    and every client must recover them from Redis with `since`."""
+    bus = f"{url}?prefix=bench-{name}-{os.getpid()}-{int(time.time())}"
     ports = [free_port(), free_port()]
     env = {"WSMIGRATE_BUS_URL": bus}
     try:
-        with running_server(spec, ports[0], outdir / "restart-publisher.log", env), \
-                running_server(spec, ports[1], outdir / "restart-server.log", env, restart=True) as (first, _):
+        with running_server(spec, ports[0], outdir / f"{name}-publisher.log", env), \
+                running_server(spec, ports[1], outdir / f"{name}-server.log", env | (server_env or {}), restart=True,
+                               restart_delay_s=outage_s) as (first, _):
             result = loadgen(spec, ports[0], descendants(first.pid), "connect,storm", args,
-                             outdir / "restart-storm.json", clients=args.storm_clients,
+                             outdir / f"{name}-storm.json", clients=args.storm_clients,
                              extra=["--sub-ports", str(ports[1]), "--storm-mode", "restart",
-                                    "--storm-rate", str(args.storm_rate), "--storm-lead-ms", str(args.storm_lead_ms)])
+                                    "--storm-rate", str(rate or args.storm_rate),
+                                    "--storm-lead-ms", str(args.storm_lead_ms)])
     except (RuntimeError, subprocess.TimeoutExpired, httpx.HTTPError, OSError) as exc:
-        log_line(f"  restart storm: FAILED: {exc}")
+        log_line(f"  {name} storm: FAILED: {exc}")
         return {"error": str(exc)}
     storm: dict[str, Any] = result["phases"]["storm"]
-    log_line(f"restart storm: {summary(result)}")
+    log_line(f"{name} storm: {summary(result)}")
     return storm
+
+
+def long_outage_storms(args: argparse.Namespace, outdir: Path, url: str, spec: ServerSpec) -> dict[str, Any]:
+    """The restart storm after a longer outage, with more traffic, so that every client replays many
+    events: with the replay cache (the default) and without it (`WSMIGRATE_BUS_REPLAY_CACHE=0`)."""
+    return {label: restart_storm(args, outdir, url, spec, name=f"outage-{label}", rate=LONG_OUTAGE_RATE,
+                                 outage_s=LONG_OUTAGE_S, server_env=env)
+            for label, env in (("cache", {}), ("no-cache", {"WSMIGRATE_BUS_REPLAY_CACHE": "0"}))}
 
 
 def follow_runs(args: argparse.Namespace, outdir: Path, url: str, spec: ServerSpec) -> dict[str, Any]:
@@ -824,6 +839,8 @@ def render(args: argparse.Namespace, runs: dict[str, list[Any]], idle: dict[str,
         out.append(render_follow(redis.get("follow") or {}))
         if redis.get("restart_storm"):
             out.append(render_storm(redis["restart_storm"], args, restart=True))
+        if redis.get("long_outage"):
+            out.append(render_long_outage(redis["long_outage"]))
     else:
         out.append(f"**Not run**: {redis.get('note', 'skipped')}.\n")
     return "\n".join(out)
@@ -903,6 +920,32 @@ def render_storm(st: dict[str, Any], args: argparse.Namespace, *, restart: bool 
              "after the drop"],
             *collector_rows,
         ]) + "\n",
+    ])
+
+
+def render_long_outage(storms: dict[str, Any]) -> str:
+    """The restart storm after a longer outage, with and without the replay cache."""
+    rows = []
+    for label, st in storms.items():
+        if "error" in st:
+            rows.append([label, f"failed: {st['error'][:120]}", "", "", ""])
+            continue
+        cpu = (st.get("collector") or {}).get("process_cpu_s")
+        cache = "on (2,000 entries)" if label == "cache" else "off (`WSMIGRATE_BUS_REPLAY_CACHE=0`)"
+        rows.append([
+            cache, f"{fmt(st['reconnect_s'], '.1f')} s ({fmt_ratio(st.get('reconnect_vs_fresh'))})",
+            f"{st['recovered']:,} recovered, {st['not_recovered']} not; {st['lost']} lost, "
+            f"{st['duplicated']} duplicated",
+            f"{st['events']:,} ({st['events'] / THREADS:,.0f} per topic)",
+            f"{fmt(cpu, '.1f')} s" if cpu is not None else "n/a",
+        ])
+    return "\n".join([
+        "### Restart storm after a longer outage\n",
+        f"The restart storm again, but the clients' server stays down {LONG_OUTAGE_S:g} s before its supervisor "
+        f"starts it, and {LONG_OUTAGE_RATE:,} events/s are published throughout, so that every client replays "
+        "tens of events: with the replay cache (the default) and without it. One run each.\n",
+        table(["replay cache", "drop to all live again (vs fresh connect)", "replay", "events during the storm",
+               "restarted server CPU (start-up and storm)"], rows) + "\n",
     ])
 
 
@@ -1008,6 +1051,7 @@ def main(argv: list[str] | None = None) -> int:
                 redis["follow"] = follow_runs(args, outdir, url, all_specs["unified"])
                 if args.storm:
                     redis["restart_storm"] = restart_storm(args, outdir, url, all_specs["unified"])
+                    redis["long_outage"] = long_outage_storms(args, outdir, url, all_specs["unified"])
 
     (outdir / "summary.json").write_text(json.dumps({"args": vars(args), "env": env, "runs": runs, "idle": idle,
                                                      "redis": redis, "storm": storm}, indent=1))

@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -77,9 +78,10 @@ def app_factory() -> FastAPI:
             pass
 
     def collector(window: bool = False) -> dict[str, Any]:
-        """The collector's pauses so far; `?window=true` also starts a new longest-pause window."""
+        """The collector's pauses so far, and the process's CPU seconds since it started;
+        `?window=true` also starts a new longest-pause window."""
         pauses = app.state.runtime.collector.pauses
-        summary = pauses.summary()
+        summary = {**pauses.summary(), "process_cpu_s": time.process_time()}
         if window:
             pauses.take_longest()
         return summary

@@ -91,7 +91,8 @@ def make_backend(settings: Settings, metrics: WsMetrics | None = None,
 
         return RedisBackend(settings.bus_url, history_size=settings.history_size,
                             history_ttl_s=settings.history_ttl_s, metrics=metrics, on_discontinuity=on_discontinuity,
-                            read_interval_s=settings.bus_read_interval_ms / 1000)
+                            read_interval_s=settings.bus_read_interval_ms / 1000,
+                            replay_cache=settings.bus_replay_cache)
     raise ValueError(f"unsupported WSMIGRATE_BUS_URL {settings.bus_url!r}: use memory:// or redis://")
 
 

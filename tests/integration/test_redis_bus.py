@@ -268,6 +268,11 @@ def test_make_backend_builds_a_redis_backend_for_redis_urls() -> None:
     backend = make_backend(Settings.from_env({}, bus_url="rediss://cache:6380/2?prefix=blue", history_size=7))
     assert isinstance(backend, RedisBackend)
     assert (backend.url, backend.keys.prefix, backend.history_size) == ("rediss://cache:6380/2", "blue", 7)
+    assert backend.decoded.capacity == 2000
+    tuned = make_backend(Settings.from_env({"WSMIGRATE_BUS_REPLAY_CACHE": "0",
+                                            "WSMIGRATE_BUS_URL": "redis://cache:6379/0?shards=8"}))
+    assert isinstance(tuned, RedisBackend)
+    assert (tuned.decoded.capacity, tuned.shards, tuned.cluster) == (0, 8, False)
 
 
 async def test_concurrent_replays_of_a_topic_share_their_decoding_and_equal_uncached_ones(
