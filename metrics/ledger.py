@@ -53,8 +53,9 @@ class PathLedger:
             self._batch.touched(tally)
         return tally
 
-    def open(self, event_type: str, ingress_ns: int, recipients: int) -> DeliveryTicket | None:
-        """Accept an event with `recipients` writes to come; None when metrics are off."""
+    def open(self, event_type: str, ingress_ns: int | None, recipients: int) -> DeliveryTicket | None:
+        """Accept an event with `recipients` writes to come; None when metrics are off. `ingress_ns`
+        None: its writes are counted but not timed (a replay: its age is not a delivery latency)."""
         if self.metrics is None:
             return None
         tally = self._for(event_type)
@@ -87,7 +88,7 @@ class DeliveryTicket:
 
     __slots__ = ("_dropped", "_failed", "_remaining", "event_type", "ingress_ns", "ledger")
 
-    def __init__(self, ledger: PathLedger, event_type: str, ingress_ns: int, recipients: int) -> None:
+    def __init__(self, ledger: PathLedger, event_type: str, ingress_ns: int | None, recipients: int) -> None:
         self.ledger = ledger
         self.event_type = event_type
         self.ingress_ns = ingress_ns
@@ -116,7 +117,8 @@ class DeliveryTicket:
         ledger = self.ledger
         tally = ledger._for(self.event_type)
         tally.sent += count
-        ledger.observe_latency((time.perf_counter_ns() - self.ingress_ns) / 1e9, count)
+        if self.ingress_ns is not None:
+            ledger.observe_latency((time.perf_counter_ns() - self.ingress_ns) / 1e9, count)
         self._remaining -= count
         if self._remaining == 0:
             self._complete(tally)

@@ -224,6 +224,7 @@ class ConnectionManager:
             return SubscribedAck(message_id=message_id, topics=wanted, positions=positions)
         # From here to the end: no await, so nothing can slip between the ack and going live.
         to_send: dict[str, list[Publication]] = {}
+        replay_counts: dict[str, int] = {}  # the first n of a topic's `to_send` are its replay
         replayed_ids: set[str] = set()
         for topic in fresh:
             held = connection.buffering.pop(topic, None)
@@ -239,6 +240,7 @@ class ConnectionManager:
                 replayed_ids.update(p.once_key for p in replayed if len(p.topics) > 1)
                 last = replayed[-1].seqs[topic] if replayed else positions[topic].seq
                 to_send[topic] = replayed + [p for p in held if p.seqs[topic] > last]
+                replay_counts[topic] = len(replayed)
             else:
                 if held:  # the client starts just before the first event held back for it
                     start = min(held[0].seqs[topic] - 1, positions[topic].seq)
@@ -248,7 +250,8 @@ class ConnectionManager:
         connection.outbox.put(ack.model_dump_json(exclude_none=True))
         sent: set[str] = set()
         for topic, publications in to_send.items():
-            for publication in publications:
+            replay_count = replay_counts.get(topic, 0)
+            for index, publication in enumerate(publications):
                 once_key = publication.once_key
                 replayed_for_since = once_key in replayed_ids
                 if replayed_for_since:
@@ -256,7 +259,8 @@ class ConnectionManager:
                         continue
                     sent.add(once_key)
                     connection.first_time(once_key)  # remembered: a live copy on another topic is not sent
-                self._deliver_one(connection, publication, topic, asked=replayed_for_since)
+                self._deliver_one(connection, publication, topic, asked=replayed_for_since,
+                                  replayed=index < replay_count)
         return ack
 
     def attach(self, connection: Connection, topics: Iterable[str]) -> None:
@@ -311,9 +315,11 @@ class ConnectionManager:
     # -- delivery --------------------------------------------------------------------------------
 
     def _deliver_one(self, connection: Connection, publication: Publication, topic: str, *,
-                     asked: bool = False) -> None:
+                     asked: bool = False, replayed: bool = False) -> None:
         """Queue one publication outside the live fan-out (replays, held-back events). `asked`: a
-        replay the client asked for with `since`, sent even if it came before on another topic."""
+        replay the client asked for with `since`, sent even if it came before on another topic.
+        `replayed`: from history, so its write is counted but not timed (its age since ingress
+        is not a delivery latency, and a reconnect storm would fill the histogram's top buckets)."""
         if not connection.may_see(publication):
             return
         if len(publication.topics) > 1 and not asked and not connection.first_time(publication.once_key):
@@ -321,7 +327,7 @@ class ConnectionManager:
         frame = connection.frame(publication, topic)
         if frame is None:
             return
-        ticket = self.ledger.open(publication.event_type, publication.ingress_ns, 1)
+        ticket = self.ledger.open(publication.event_type, None if replayed else publication.ingress_ns, 1)
         connection.outbox.put(frame, ticket)
 
     def on_publication(self, publication: Publication) -> None:

@@ -182,3 +182,37 @@ async def test_each_part_of_an_event_a_sharded_bus_split_reaches_a_connection_on
                                        seqs={"thread:1": 6}, epochs={"thread:1": "e"}))
     assert [f.get("seq") for f in (await across.wait_for(4))[1:]] == [5, 5, 6]
     assert [f["topic"] for f in (await within.wait_for(3))[1:]] == ["thread:1", "thread:1"]  # part 0 once
+
+
+async def test_a_replay_is_counted_as_delivered_but_not_timed_as_a_delivery_latency() -> None:
+    """A replayed event's age since ingress is not a delivery latency: a reconnect storm replaying
+    minutes-old events would fill the histogram's top buckets. Live and held-back events are timed."""
+    metrics = WsMetrics(CollectorRegistry(), event_types=[t.value for t in ChatEvent])
+    bus = EventBus(catalog=CHAT, metrics=metrics)
+    await bus.start()
+    try:
+        manager = ConnectionManager(bus, metrics=metrics)
+
+        def timed() -> float:
+            metrics.batch.flush()
+            return metrics.registry.get_sample_value("wsmigrate_delivery_latency_seconds_count",
+                                                     {"path": "unified"}) or 0.0
+
+        def delivered() -> float:
+            metrics.batch.flush()
+            return metrics.registry.get_sample_value(
+                "wsmigrate_recipient_deliveries_total",
+                {"event_type": "stream_chunk", "path": "unified", "outcome": "sent"}) or 0.0
+
+        for i in range(5):
+            await bus.publish(chunk(1, str(i)))
+        epoch = (await bus.position("thread:1")).epoch
+        sink, connection = connect(manager)
+        await manager.subscribe(connection, ["thread:1"], {"thread:1": Position(epoch, 0)})
+        await sink.wait_for(6)  # the ack and five replayed events
+        assert (delivered(), timed()) == (5, 0)
+        await bus.publish(chunk(1, "live"))
+        await sink.wait_for(7)
+        assert (delivered(), timed()) == (6, 1)
+    finally:
+        await bus.stop()
