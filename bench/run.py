@@ -393,7 +393,8 @@ def long_outage_storms(args: argparse.Namespace, outdir: Path, url: str, spec: S
     events: with the replay cache (the default) and without it (`WSMIGRATE_BUS_REPLAY_CACHE=0`)."""
     return {label: restart_storm(args, outdir, url, spec, name=f"outage-{label}", rate=LONG_OUTAGE_RATE,
                                  outage_s=LONG_OUTAGE_S, server_env=env)
-            for label, env in (("cache", {}), ("no-cache", {"WSMIGRATE_BUS_REPLAY_CACHE": "0"}))}
+            for label, env in (("cache", {"WSMIGRATE_BUS_REPLAY_CACHE": "20000"}),
+                               ("no-cache", {"WSMIGRATE_BUS_REPLAY_CACHE": "0"}))}
 
 
 def follow_runs(args: argparse.Namespace, outdir: Path, url: str, spec: ServerSpec) -> dict[str, Any]:
@@ -928,16 +929,18 @@ def render_long_outage(storms: dict[str, Any]) -> str:
     rows = []
     for label, st in storms.items():
         if "error" in st:
-            rows.append([label, f"failed: {st['error'][:120]}", "", "", ""])
+            rows.append([label, f"failed: {st['error'][:120]}", "", "", "", ""])
             continue
         cpu = (st.get("collector") or {}).get("process_cpu_s")
-        cache = "on (2,000 entries)" if label == "cache" else "off (`WSMIGRATE_BUS_REPLAY_CACHE=0`)"
+        cached = (st.get("collector") or {}).get("replay_cache") or {}
+        cache = "on (20,000 entries, the default)" if label == "cache" else "off (`WSMIGRATE_BUS_REPLAY_CACHE=0`)"
         rows.append([
             cache, f"{fmt(st['reconnect_s'], '.1f')} s ({fmt_ratio(st.get('reconnect_vs_fresh'))})",
             f"{st['recovered']:,} recovered, {st['not_recovered']} not; {st['lost']} lost, "
             f"{st['duplicated']} duplicated",
             f"{st['events']:,} ({st['events'] / THREADS:,.0f} per topic)",
             f"{fmt(cpu, '.1f')} s" if cpu is not None else "n/a",
+            f"{cached.get('hits', 0):,} / {cached.get('misses', 0):,}" if cached else "n/a",
         ])
     return "\n".join([
         "### Restart storm after a longer outage\n",
@@ -945,7 +948,7 @@ def render_long_outage(storms: dict[str, Any]) -> str:
         f"starts it, and {LONG_OUTAGE_RATE:,} events/s are published throughout, so that every client replays "
         "tens of events: with the replay cache (the default) and without it. One run each.\n",
         table(["replay cache", "drop to all live again (vs fresh connect)", "replay", "events during the storm",
-               "restarted server CPU (start-up and storm)"], rows) + "\n",
+               "restarted server CPU (start-up and storm)", "replay cache hits / misses"], rows) + "\n",
     ])
 
 

@@ -16,8 +16,12 @@ counts from the replay, as before), sharing only the immutable event and the fra
 
 Bounded: at most `capacity` entries, least recently used evicted first, and none kept once
 unused for `idle_s` (dropped at the next replay): the cache holds what a storm's replays share,
-not the history, which stays in Redis. `evictions` counts both. A miss costs exactly the decode it
-would have cost without the cache. No I/O here.
+not the history, which stays in Redis. `evictions` counts both. A miss costs the decode it would
+have cost without the cache, plus keeping the result alive until it is evicted: a cache smaller
+than what a storm's replays share (its topics times the events they missed) misses nearly always
+and costs more than none (measured: 2,000 entries against 100 topics' replays of ~100 events,
+8 % hits and 22 % more CPU than no cache; 20,000 entries, 98 % hits and half the storm's time).
+No I/O here.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from collections.abc import Callable, Mapping
 from wsmigrate.unified.publication import Publication
 from wsmigrate.unified.redis_scripts import decode_publication
 
-DEFAULT_CAPACITY = 2_000  # entries of ~3.5 KiB with their frames (at most ~7 MiB): 100 topics x 20 missed events
+DEFAULT_CAPACITY = 20_000  # entries of ~3.5 KiB with their frames (at most ~70 MiB): 100 topics x 200 missed events
 DEFAULT_IDLE_S = 30.0
 
 

@@ -82,6 +82,9 @@ def app_factory() -> FastAPI:
         `?window=true` also starts a new longest-pause window."""
         pauses = app.state.runtime.collector.pauses
         summary = {**pauses.summary(), "process_cpu_s": time.process_time()}
+        decoded = getattr(app.state.runtime.bus.backend, "decoded", None)  # the Redis bus's replay cache
+        if decoded is not None:
+            summary["replay_cache"] = {"hits": decoded.hits, "misses": decoded.misses, "evictions": decoded.evictions}
         if window:
             pauses.take_longest()
         return summary

@@ -48,8 +48,8 @@ class Settings(EnvSettings):
     # one read brings several entries (unified/redis_listener.py); 0 reads at once, every time
     bus_read_interval_ms: float = Field(5.0, ge=0, le=1000)
     # Redis bus: history entries whose decoding concurrent replays share (unified/replay_cache.py;
-    # about 3.5 KiB each); 0 decodes every replay afresh
-    bus_replay_cache: int = Field(2000, ge=0, le=1_000_000)
+    # about 3.5 KiB each, held only while replays use them); 0 decodes every replay afresh
+    bus_replay_cache: int = Field(20_000, ge=0, le=1_000_000)
     # delivery
     outbox_capacity: int = Field(1000, ge=1)
     max_topics: int = Field(100, ge=1)

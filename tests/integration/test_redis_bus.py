@@ -268,7 +268,7 @@ def test_make_backend_builds_a_redis_backend_for_redis_urls() -> None:
     backend = make_backend(Settings.from_env({}, bus_url="rediss://cache:6380/2?prefix=blue", history_size=7))
     assert isinstance(backend, RedisBackend)
     assert (backend.url, backend.keys.prefix, backend.history_size) == ("rediss://cache:6380/2", "blue", 7)
-    assert backend.decoded.capacity == 2000
+    assert backend.decoded.capacity == 20_000
     tuned = make_backend(Settings.from_env({"WSMIGRATE_BUS_REPLAY_CACHE": "0",
                                             "WSMIGRATE_BUS_URL": "redis://cache:6379/0?shards=8"}))
     assert isinstance(tuned, RedisBackend)
