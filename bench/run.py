@@ -47,6 +47,7 @@ TOKEN = "bench-token-not-a-secret"
 THREADS = 100
 CONNECT_CONCURRENCY = 100  # sockets the load generator opens at once (fresh connects and reconnects alike)
 REDIS_SHARDS = 4  # the sharded Redis row: shards on the one Redis the row uses
+CLUSTER_SHARDS = 6  # the Redis Cluster row: 3 local primaries, 2 shards each
 LONG_OUTAGE_S, LONG_OUTAGE_RATE = 5.0, 200  # the long-outage storms: down 5 s, 200 events/s throughout
 REDIS_MAX_EVENTS = 10_000  # the Redis row: burst and paced events (its throughput is far lower, see the doc)
 FOLLOW_EVENTS, FOLLOW_RATE = 5_000, 500  # the Redis "cost follows subscriptions" runs (paced)
@@ -477,6 +478,51 @@ def redis_url(outdir: Path) -> Iterator[tuple[str | None, str]]:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def redis_cluster(outdir: Path, size: int = 3) -> Iterator[str | None]:
+    """A private Redis Cluster of `size` primaries on loopback, pinned to the server core (they
+    compete with the workers as a local Redis would); yields a seed URL, or None if it cannot start."""
+    binary, cli = shutil.which("redis-server"), shutil.which("redis-cli")
+    if binary is None or cli is None:
+        yield None
+        return
+    workdir = Path(tempfile.mkdtemp(prefix="wsmigrate-bench-cluster-"))
+    ports = [free_port() for _ in range(size)]
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        with (outdir / "redis-cluster.log").open("wb") as out:
+            for port in ports:
+                (workdir / str(port)).mkdir()
+                procs.append(subprocess.Popen(
+                    ["taskset", "-c", SERVER_CORE, binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "",
+                     "--appendonly", "no", "--dir", str(workdir / str(port)), "--cluster-enabled", "yes",
+                     "--cluster-config-file", "nodes.conf", "--cluster-port", str(free_port())],
+                    stdout=out, stderr=subprocess.STDOUT, start_new_session=True))
+            deadline = time.monotonic() + 10
+            while not all(redis_answers(port) for port in ports):
+                if time.monotonic() > deadline:
+                    yield None
+                    return
+                time.sleep(0.05)
+            subprocess.run([cli, "--cluster", "create", *(f"127.0.0.1:{port}" for port in ports),
+                            "--cluster-replicas", "0", "--cluster-yes"], check=True, stdout=out, stderr=out,
+                           timeout=30)
+            while b"cluster_state:ok" not in subprocess.run([cli, "-p", str(ports[0]), "cluster", "info"],
+                                                            capture_output=True, timeout=5).stdout:
+                if time.monotonic() > deadline + 20:
+                    yield None
+                    return
+                time.sleep(0.05)
+        yield f"redis://127.0.0.1:{ports[0]}"
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(10)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
 # -- aggregation ---------------------------------------------------------------------------------------
 
 
@@ -823,20 +869,14 @@ def render(args: argparse.Namespace, runs: dict[str, list[Any]], idle: dict[str,
                    "Both workers share core 0 (a private Redis started by the runner is pinned there too; one already "
                    "running is not), so this row shows the cost and correctness of the Redis path, not a scale-out "
                    "gain; the publisher keeps up to 256 publishes in flight (bench/servers/wsmigrate_server.py).\n")
-        sharded = redis.get("sharded") or {}
-        if "phases" in sharded:
-            sb, sp = sharded["phases"].get("burst", {}), sharded["phases"].get("paced", {})
-            unsharded = b.get("server_cpu_us_per_delivery")
-            cost = sb.get("server_cpu_us_per_delivery")
-            versus = f" ({cost / unsharded:.2f}x unsharded)" if cost and unsharded else ""
-            out.append(f"**The same row on a sharded bus** ({REDIS_SHARDS} shards on the same Redis, "
-                       f"`?shards={REDIS_SHARDS}`: each worker runs {REDIS_SHARDS} readers). Burst: "
-                       f"{fmt(sb.get('deliveries_per_s'))} deliveries/s, lost {sb.get('lost')}, duplicated "
-                       f"{sb.get('duplicated')}, server CPU {fmt(cost, '.1f')} us/delivery{versus}. Paced: p50 "
-                       f"{fmt(sp.get('p50_ms'), '.2f')} ms, p99 {fmt(sp.get('p99_ms'), '.2f')} ms, lost "
-                       f"{sp.get('lost')}, duplicated {sp.get('duplicated')}.\n")
-        elif sharded:
-            out.append(f"**The sharded row did not run**: {sharded.get('error', 'no result')}.\n")
+        out.append(render_redis_variant(
+            redis.get("sharded") or {}, b, "sharded row", "unsharded",
+            f"**The same row on a sharded bus** ({REDIS_SHARDS} shards on the same Redis, `?shards={REDIS_SHARDS}`: "
+            f"each worker runs {REDIS_SHARDS} readers)"))
+        out.append(render_redis_variant(
+            redis.get("cluster") or {}, b, "Redis Cluster row", "the one Redis",
+            "**The same row on a Redis Cluster** (three local primaries pinned to the server core, "
+            f"`?cluster=true&shards={CLUSTER_SHARDS}`; flags on the one Redis)"))
         out.append(render_follow(redis.get("follow") or {}))
         if redis.get("restart_storm"):
             out.append(render_storm(redis["restart_storm"], args, restart=True))
@@ -845,6 +885,20 @@ def render(args: argparse.Namespace, runs: dict[str, list[Any]], idle: dict[str,
     else:
         out.append(f"**Not run**: {redis.get('note', 'skipped')}.\n")
     return "\n".join(out)
+
+
+def render_redis_variant(result: dict[str, Any], base_burst: dict[str, Any], name: str, base: str,
+                         title: str) -> str:
+    """One sentence for a variant of the Redis row (sharded, on a cluster), against the plain row."""
+    if "phases" not in result:
+        return f"**The {name} did not run**: {result.get('error', 'no result')}.\n" if result else ""
+    burst, paced = result["phases"].get("burst", {}), result["phases"].get("paced", {})
+    plain, cost = base_burst.get("server_cpu_us_per_delivery"), burst.get("server_cpu_us_per_delivery")
+    versus = f" ({cost / plain:.2f}x {base})" if cost and plain else ""
+    return (f"{title}. Burst: {fmt(burst.get('deliveries_per_s'))} deliveries/s, lost {burst.get('lost')}, "
+            f"duplicated {burst.get('duplicated')}, server CPU {fmt(cost, '.1f')} us/delivery{versus}. Paced: p50 "
+            f"{fmt(paced.get('p50_ms'), '.2f')} ms, p99 {fmt(paced.get('p99_ms'), '.2f')} ms, lost "
+            f"{paced.get('lost')}, duplicated {paced.get('duplicated')}.\n")
 
 
 def render_follow(follow: dict[str, Any]) -> str:
@@ -1051,6 +1105,15 @@ def main(argv: list[str] | None = None) -> int:
                                   extra_env={"WSMIGRATE_BUS_URL": f"{url}?shards={REDIS_SHARDS}"}, workers=2)
                 redis["sharded"] = sharded
                 log_line(f"redis, {REDIS_SHARDS} shards: {summary(sharded)}")
+                with redis_cluster(outdir) as cluster:
+                    if cluster is None:
+                        redis["cluster"] = {"error": "a local Redis Cluster did not start"}
+                    else:  # the flags document stays on the one Redis primary
+                        cluster_env = {"WSMIGRATE_BUS_URL": f"{cluster}?cluster=true&shards={CLUSTER_SHARDS}",
+                                       "WSMIGRATE_FLAGS_URL": f"{url}?prefix=bench-flags-{os.getpid()}"}
+                        redis["cluster"] = one_run(spec, args, outdir, "redis-unified-2workers-cluster",
+                                                   "connect,warmup,burst,paced", workers=2, extra_env=cluster_env)
+                    log_line(f"redis cluster: {summary(redis['cluster'])}")
                 redis["follow"] = follow_runs(args, outdir, url, all_specs["unified"])
                 if args.storm:
                     redis["restart_storm"] = restart_storm(args, outdir, url, all_specs["unified"])
