@@ -193,6 +193,10 @@ class RedisBackend:
     def shard_of(self, topic: str) -> int:
         return 0 if self.shards is None else shard_of(topic, self.shards)
 
+    def _by_shard(self, topics: Sequence[str]) -> list[tuple[int, list[str]]]:
+        """`topics` grouped by the shard that sequences them, the first topic's shard first."""
+        return [(0, list(topics))] if self.shards is None else split_topics(topics, self.shards)
+
     def keys_of(self, topic: str) -> Keys:
         """The keys of the shard that sequences `topic`."""
         return self.shard_keys[self.shard_of(topic)]
@@ -260,8 +264,7 @@ class RedisBackend:
 
     async def append(self, event: Event, topics: Sequence[str], ingress: Ingress) -> bool:
         script = self._require(self._append)
-        parts = [(self.shard_of(topics[0]), list(topics))] if self.shards is None else \
-            split_topics(topics, self.shards)
+        parts = self._by_shard(topics)
         nonce = secrets.token_hex(8)
         facts, loop = ingress.to_json(), asyncio.get_running_loop()
         replies: list[asyncio.Future[Any]] = []
@@ -310,14 +313,8 @@ class RedisBackend:
                 batch, self._appends = self._appends[:APPEND_PIPELINE], self._appends[APPEND_PIPELINE:]
                 replies: list[Any]
                 try:
-                    replies = await self._run_appends(batch)
-                    if any(isinstance(result, NoScriptError) for result in replies):
-                        # A cluster node restarted and forgot the scripts (a plain pipeline reloads
-                        # them itself): nothing ran there; load them and send those appends again.
-                        await self._load_scripts()
-                        again = [i for i, result in enumerate(replies) if isinstance(result, NoScriptError)]
-                        for i, result in zip(again, await self._run_appends([batch[i] for i in again]), strict=True):
-                            replies[i] = result
+                    replies = await self._run_scripts([(script, keys, args) for script, keys, args, _ in batch])
+                    self.append_pipelines += 1
                 except CONNECTION_ERRORS as exc:
                     replies = [exc] * len(batch)
                 for (_, _, _, reply), result in zip(batch, replies, strict=True):
@@ -332,12 +329,23 @@ class RedisBackend:
             self._appends = batch + self._appends
             self._fail_appends(BusUnavailableError("the Redis bus backend stopped"))
 
-    async def _run_appends(self, batch: list[_Append]) -> list[Any]:
-        """One pipeline of append script calls (a cluster pipeline sends one per node); their replies."""
+    async def _run_scripts(self, calls: list[tuple[AsyncScript, list[str], list[Any]]]) -> list[Any]:
+        """Script calls in one pipeline (a cluster pipeline: one round trip per node); their replies,
+        an exception in place of each that failed. A plain pipeline loads missing scripts itself; a
+        cluster one does not, so a node that restarted and forgot them answers NOSCRIPT: nothing
+        ran there, and those calls go again once every primary has the scripts."""
+        replies = await self._pipeline(calls)
+        again = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+        if again:
+            await self._load_scripts()
+            for i, reply in zip(again, await self._pipeline([calls[i] for i in again]), strict=True):
+                replies[i] = reply
+        return replies
+
+    async def _pipeline(self, calls: list[tuple[AsyncScript, list[str], list[Any]]]) -> list[Any]:
         pipeline = self.connections.require_writer().pipeline(transaction=False)
-        for script, keys, args, _ in batch:
+        for script, keys, args in calls:
             await script(keys=keys, args=args, client=pipeline)  # type: ignore[arg-type]  # a pipeline is a client
-        self.append_pipelines += 1
         return list(await pipeline.execute(raise_on_error=False))
 
     def _fail_appends(self, error: Exception) -> None:
@@ -405,19 +413,17 @@ class RedisBackend:
         if not topics:
             return {}
         script = self._require(self._positions_script)
-        groups = [(self.shard_keys[0], list(topics))] if self.shards is None else [
-            (self.shard_keys[shard], part) for shard, part in split_topics(topics, self.shards)]
-        try:
-            if len(groups) == 1:
-                replies = [await script(keys=_position_keys(*groups[0]), args=_position_args(self, groups[0][1]))]
-            else:  # one script per shard, all in one pipeline (a cluster pipeline: one round trip per node)
-                pipeline = self.connections.require_writer().pipeline(transaction=False)
-                for keys, part in groups:
-                    await script(keys=_position_keys(keys, part), args=_position_args(self, part),
-                                 client=pipeline)  # type: ignore[arg-type]  # a pipeline is a client
-                replies = list(await pipeline.execute())
+        groups = self._by_shard(topics)
+        calls = [(script, _position_keys(self.shard_keys[shard], part), _position_args(self, part))
+                 for shard, part in groups]
+        try:  # one shard: one script call; several: one per shard, all in one pipeline
+            replies = [await script(keys=calls[0][1], args=calls[0][2])] if len(calls) == 1 else \
+                await self._run_scripts(calls)
         except CONNECTION_ERRORS as exc:
             raise BusUnavailableError(f"cannot read positions from the Redis bus: {exc!r}") from exc
+        failed = next((reply for reply in replies if isinstance(reply, BaseException)), None)
+        if failed is not None:
+            raise BusUnavailableError(f"cannot read positions from the Redis bus: {failed!r}") from failed
         found = {topic: Position(str(epoch), int(seq))
                  for (_, part), reply in zip(groups, replies, strict=True)
                  for topic, (epoch, seq) in zip(part, reply, strict=True)}

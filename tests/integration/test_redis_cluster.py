@@ -147,6 +147,14 @@ async def test_a_node_that_forgot_its_scripts_still_takes_appends(redis_cluster:
                 await raw.script_flush()  # what a restarted node has: no scripts
             finally:
                 await raw.aclose()
+        topics = [f"thread:{n}" for n in range(1, 13)]
+        assert {topic: p.seq for topic, p in (await worker.positions(topics)).items()} == dict.fromkeys(topics, 0)
+        for node in redis_cluster.nodes:  # again: the positions above loaded the scripts back
+            raw = Redis(host="127.0.0.1", port=node.port)
+            try:
+                await raw.script_flush()
+            finally:
+                await raw.aclose()
         events = [chunk(n, "x") for n in range(1, 13)]
         for event in events:
             assert await append(worker, event)
