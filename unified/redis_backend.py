@@ -75,7 +75,7 @@ from wsmigrate.unified.redis_scripts import (
 )
 from wsmigrate.unified.redis_url import bus_url_options, parse_flag
 from wsmigrate.unified.replay_cache import DEFAULT_CAPACITY, DecodedEntries
-from wsmigrate.unified.shard_liveness import LivenessSummary
+from wsmigrate.unified.shard_liveness import DEFAULT_WINDOW_S, LivenessSummary
 from wsmigrate.unified.shard_map import check_shards, shard_of, split_topics
 
 __all__ = ["BusUnavailableError", "RedisBackend"]
@@ -166,7 +166,10 @@ class RedisBackend:
         self.connections = BusConnections(
             self.url, cluster=self.cluster, prefix=self.keys.prefix, worker_id=self.worker_id,
             socket_timeout_s=socket_timeout_s, read_block_ms=int(heartbeat_interval_s * 1000))
-        self._liveness = LivenessSummary(metrics, lambda: self.listeners)
+        # the liveness gauges: one listener's own, or the worst of a sharded bus's (summed up at most
+        # every DEFAULT_WINDOW_S there, so that K listeners do not each compute it over all K)
+        self._liveness = LivenessSummary(metrics, lambda: self.listeners,
+                                         window_s=0.0 if self.shards is None else DEFAULT_WINDOW_S)
         self._append: AsyncScript | None = None
         self._snapshot_script: AsyncScript | None = None
         self._positions_script: AsyncScript | None = None
@@ -227,13 +230,12 @@ class RedisBackend:
                     stop_timeout_s=block_ms / 1000 + self.socket_timeout_s + 1,
                     on_discontinuity=self.on_discontinuity,
                     wants=wants if self.skip_unwanted else None, read_interval_s=self.read_interval_s,
-                    on_liveness=self._liveness.report if self.shards is not None else None,
+                    on_liveness=self._liveness.report,
                     relocate=self.connections.relocator(which, keys),
                 ))
             await asyncio.gather(*(listener.start(deliver, timeout=self.catch_up_timeout_s)
                                    for listener in self.listeners))
-            if self.shards is not None:
-                self._liveness.flush()  # live from the first request on, gauges included
+            self._liveness.flush()  # live from the first request on, gauges included
         except CONNECTION_ERRORS as exc:
             await self.stop()
             raise BusUnavailableError(f"cannot reach the Redis bus: {exc!r}") from exc
@@ -252,8 +254,7 @@ class RedisBackend:
             await asyncio.gather(self._appender, return_exceptions=True)
         self._fail_appends(BusUnavailableError("the Redis bus backend stopped"))
         await asyncio.gather(*(listener.stop() for listener in self.listeners))
-        if self.shards is not None:
-            self._liveness.flush()  # the readers' last reports
+        self._liveness.flush()  # the readers' last reports
         await self.connections.close()
         self._append = self._snapshot_script = self._positions_script = None
 

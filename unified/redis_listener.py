@@ -117,8 +117,8 @@ class StreamListener:
         relocate: Relocate | None = None,
     ) -> None:
         self._reader = reader
-        # Called instead of setting the liveness gauges when several listeners share them (one per
-        # shard of a sharded bus): the owner reports the worst of them.
+        # Called whenever this listener's liveness is refreshed: the owner publishes the gauges (for
+        # a sharded bus, the worst of its listeners: `unified.shard_liveness`).
         self._on_liveness = on_liveness
         self._writer = writer
         self._reader_id: int | None = None
@@ -229,13 +229,11 @@ class StreamListener:
             raise asyncio.CancelledError
 
     def _refresh(self) -> None:
-        """Publish liveness (gauges, and wake `wait_until_healthy`) as of now."""
+        """Publish liveness as of now: to the owner (`on_liveness`, which sets the gauges) and to
+        `wait_until_healthy`."""
         up = self.healthy()
         if self._on_liveness is not None:
             self._on_liveness()
-        elif self.metrics is not None:
-            self.metrics.bus_listener_up.set(1 if up else 0)
-            self.metrics.bus_heartbeat_age.set(self.heartbeat_age())
         if up != self._reported_up:
             self._reported_up = up
             self._liveness_changed.set()

@@ -1,11 +1,12 @@
-"""One liveness report for the readers of a sharded bus.
+"""One liveness report for the readers of a Redis bus (one reader, or one per shard).
 
 Each shard's reader knows whether it is live (`StreamListener.healthy`: its own heartbeats come
 back through it). The worker exports one `wsmigrate_bus_listener_up` and one heartbeat age, and
 they must say the worst of the readers: a worker with one shard unread is not live. Each reader
 calls `report` whenever its own liveness is refreshed; the summary over all K readers is computed
-at most every `window_s` (K readers each computing it would cost K^2 a second), and a report that
-falls inside the window is made at its end, so the last change is never left out.
+at most every `window_s` (K readers each computing it would cost K^2 a second; with one reader the
+window is 0 and every report is made at once), and a report that falls inside the window is made
+at its end, so the last change is never left out.
 """
 
 from __future__ import annotations
