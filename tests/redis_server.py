@@ -163,19 +163,9 @@ class RedisClusterServers:
 
     def wait_ok(self) -> None:
         """Until every node says `cluster_state:ok` and knows every other (bounded)."""
-        deadline = time.monotonic() + START_TIMEOUT_S
-        for node in self.nodes:
-            client = redis.Redis(host="127.0.0.1", port=node.port, socket_timeout=2)
-            try:
-                while True:
-                    info = client.execute_command("CLUSTER INFO")
-                    if info.get("cluster_state") == "ok" and int(info.get("cluster_known_nodes", 0)) == len(self.nodes):
-                        break
-                    if time.monotonic() > deadline:
-                        raise RuntimeError(f"the Redis Cluster did not converge within {START_TIMEOUT_S}s: {info}")
-                    time.sleep(0.05)  # polling the cluster's gossip; there is nothing to wait on
-            finally:
-                client.close()
+        _wait_until(self.nodes, lambda client: client.execute_command("CLUSTER INFO"),
+                    lambda info: info.get("cluster_state") == "ok"
+                    and int(info.get("cluster_known_nodes", 0)) == len(self.nodes))
 
     def add_replica(self, primary: RedisServer) -> RedisServer:
         """A new node replicating `primary`, returned once its replication link is up."""
@@ -192,7 +182,8 @@ class RedisClusterServers:
              primary_id.decode() if isinstance(primary_id, bytes) else str(primary_id)],
             check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=START_TIMEOUT_S,
         )
-        self._wait_info(replica, "replication", lambda info: info.get("master_link_status") == "up")
+        _wait_until([replica], lambda client: client.info("replication"),
+                    lambda info: info.get("master_link_status") == "up")
         self.wait_ok()
         address = f"127.0.0.1:{replica.port}"
         self._wait_nodes(lambda nodes: "slave" in nodes.get(address, {}).get("flags", ""))  # known as its replica
@@ -206,7 +197,7 @@ class RedisClusterServers:
             client.execute_command("CLUSTER FAILOVER")
         finally:
             client.close()
-        self._wait_info(replica, "replication", lambda info: info.get("role") == "master")
+        _wait_until([replica], lambda client: client.info("replication"), lambda info: info.get("role") == "master")
         address = f"127.0.0.1:{replica.port}"
         self._wait_nodes(lambda nodes: "master" in nodes.get(address, {}).get("flags", ""))
         self.wait_ok()
@@ -235,28 +226,7 @@ class RedisClusterServers:
 
     def _wait_nodes(self, done: Callable[[dict[str, Any]], bool]) -> None:
         """Until `done(CLUSTER NODES)` holds on every node (bounded)."""
-        deadline = time.monotonic() + START_TIMEOUT_S
-        for node in self.nodes:
-            client = redis.Redis(host="127.0.0.1", port=node.port, socket_timeout=2, decode_responses=True)
-            try:
-                while not done(nodes := client.execute_command("CLUSTER NODES")):
-                    if time.monotonic() > deadline:
-                        raise RuntimeError(f"the Redis Cluster did not get there within {START_TIMEOUT_S}s: {nodes}")
-                    time.sleep(0.05)  # polling the cluster's gossip; there is nothing to wait on
-            finally:
-                client.close()
-
-    @staticmethod
-    def _wait_info(node: RedisServer, section: str, done: Callable[[dict[str, Any]], bool]) -> None:
-        client = redis.Redis(host="127.0.0.1", port=node.port, socket_timeout=2)
-        deadline = time.monotonic() + START_TIMEOUT_S
-        try:
-            while not done(info := client.info(section)):
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"node {node.port} did not get there within {START_TIMEOUT_S}s: {info}")
-                time.sleep(0.05)  # polling the node's own report; there is nothing to wait on
-        finally:
-            client.close()
+        _wait_until(self.nodes, lambda client: client.execute_command("CLUSTER NODES"), done)
 
     def node_of(self, key: str) -> RedisServer:
         """The node that serves `key`'s slot."""
@@ -271,6 +241,20 @@ class RedisClusterServers:
     def close(self) -> None:
         for node in self.nodes:
             node.close()
+
+
+def _wait_until(nodes: list[RedisServer], read: Callable[[redis.Redis], Any], done: Callable[[Any], bool]) -> None:
+    """Until `done(read(node))` holds on every node, within START_TIMEOUT_S in all."""
+    deadline = time.monotonic() + START_TIMEOUT_S
+    for node in nodes:
+        client = redis.Redis(host="127.0.0.1", port=node.port, socket_timeout=2, decode_responses=True)
+        try:
+            while not done(seen := read(client)):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"node {node.port} did not get there within {START_TIMEOUT_S}s: {seen}")
+                time.sleep(0.05)  # polling the cluster's own report (gossip, replication); nothing to wait on
+        finally:
+            client.close()
 
 
 def _serves(node: dict[str, Any], slot: int) -> bool:
