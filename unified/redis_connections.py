@@ -76,10 +76,7 @@ class BusConnections:
         if not isinstance(writer, RedisCluster):
             reader = self.readers[shard or 0] = self._new_reader(self.url, shard)
             return reader, writer
-        node = writer.get_node_from_key(keys.events)
-        if node is None:
-            raise BusUnavailableError(f"no Redis Cluster node serves the slot of {keys.events}")
-        return self._on_node(shard, str(node.host), int(node.port))
+        return self._on_node(shard, *_serving(writer, keys))
 
     def relocator(self, shard: int | None, keys: Keys) -> Relocate | None:
         """On a cluster, a shard reader's `relocate`: the clients of the node serving the shard's slot
@@ -92,10 +89,7 @@ class BusConnections:
             if not isinstance(cluster, RedisCluster):
                 return None
             await cluster.nodes_manager.initialize()  # the slot map as the cluster says it is now
-            node = cluster.get_node_from_key(keys.events)
-            if node is None:
-                raise BusUnavailableError(f"no Redis Cluster node serves the slot of {keys.events}")
-            where = (str(node.host), int(node.port))
+            where = _serving(cluster, keys)
             old = self.readers[shard or 0]
             kwargs = old.connection_pool.connection_kwargs
             if (kwargs.get("host"), kwargs.get("port")) == where:
@@ -132,3 +126,11 @@ class BusConnections:
             socket_connect_timeout=self.socket_timeout_s, client_name=self.reader_name(shard),
             retry=Retry(NoBackoff(), 0),
         )
+
+
+def _serving(cluster: RedisCluster, keys: Keys) -> tuple[str, int]:
+    """(host, port) of the node that serves the slot of `keys`' stream, by the cluster's slot map."""
+    node = cluster.get_node_from_key(keys.events)
+    if node is None:
+        raise BusUnavailableError(f"no Redis Cluster node serves the slot of {keys.events}")
+    return str(node.host), int(node.port)

@@ -281,8 +281,8 @@ class Runtime:
 
     async def stop_relay(self) -> None:
         """Stop the outbox relay (idempotent): it is done with the application's engine once this
-        returns, calls still running in worker threads included. `WsMigrate.install`'s lifespan calls it before the
-        application's own teardown, `stop` again in any case."""
+        returns, calls still running in worker threads included. `WsMigrate.install`'s lifespan
+        calls it before the application's own teardown, `stop` again in any case."""
         if self.relay is not None:
             await self.relay.stop()
 
