@@ -398,23 +398,26 @@ def long_outage_storms(args: argparse.Namespace, outdir: Path, url: str, spec: S
                                ("no-cache", {"WSMIGRATE_BUS_REPLAY_CACHE": "0"}))}
 
 
-def follow_runs(args: argparse.Namespace, outdir: Path, url: str, spec: ServerSpec) -> dict[str, Any]:
+def follow_runs(args: argparse.Namespace, outdir: Path, url: str, spec: ServerSpec,
+                delivery: str = "stream") -> dict[str, Any]:
     """Does a worker's cost follow its own subscriptions? Three servers on one Redis bus: one only
     publishes, A and B hold the subscribers. `all`: every client on A (B holds none); `halves`: the
     clients of threads 1-50 on A, 51-100 on B. Per server, CPU per published event, in a burst
-    (entries read in batches) and paced (about one entry per read)."""
+    (entries read in batches) and paced (about one entry per read). `delivery`: the bus URL's
+    (`stream`: every worker reads the global stream; `topics`: Redis pushes each what it follows)."""
     results: dict[str, Any] = {}
     for placement in ("all", "halves"):
-        bus = f"{url}?prefix=bench-follow-{placement}-{os.getpid()}-{int(time.time())}"
+        bus = f"{url}?prefix=bench-follow-{placement}-{os.getpid()}-{int(time.time())}&delivery={delivery}"
         ports = [free_port() for _ in range(3)]
         try:
             with contextlib.ExitStack() as stack:
-                procs = [stack.enter_context(running_server(spec, port, outdir / f"follow-{placement}-{role}.log",
+                procs = [stack.enter_context(running_server(spec, port,
+                                                            outdir / f"follow-{delivery}-{placement}-{role}.log",
                                                             {"WSMIGRATE_BUS_URL": bus}))[0]
                          for role, port in zip(("publisher", "a", "b"), ports, strict=True)]
                 groups = [descendants(proc.pid) for proc in procs]
                 result = loadgen(spec, ports[0], [pid for group in groups for pid in group],
-                                 "connect,warmup,burst,paced", args, outdir / f"follow-{placement}.json",
+                                 "connect,warmup,burst,paced", args, outdir / f"follow-{delivery}-{placement}.json",
                                  extra=["--sub-ports", f"{ports[1]},{ports[2]}", "--placement", placement,
                                         "--events", str(FOLLOW_EVENTS), "--paced-events", str(FOLLOW_EVENTS),
                                         "--rate", str(FOLLOW_RATE)])
@@ -431,8 +434,8 @@ def follow_runs(args: argparse.Namespace, outdir: Path, url: str, spec: ServerSp
                           "b_us_per_event": per_event[2], "lost": measured["lost"],
                           "duplicated": measured["duplicated"], "p99_ms": measured["p99_ms"],
                           "events": measured["events"]}
-            log_line(f"follow {placement} {phase}: us/event publisher {per_event[0]:.1f} a {per_event[1]:.1f} "
-                     f"b {per_event[2]:.1f}; lost {measured['lost']} dup {measured['duplicated']}")
+            log_line(f"follow ({delivery}) {placement} {phase}: us/event publisher {per_event[0]:.1f} "
+                     f"a {per_event[1]:.1f} b {per_event[2]:.1f}; lost {measured['lost']} dup {measured['duplicated']}")
         results[placement] = row
     return results
 
@@ -686,19 +689,27 @@ def target_rows(runs: dict[str, list[Any]], idle: dict[str, Any], all_specs: dic
     add("Redis bus (2 workers): CPU per delivery <= 1.5x the in-memory path's (burst)",
         f"{fmt_ratio(r_redis)} ({fmt(cpu_redis, '.1f')} us vs {fmt(cpu_memory, '.1f')} us)",
         None if r_redis is None else r_redis <= 1.5)
-    follow = (redis or {}).get("follow") or {}
-    follow_ratios: dict[str, tuple[float | None, float | None, float | None]] = {}
-    for phase in ("burst", "paced"):
-        one = follow.get("all", {}).get(phase, {}).get("a_us_per_event")
-        halves = follow.get("halves", {}).get(phase, {})
-        half = None if "a_us_per_event" not in halves else (halves["a_us_per_event"] + halves["b_us_per_event"]) / 2
-        follow_ratios[phase] = (ratio(half, one), half, one)
-    measured_follow = "; ".join(f"{phase} {fmt_ratio(r)} ({fmt(half, '.1f')} vs {fmt(one, '.1f')} us per event)"
-                                for phase, (r, half, one) in follow_ratios.items())
-    follow_ok = [r <= 0.6 for r, _, _ in follow_ratios.values() if r is not None]
-    add("Redis bus: a worker holding the subscribers of half the topics costs <= 0.6x per published event what "
-        "one holding all of them costs (burst and paced)", measured_follow,
-        None if len(follow_ok) < 2 else all(follow_ok))
+    topics_phases = ((redis or {}).get("topics") or {}).get("phases", {})
+    cpu_topics = topics_phases.get("burst", {}).get("server_cpu_us_per_delivery")
+    r_topics = ratio(cpu_topics, cpu_memory)
+    add("Redis bus with delivery by topics (2 workers): CPU per delivery <= 1.5x the in-memory path's (burst)",
+        f"{fmt_ratio(r_topics)} ({fmt(cpu_topics, '.1f')} us vs {fmt(cpu_memory, '.1f')} us)",
+        None if r_topics is None else r_topics <= 1.5)
+    for key, how in (("follow", "reading the global stream"), ("follow_topics", "with delivery by topics")):
+        follow = (redis or {}).get(key) or {}
+        follow_ratios: dict[str, tuple[float | None, float | None, float | None]] = {}
+        for phase in ("burst", "paced"):
+            one = follow.get("all", {}).get(phase, {}).get("a_us_per_event")
+            halves = follow.get("halves", {}).get(phase, {})
+            half = None if "a_us_per_event" not in halves else \
+                (halves["a_us_per_event"] + halves["b_us_per_event"]) / 2
+            follow_ratios[phase] = (ratio(half, one), half, one)
+        measured_follow = "; ".join(f"{phase} {fmt_ratio(r)} ({fmt(half, '.1f')} vs {fmt(one, '.1f')} us per event)"
+                                    for phase, (r, half, one) in follow_ratios.items())
+        follow_ok = [r <= 0.6 for r, _, _ in follow_ratios.values() if r is not None]
+        add(f"Redis bus, {how}: a worker holding the subscribers of half the topics costs <= 0.6x per published "
+            "event what one holding all of them costs (burst and paced)", measured_follow,
+            None if len(follow_ok) < 2 else all(follow_ok))
     st = storm or {}
     longest = (st.get("collector") or {}).get("longest_ms")
     add(f"Reconnect storm: {st.get('clients', 10_000):,} clients back with `since` in <= 2x a fresh connect",
@@ -877,7 +888,12 @@ def render(args: argparse.Namespace, runs: dict[str, list[Any]], idle: dict[str,
             redis.get("cluster") or {}, b, "Redis Cluster row", "the one Redis",
             "**The same row on a Redis Cluster** (three local primaries pinned to the server core, "
             f"`?cluster=true&shards={CLUSTER_SHARDS}`; flags on the one Redis)"))
-        out.append(render_follow(redis.get("follow") or {}))
+        out.append(render_redis_variant(
+            redis.get("topics") or {}, b, "row with delivery by topics", "reading the global stream",
+            "**The same row with delivery by topics** (`?delivery=topics`: Redis pushes each worker the events "
+            "of the topics it follows; here both follow all 100)"))
+        out.append(render_follow(redis.get("follow") or {}, "reading the global stream (`delivery=stream`)"))
+        out.append(render_follow(redis.get("follow_topics") or {}, "with delivery by topics (`?delivery=topics`)"))
         if redis.get("restart_storm"):
             out.append(render_storm(redis["restart_storm"], args, restart=True))
         if redis.get("long_outage"):
@@ -901,7 +917,7 @@ def render_redis_variant(result: dict[str, Any], base_burst: dict[str, Any], nam
             f"{paced.get('lost')}, duplicated {paced.get('duplicated')}.\n")
 
 
-def render_follow(follow: dict[str, Any]) -> str:
+def render_follow(follow: dict[str, Any], how: str) -> str:
     rows = []
     placements = (("all", "all 1,000 clients on A, none on B"), ("halves", "threads 1-50 on A, 51-100 on B"))
     for placement, label in placements:
@@ -914,7 +930,7 @@ def render_follow(follow: dict[str, Any]) -> str:
             rows.append([label, phase, fmt(m["publisher_us_per_event"], ".1f"), fmt(m["a_us_per_event"], ".1f"),
                          fmt(m["b_us_per_event"], ".1f"), f"{m['lost']} / {m['duplicated']}", fmt(m["p99_ms"], ".2f")])
     return "\n".join([
-        "**Cost follows subscriptions.** Three single-process servers on the same Redis bus: one only "
+        f"**Cost follows subscriptions, {how}.** Three single-process servers on the same Redis bus: one only "
         f"publishes ({FOLLOW_EVENTS:,} events to random threads as a burst, then {FOLLOW_EVENTS:,} at "
         f"{FOLLOW_RATE}/s), A and B hold the 1,000 subscribers. Server CPU per published event, one run each:\n",
         table(["placement", "phase", "publisher us/event", "A us/event", "B us/event", "lost / dup", "p99 ms"],
@@ -1114,7 +1130,12 @@ def main(argv: list[str] | None = None) -> int:
                         redis["cluster"] = one_run(spec, args, outdir, "redis-unified-2workers-cluster",
                                                    "connect,warmup,burst,paced", workers=2, extra_env=cluster_env)
                     log_line(f"redis cluster: {summary(redis['cluster'])}")
+                topics = one_run(spec, args, outdir, "redis-unified-2workers-topics", "connect,warmup,burst,paced",
+                                 extra_env={"WSMIGRATE_BUS_URL": f"{url}?delivery=topics"}, workers=2)
+                redis["topics"] = topics
+                log_line(f"redis, delivery=topics: {summary(topics)}")
                 redis["follow"] = follow_runs(args, outdir, url, all_specs["unified"])
+                redis["follow_topics"] = follow_runs(args, outdir, url, all_specs["unified"], delivery="topics")
                 if args.storm:
                     redis["restart_storm"] = restart_storm(args, outdir, url, all_specs["unified"])
                     redis["long_outage"] = long_outage_storms(args, outdir, url, all_specs["unified"])

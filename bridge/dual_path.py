@@ -114,8 +114,10 @@ class DualPath:
         self.bus.decide_rollout(self.decide_rollout)
         # The legacy path needs a publication when this worker has legacy sockets at all: which of
         # them follow it is known only from the event's data (its legacy route), after decoding.
+        # A bus that delivers by followed topics brings it what it needs anyway: each legacy socket's
+        # compat connection follows the topic of every route the socket follows (`subscribed`).
         self.bus.attach(self.on_publication, interest=lambda _type, _topics: self.legacy.connection_count > 0,
-                        every_publication=True)
+                        every_publication=True, followed_topics_only=True)
         self.unified.compat_gate = self.unified_path_involved
         self.legacy.set_listener(self, label_for=self.frame_label)
         if self.cohorts is not None:

@@ -54,6 +54,17 @@ class BusBackend(Protocol):
     def healthy(self) -> bool:
         """True while events can flow through this backend."""
 
+    def follow(self, topic: str) -> None:
+        """Something on this node follows `topic` now (`EventBus.follow`). A backend that delivers
+        each node only what it follows must, from the next `position`/`replay` of `topic` on,
+        deliver every later publication of it; others may ignore it. Called on the event loop."""
+
+    def unfollow(self, topic: str) -> None:
+        """Nothing on this node follows `topic` any more."""
+
+    def follow_types(self, event_types: frozenset[str]) -> None:
+        """The event types this node needs whatever their topics (`EventBus.followed_types`)."""
+
 
 class RecentIds:
     """A bounded set of recently seen event ids (oldest forgotten first)."""
@@ -106,6 +117,16 @@ class MemoryBackend:
 
     def healthy(self) -> bool:
         return True
+
+    # every publication is made and delivered here: there is nothing to follow
+    def follow(self, topic: str) -> None:
+        pass
+
+    def unfollow(self, topic: str) -> None:
+        pass
+
+    def follow_types(self, event_types: frozenset[str]) -> None:
+        pass
 
 
 def sequence(history: TopicHistory, event: Event, topics: Sequence[str], ingress: Ingress) -> Publication:

@@ -18,6 +18,15 @@ nothing on this worker needs, so a worker's cost follows its own subscriptions. 
 sinks (the connection manager, the bridge) are attached with `every_publication=True`: their
 interest says which entries this worker must take in (a topic one of its connections follows, any
 legacy socket), and they still see, and count, every publication it took in.
+
+Following. A backend that can have each worker receive only what it needs (the Redis bus with
+`?delivery=topics`, `unified.redis_follower`) is told what that is, in structure rather than as a
+callable: the topics this node follows (`follow`/`unfollow`, called by the connection managers as
+their indexes gain and lose a topic; counted, so a topic leaves only when nothing follows it) and
+the event types it needs whatever their topics (`followed_types`: those of `subscribe` handlers and
+of sinks attached with `event_types`). A sink attached with `followed_topics_only=True` (the
+connection managers) needs nothing beyond the followed topics; a handler of every type, or a sink
+that declares neither, makes the node need every declared type. Other backends ignore it.
 """
 
 from __future__ import annotations
@@ -27,7 +36,7 @@ import concurrent.futures
 import inspect
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from wsmigrate.metrics import WsMetrics
@@ -115,6 +124,9 @@ class EventBus:
         self._handlers: dict[str | None, dict[Handler, _HandlerWorker]] = {}
         # (sink, interest, called with every publication taken in whatever its interest says)
         self._sinks: list[tuple[Sink, Interest | None, bool]] = []
+        # what the sinks need taken in beyond the followed topics: their event types, or None (all)
+        self._sink_types: list[frozenset[str] | None] = []
+        self._followed: dict[str, int] = {}  # topic -> how many indexes follow it (module docstring)
         self._rollout: RolloutHook | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._published: dict[tuple[str, str], Any] = {}  # (event type, origin) -> counter child, cached
@@ -143,18 +155,58 @@ class EventBus:
         workers = self._handlers.setdefault(key, {})
         if handler not in workers:
             workers[handler] = _HandlerWorker(handler, self.handler_queue_size, self.metrics)
+            self._types_changed()
 
     def unsubscribe(self, event_type: EventName | None, handler: Handler) -> None:
         key = None if event_type is None else event_name(event_type)
         worker = self._handlers.get(key, {}).pop(handler, None)
         if worker is not None and self._loop is not None:
             self._loop.create_task(worker.stop())
+        self._types_changed()
 
-    def attach(self, sink: Sink, interest: Interest | None = None, *, every_publication: bool = False) -> None:
+    def attach(self, sink: Sink, interest: Interest | None = None, *, every_publication: bool = False,
+               event_types: Iterable[EventName] | None = None, followed_topics_only: bool = False) -> None:
         """Register a synchronous delivery sink, called with the publications `interest` accepts (None:
         all). `every_publication`: called with all that this node takes in, `interest` only deciding
-        which ones it must take in (see module docstring)."""
+        which ones it must take in. `event_types` / `followed_topics_only`: what the sink needs this
+        node to take in, for a backend that follows (module docstring, Following)."""
         self._sinks.append((sink, interest, every_publication))
+        types = None if event_types is None else frozenset(self.catalog.spec(t).name for t in event_types)
+        self._sink_types.append(frozenset() if followed_topics_only and types is None else types)
+        self._types_changed()
+
+    # -- following -------------------------------------------------------------------------------
+
+    def follow(self, topic: str) -> None:
+        """Something on this node follows `topic` now (counted; see module docstring, Following)."""
+        count = self._followed.get(topic, 0)
+        self._followed[topic] = count + 1
+        if not count:
+            self.backend.follow(topic)
+
+    def unfollow(self, topic: str) -> None:
+        count = self._followed.get(topic, 0)
+        if count > 1:
+            self._followed[topic] = count - 1
+        elif count == 1:
+            del self._followed[topic]
+            self.backend.unfollow(topic)
+
+    @property
+    def followed_topics(self) -> frozenset[str]:
+        return frozenset(self._followed)
+
+    def followed_types(self) -> frozenset[str]:
+        """The event types this node needs whatever their topics (module docstring, Following)."""
+        if self._handlers.get(None) or any(types is None for types in self._sink_types):
+            return frozenset((*self.catalog.names, *self.catalog.internal_names))
+        needed = {name for name, workers in self._handlers.items() if name is not None and workers}
+        for types in self._sink_types:
+            needed.update(types or ())
+        return frozenset(needed)
+
+    def _types_changed(self) -> None:
+        self.backend.follow_types(self.followed_types())
 
     def wants(self, event_type: str, topics: Sequence[str]) -> bool:
         """Whether anything on this node needs the publication of `event_type` on `topics`."""

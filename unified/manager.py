@@ -88,19 +88,23 @@ class Connection:
         return self.renderer(publication, topic, self)
 
 
-def _join(index: dict[str, set[Connection]], topic: str, connection: Connection) -> None:
+def _join(index: dict[str, set[Connection]], topic: str, connection: Connection, bus: EventBus) -> None:
+    """Add `connection` to `index[topic]`; an index that starts holding the topic follows it on the
+    bus (`EventBus.follow`, counted per index: a topic moving between indexes in one step stays)."""
     members = index.get(topic)
     if members is None:
         members = index[topic] = set()
+        bus.follow(topic)
     members.add(connection)
 
 
-def _leave(index: dict[str, set[Connection]], topic: str, connection: Connection) -> None:
+def _leave(index: dict[str, set[Connection]], topic: str, connection: Connection, bus: EventBus) -> None:
     members = index.get(topic)
     if members is not None:
         members.discard(connection)
         if not members:
             del index[topic]
+            bus.unfollow(topic)
 
 
 class ConnectionManager:
@@ -131,7 +135,7 @@ class ConnectionManager:
         self._live: dict[str, set[Connection]] = {}
         self._buffering: dict[str, set[Connection]] = {}
         self._compat: dict[str, set[Connection]] = {}
-        bus.attach(self.on_publication, interest=self.follows_any, every_publication=True)
+        bus.attach(self.on_publication, interest=self.follows_any, every_publication=True, followed_topics_only=True)
 
     # -- connections -----------------------------------------------------------------------------
 
@@ -205,7 +209,7 @@ class ConnectionManager:
         for topic in fresh:
             connection.topics.add(topic)
             connection.buffering[topic] = []
-            _join(self._buffering, topic, connection)
+            _join(self._buffering, topic, connection, self.bus)
         self._gauge_subscriptions(connection, len(fresh))
 
         positions: dict[str, TopicPosition] = {}
@@ -230,8 +234,8 @@ class ConnectionManager:
             held = connection.buffering.pop(topic, None)
             if held is None:  # dropped while the subscribe was being answered
                 continue
-            _leave(self._buffering, topic, connection)
-            _join(self._live, topic, connection)
+            _join(self._live, topic, connection, self.bus)  # before leaving: the topic stays followed
+            _leave(self._buffering, topic, connection, self.bus)
             if topic in replays:
                 replayed = replays[topic]
                 # Asked for by `since`: sent even if the event reached this connection before through
@@ -270,7 +274,7 @@ class ConnectionManager:
         fresh = [t for t in dict.fromkeys(topics) if t not in connection.topics]
         for topic in fresh:
             connection.topics.add(topic)
-            _join(index, topic, connection)
+            _join(index, topic, connection, self.bus)
         self._gauge_subscriptions(connection, len(fresh))
 
     def unsubscribe(self, connection: Connection, topics: Iterable[str]) -> list[str]:
@@ -282,9 +286,9 @@ class ConnectionManager:
         for topic in topics:
             connection.topics.discard(topic)
             if connection.buffering.pop(topic, None) is not None:
-                _leave(self._buffering, topic, connection)
+                _leave(self._buffering, topic, connection, self.bus)
             else:
-                _leave(self._live if connection.renderer is None else self._compat, topic, connection)
+                _leave(self._live if connection.renderer is None else self._compat, topic, connection, self.bus)
         self._gauge_subscriptions(connection, -len(topics))
 
     # -- liveness --------------------------------------------------------------------------------

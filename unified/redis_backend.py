@@ -32,6 +32,14 @@ replay, rollback detection (per shard) and read-your-position (the topic's shard
 exactly as unsharded; order *across* shards is not defined, and an event whose topics fall in
 several shards is one publication per shard (`Publication.part`, docs/protocol.md, "Sharded bus").
 
+Delivery. By default (`delivery="stream"`) each worker reads its shards' global streams and skips
+what nothing on it needs. With `delivery="topics"` (`?delivery=topics`) it reads none of them:
+Redis pushes it the entries of the topics and event types it follows (`follow`, `follow_types`;
+`unified.redis_follower`), so its cost follows its own subscriptions. Read-your-position holds
+(the subscription is confirmed before the position is read, then a PING proves the pushes up to it
+arrived), and so do per-topic order and replay; what pub/sub can lose is reported as a
+discontinuity. Both kinds of worker can share one deployment: every append publishes its pushes.
+
 Publishing while Redis is unreachable raises `BusUnavailableError`. Retrying with the same
 `event_id` is always safe: the dedup key remembers which append published the id, so a retry of
 an append whose reply was lost still reports True, and the event is delivered once.
@@ -51,7 +59,6 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from redis.commands.core import AsyncScript
-from redis.exceptions import NoScriptError
 
 from wsmigrate.metrics import WsMetrics
 from wsmigrate.unified.backend import Deliver, Wants
@@ -60,7 +67,9 @@ from wsmigrate.unified.events import Event
 from wsmigrate.unified.history import DEFAULT_HISTORY_SIZE, DEFAULT_HISTORY_TTL_S, new_epoch
 from wsmigrate.unified.publication import Ingress, Position, Publication
 from wsmigrate.unified.redis_connections import BusConnections
+from wsmigrate.unified.redis_follower import TopicFollower
 from wsmigrate.unified.redis_listener import CONNECTION_ERRORS, OnDiscontinuity, StreamListener
+from wsmigrate.unified.redis_pipeline import ScriptPipeline
 from wsmigrate.unified.redis_scripts import (
     APPEND,
     F_EVENT,
@@ -88,10 +97,9 @@ DEFAULT_HEARTBEAT_INTERVAL_S = 1.0
 DEFAULT_STALE_AFTER_S = 3.5
 DEFAULT_SOCKET_TIMEOUT_S = 3.0
 DEFAULT_CATCH_UP_TIMEOUT_S = 5.0
+DELIVERIES = ("stream", "topics")  # how a worker receives events (module docstring, Delivery)
 _INGRESS_MEMORY = 10_000
-APPEND_PIPELINE = 500  # appends per pipeline (one round trip)
 _T = TypeVar("_T")
-_Append = tuple[AsyncScript, list[str], list[Any], "asyncio.Future[Any]"]  # (script, keys, args, reply)
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +137,7 @@ class RedisBackend:
         replay_cache: int = DEFAULT_CAPACITY,
         shards: int | None = None,
         cluster: bool | None = None,
+        delivery: str | None = None,
     ) -> None:
         if history_size < 0 or history_ttl_s < 0 or dedup_window_s <= 0 or events_maxlen < 1:
             raise ValueError("history, dedup and stream bounds must be positive")
@@ -142,6 +151,10 @@ class RedisBackend:
         if self.cluster and shards is None:
             raise ValueError("a Redis Cluster bus needs its shard count: shards=K (the same on every worker)")
         self.shards = None if shards is None else check_shards(shards)
+        self.delivery = delivery or options.get("delivery", "stream")
+        if self.delivery not in DELIVERIES:
+            raise ValueError(f"delivery must be one of {', '.join(DELIVERIES)}, not {self.delivery!r}")
+        self._publish = "SPUBLISH" if self.cluster else "PUBLISH"  # a cluster's shard channels
         # One `Keys` per shard (the unsharded layout is one shard with plain names)
         self.shard_keys = [self.keys] if self.shards is None else [
             Keys(self.keys.prefix, shard) for shard in range(self.shards)]
@@ -162,22 +175,31 @@ class RedisBackend:
             raise ValueError("read_interval_s must not be negative")
         self.read_interval_s = read_interval_s
         self.decoded = DecodedEntries(replay_cache)  # what concurrent replays of a topic share
-        self.listeners: list[StreamListener] = []  # one per shard, in shard order
+        self.listeners: list[StreamListener] = []  # one per shard, in shard order (delivery="stream")
+        self.followers: list[TopicFollower] = []  # one per shard, in shard order (delivery="topics")
+        self._followed: set[str] = set()
+        self._followed_types: frozenset[str] = frozenset()
         self.connections = BusConnections(
             self.url, cluster=self.cluster, prefix=self.keys.prefix, worker_id=self.worker_id,
             socket_timeout_s=socket_timeout_s, read_block_ms=int(heartbeat_interval_s * 1000))
         # the liveness gauges: one listener's own, or the worst of a sharded bus's (summed up at most
         # every DEFAULT_WINDOW_S there, so that K listeners do not each compute it over all K)
-        self._liveness = LivenessSummary(metrics, lambda: self.listeners,
+        self._liveness = LivenessSummary(metrics, self._readers,
                                          window_s=0.0 if self.shards is None else DEFAULT_WINDOW_S)
         self._append: AsyncScript | None = None
         self._snapshot_script: AsyncScript | None = None
         self._positions_script: AsyncScript | None = None
         self._ingress: OrderedDict[str, int] = OrderedDict()
-        # appends waiting for the next pipeline: (script, keys, args, reply)
-        self._appends: list[_Append] = []
-        self._appender: asyncio.Task[None] | None = None
-        self.append_pipelines = 0  # round trips that carried appends (for tests and the curious)
+        # appends share round trips (`unified.redis_pipeline`); so do positions in several shards
+        self._scripts = ScriptPipeline(self.connections.require_writer, self._load_scripts)
+
+    def _readers(self) -> list[StreamListener] | list[TopicFollower]:
+        return self.followers if self.delivery == "topics" else self.listeners
+
+    @property
+    def append_pipelines(self) -> int:
+        """Round trips that carried appends (for tests and the curious)."""
+        return self._scripts.pipelines
 
     @property
     def listener(self) -> StreamListener | None:
@@ -212,7 +234,7 @@ class RedisBackend:
         With `wants` (and `skip_unwanted`, the default) the readers skip, undecoded, the entries
         nothing on this worker needs (see `unified.redis_listener`)."""
         block_ms = self.connections.read_block_ms
-        self.listeners = []  # a backend started again reads afresh
+        self.listeners, self.followers = [], []  # a backend started again reads afresh
         try:
             writer = await self.connections.open()
             self._append = writer.register_script(APPEND)
@@ -223,6 +245,9 @@ class RedisBackend:
             for shard, keys in enumerate(self.shard_keys):
                 which = None if self.shards is None else shard
                 reader, node_writer = self.connections.shard_clients(which, keys)
+                if self.delivery == "topics":
+                    self.followers.append(self._follower(which, keys, reader, node_writer, block_ms))
+                    continue
                 self.listeners.append(StreamListener(
                     reader, node_writer, keys, worker_id=self.worker_id, decode=self._decode,
                     events_maxlen=self.events_maxlen, heartbeat_interval_s=self.heartbeat_interval_s,
@@ -233,8 +258,8 @@ class RedisBackend:
                     on_liveness=self._liveness.report,
                     relocate=self.connections.relocator(which, keys),
                 ))
-            await asyncio.gather(*(listener.start(deliver, timeout=self.catch_up_timeout_s)
-                                   for listener in self.listeners))
+            await asyncio.gather(*(reader.start(deliver, timeout=self.catch_up_timeout_s)
+                                   for reader in self._readers()))
             self._liveness.flush()  # live from the first request on, gauges included
         except CONNECTION_ERRORS as exc:
             await self.stop()
@@ -243,23 +268,51 @@ class RedisBackend:
             await self.stop()
             raise
 
+    def _follower(self, which: int | None, keys: Keys, client: Any, writer: Any, block_ms: int) -> TopicFollower:
+        follower = TopicFollower(
+            client, writer, keys, worker_id=self.worker_id, decode=self._decode,
+            heartbeat_interval_s=self.heartbeat_interval_s, stale_after_s=self.stale_after_s,
+            stop_timeout_s=block_ms / 1000 + self.socket_timeout_s + 1, sharded_channels=self.cluster,
+            metrics=self.metrics, on_discontinuity=self.on_discontinuity, read_interval_s=self.read_interval_s,
+            on_liveness=self._liveness.report, relocate=self.connections.relocator(which, keys))
+        follower.follow_types(self._followed_types)
+        for topic in self._followed:
+            if self.keys_of(topic) == keys:
+                follower.follow(topic)
+        return follower
+
+    # -- following (delivery="topics"; module docstring, Delivery) ---------------------------------
+
+    def follow(self, topic: str) -> None:
+        self._followed.add(topic)
+        if self.followers:
+            self.followers[self.shard_of(topic)].follow(topic)
+
+    def unfollow(self, topic: str) -> None:
+        self._followed.discard(topic)
+        if self.followers:
+            self.followers[self.shard_of(topic)].unfollow(topic)
+
+    def follow_types(self, event_types: frozenset[str]) -> None:
+        self._followed_types = event_types
+        for follower in self.followers:
+            follower.follow_types(event_types)
+
     async def _load_scripts(self) -> None:
         writer = self.connections.require_writer()
         for source in (APPEND, SNAPSHOT, POSITIONS):
             await writer.script_load(source)
 
     async def stop(self) -> None:
-        if self._appender is not None:
-            self._appender.cancel()
-            await asyncio.gather(self._appender, return_exceptions=True)
-        self._fail_appends(BusUnavailableError("the Redis bus backend stopped"))
-        await asyncio.gather(*(listener.stop() for listener in self.listeners))
+        await self._scripts.stop()
+        await asyncio.gather(*(reader.stop() for reader in self._readers()))
         self._liveness.flush()  # the readers' last reports
         await self.connections.close()
         self._append = self._snapshot_script = self._positions_script = None
 
     def healthy(self) -> bool:
-        return bool(self.listeners) and all(listener.healthy() for listener in self.listeners)
+        readers = self._readers()
+        return bool(readers) and all(reader.healthy() for reader in readers)
 
     # -- publishing ------------------------------------------------------------------------------
 
@@ -267,7 +320,7 @@ class RedisBackend:
         script = self._require(self._append)
         parts = self._by_shard(topics)
         nonce = secrets.token_hex(8)
-        facts, loop = ingress.to_json(), asyncio.get_running_loop()
+        facts = ingress.to_json()
         replies: list[asyncio.Future[Any]] = []
         self._remember_ingress(event.event_id)
         for index, (shard, part_topics) in enumerate(parts):
@@ -279,14 +332,10 @@ class RedisBackend:
             args: list[Any] = [
                 nonce, _ms(self.dedup_window_s), self.events_maxlen, self.history_size, _ms(self.history_ttl_s),
                 _ms(self.topic_ttl_s), new_epoch() + new_epoch(), encode_event(stored), facts,
-                event.type, "" if len(parts) == 1 else str(index),
+                event.type, "" if len(parts) == 1 else str(index), self._publish, k.channels,
                 *part_topics, *(new_epoch() for _ in part_topics),
             ]
-            reply: asyncio.Future[Any] = loop.create_future()
-            self._appends.append((script, keys, args, reply))
-            replies.append(reply)
-        if self._appender is None:
-            self._appender = loop.create_task(self._send_appends())
+            replies.append(self._scripts.call(script, keys, args))
         # Every part is awaited (none may be left unobserved); the event is published if any part
         # was: a retry after a partial failure appends the parts that are missing, once.
         results = await asyncio.gather(*replies, return_exceptions=True)
@@ -300,60 +349,6 @@ class RedisBackend:
             # A duplicate whose dedup key holds our own nonce is a retried append that did go through.
             published = published or int(accepted) == 1 or str(detail) == nonce
         return published
-
-    async def _send_appends(self) -> None:
-        """Send the appends waiting now as one pipeline, one round trip for all; repeat while more wait.
-
-        Appends are queued in call order and each pipeline runs in order, after the previous one
-        returned, so the global stream keeps the order in which `append` was called. Concurrent
-        publishers therefore share round trips instead of queueing behind each other's.
-        """
-        batch: list[_Append] = []
-        try:
-            while self._appends:
-                batch, self._appends = self._appends[:APPEND_PIPELINE], self._appends[APPEND_PIPELINE:]
-                replies: list[Any]
-                try:
-                    replies = await self._run_scripts([(script, keys, args) for script, keys, args, _ in batch])
-                    self.append_pipelines += 1
-                except CONNECTION_ERRORS as exc:
-                    replies = [exc] * len(batch)
-                for (_, _, _, reply), result in zip(batch, replies, strict=True):
-                    if reply.done():
-                        continue
-                    if isinstance(result, BaseException):
-                        reply.set_exception(result)
-                    else:
-                        reply.set_result(result)
-        finally:  # normally nothing is left; after a cancellation, nobody may wait forever
-            self._appender = None
-            self._appends = batch + self._appends
-            self._fail_appends(BusUnavailableError("the Redis bus backend stopped"))
-
-    async def _run_scripts(self, calls: list[tuple[AsyncScript, list[str], list[Any]]]) -> list[Any]:
-        """Script calls in one pipeline (a cluster pipeline: one round trip per node); their replies,
-        an exception in place of each that failed. A plain pipeline loads missing scripts itself; a
-        cluster one does not, so a node that restarted and forgot them answers NOSCRIPT: nothing
-        ran there, and those calls go again once every primary has the scripts."""
-        replies = await self._pipeline(calls)
-        again = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
-        if again:
-            await self._load_scripts()
-            for i, reply in zip(again, await self._pipeline([calls[i] for i in again]), strict=True):
-                replies[i] = reply
-        return replies
-
-    async def _pipeline(self, calls: list[tuple[AsyncScript, list[str], list[Any]]]) -> list[Any]:
-        pipeline = self.connections.require_writer().pipeline(transaction=False)
-        for script, keys, args in calls:
-            await script(keys=keys, args=args, client=pipeline)  # type: ignore[arg-type]  # a pipeline is a client
-        return list(await pipeline.execute(raise_on_error=False))
-
-    def _fail_appends(self, error: Exception) -> None:
-        waiting, self._appends = self._appends, []
-        for _, _, _, reply in waiting:
-            if not reply.done():
-                reply.set_exception(error)
 
     def _remember_ingress(self, event_id: str) -> None:
         """Keep the local ingress time so latency covers the bus round trip for local publishes."""
@@ -419,7 +414,7 @@ class RedisBackend:
                  for shard, part in groups]
         try:  # one shard: one script call; several: one per shard, all in one pipeline
             replies = [await script(keys=calls[0][1], args=calls[0][2])] if len(calls) == 1 else \
-                await self._run_scripts(calls)
+                await self._scripts.run(calls)
         except CONNECTION_ERRORS as exc:
             raise BusUnavailableError(f"cannot read positions from the Redis bus: {exc!r}") from exc
         failed = next((reply for reply in replies if isinstance(reply, BaseException)), None)
@@ -432,6 +427,8 @@ class RedisBackend:
 
     async def _snapshot(self, topic: str, first: int, *, extra: int = 0) -> _Snapshot:
         script = self._require(self._snapshot_script)
+        if self.followers:  # pushes of the topic must flow before its position is read (Delivery)
+            await self.followers[self.shard_of(topic)].confirmed(topic, self.catch_up_timeout_s)
         k = self.keys_of(topic)
         keys = [k.incarnation, k.events, k.topic(topic), k.history(topic)]
         args: list[Any] = [new_epoch() + new_epoch(), new_epoch(), _ms(self.topic_ttl_s), first,
@@ -447,6 +444,9 @@ class RedisBackend:
 
     async def _caught_up(self, topic: str, snapshot: _Snapshot) -> None:
         """Wait for the reader of `topic`'s shard (module docstring, Read-your-position)."""
+        if self.followers:
+            await self.followers[self.shard_of(topic)].caught_up(snapshot.incarnation, self.catch_up_timeout_s)
+            return
         if not self.listeners:
             raise BusUnavailableError("the Redis bus backend is not started")
         listener = self.listeners[self.shard_of(topic)]

@@ -51,7 +51,6 @@ import contextlib
 import json
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
@@ -60,6 +59,7 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
 from wsmigrate.metrics import WsMetrics
+from wsmigrate.unified.bus_reader import BusReader, OnDiscontinuity
 from wsmigrate.unified.errors import BusUnavailableError
 from wsmigrate.unified.history import new_epoch
 from wsmigrate.unified.publication import Publication
@@ -82,7 +82,6 @@ log = logging.getLogger(__name__)
 Decode = Callable[[str, Mapping[str, str]], Publication]
 Deliver = Callable[[Publication], None]
 Wants = Callable[[str, Sequence[str]], bool]
-OnDiscontinuity = Callable[[str], None]
 Relocate = Callable[[], Awaitable[tuple[Redis, Redis] | None]]  # -> (reader, writer) of the stream's new node
 # What a lost or frozen Redis raises through redis-py (its errors wrap most socket errors).
 CONNECTION_ERRORS = (RedisError, OSError, TimeoutError)
@@ -90,10 +89,11 @@ READ_BATCH = 500
 BACKOFF_MIN_S = 0.05
 BACKOFF_MAX_S = 2.0
 STOP_GRACE_S = 0.05
-TRACKED_TOPICS = 100_000  # per-topic last seq kept for the continuity check (least recent forgotten)
+
+__all__ = ["CONNECTION_ERRORS", "OnDiscontinuity", "StreamListener"]
 
 
-class StreamListener:
+class StreamListener(BusReader):
     """Reads the global stream for one worker; tracks how far it delivered and whether it is live."""
 
     def __init__(
@@ -116,22 +116,18 @@ class StreamListener:
         on_liveness: Callable[[], None] | None = None,
         relocate: Relocate | None = None,
     ) -> None:
+        super().__init__(worker_id=worker_id, stale_after_s=stale_after_s, on_liveness=on_liveness,
+                         on_discontinuity=on_discontinuity)
         self._reader = reader
-        # Called whenever this listener's liveness is refreshed: the owner publishes the gauges (for
-        # a sharded bus, the worst of its listeners: `unified.shard_liveness`).
-        self._on_liveness = on_liveness
         self._writer = writer
         self._reader_id: int | None = None
         self.keys = keys
-        self.worker_id = worker_id
         self._decode = decode
         self.events_maxlen = events_maxlen
         self.heartbeat_interval_s = heartbeat_interval_s
-        self.stale_after_s = stale_after_s
         self.block_ms = block_ms
         self.stop_timeout_s = stop_timeout_s
         self.metrics = metrics
-        self.on_discontinuity = on_discontinuity
         self._wants = wants
         self.read_interval_s = read_interval_s
         self._next_read_at = 0.0
@@ -148,19 +144,9 @@ class StreamListener:
         self._last_id = ZERO_ID
         self._last_key: StreamId = (0, 0)
         self._connected = False
-        self._started_at = time.monotonic()
-        self._own_beat_at: float | None = None
-        self._beat_seen = asyncio.Event()
-        self._reported_up: bool | None = None
-        self._liveness_changed = asyncio.Event()
         self._reported_gap: StreamId = (0, 0)
-        self._topic_seqs: OrderedDict[str, tuple[str, int]] = OrderedDict()
-        self._gap_in_batch = False
         self._waiters: list[tuple[str, StreamId, asyncio.Future[None]]] = []
-        self._tasks: list[asyncio.Task[None]] = []
-        self._stopping = False
         self.reconnects = 0
-        self.discontinuities = 0
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -186,11 +172,9 @@ class StreamListener:
             loop.create_task(self._read_forever(), name=f"bus-reader-{self.worker_id}"),
             loop.create_task(self._beat_forever(), name=f"bus-heartbeat-{self.worker_id}"),
         ]
-        try:
-            await asyncio.wait_for(self._beat_seen.wait(), timeout)
-        except TimeoutError as exc:
+        if not await self._first_beat(timeout):
             await self.stop()
-            raise BusUnavailableError(f"the bus reader did not see its own heartbeat within {timeout}s") from exc
+            raise BusUnavailableError(f"the bus reader did not see its own heartbeat within {timeout}s")
 
     async def stop(self) -> None:
         self._stopping = True
@@ -214,36 +198,8 @@ class StreamListener:
 
     # -- liveness --------------------------------------------------------------------------------
 
-    def heartbeat_age(self) -> float:
-        """Seconds since this worker sent the newest own heartbeat its reader has received."""
-        sent = self._own_beat_at if self._own_beat_at is not None else self._started_at
-        return max(0.0, time.monotonic() - sent)
-
-    def healthy(self) -> bool:
-        return bool(self._tasks) and self._connected and self.heartbeat_age() <= self.stale_after_s
-
-    def _keep_going(self) -> None:
-        """End the calling loop if the listener is stopping, even if redis-py ate the cancellation."""
-        task = asyncio.current_task()
-        if self._stopping or (task is not None and task.cancelling()):
-            raise asyncio.CancelledError
-
-    def _refresh(self) -> None:
-        """Publish liveness as of now: to the owner (`on_liveness`, which sets the gauges) and to
-        `wait_until_healthy`."""
-        up = self.healthy()
-        if self._on_liveness is not None:
-            self._on_liveness()
-        if up != self._reported_up:
-            self._reported_up = up
-            self._liveness_changed.set()
-            self._liveness_changed = asyncio.Event()
-
-    async def wait_until_healthy(self, healthy: bool, timeout: float) -> None:
-        """Wait (bounded) until the published liveness is `healthy`: for readiness checks and tests."""
-        async with asyncio.timeout(timeout):
-            while self._reported_up is not healthy:
-                await self._liveness_changed.wait()
+    def _reading(self) -> bool:
+        return self._connected
 
     async def _beat_forever(self) -> None:
         while True:
@@ -268,6 +224,7 @@ class StreamListener:
             repr(time.monotonic()),
             self.events_maxlen,
             int(self.stale_after_s * 1000) + 1,
+            "", "",  # the heartbeat is an entry of the stream this listener reads
         ]
         incarnation, last_id, deleted = await script(keys=keys, args=args)
         return str(incarnation), str(last_id), str(deleted)
@@ -334,10 +291,7 @@ class StreamListener:
         # interval. A full batch (a backlog) or an empty one (a quiet stream) reads again at once.
         self._next_read_at = started + self.read_interval_s if 0 < count < READ_BATCH else 0.0
         self._release_waiters()
-        if self._gap_in_batch:  # once per batch: a trimmed stretch usually breaks many topics at once
-            self._gap_in_batch = False
-            log.error("bus delivery skipped events (a topic's seq did not follow on); clients must resync")
-            self._discontinuity("gap")
+        self._report_gap()
 
     def _handle(self, entry_id: str, fields: Mapping[str, str]) -> None:
         incarnation = fields.get(F_INCARNATION)
@@ -346,9 +300,7 @@ class StreamListener:
         self._set_last(entry_id)
         if F_HEARTBEAT in fields:
             if fields[F_HEARTBEAT] == self.worker_id:
-                self._own_beat_at = float(fields.get(F_AT, "0"))
-                self._beat_seen.set()
-                self._refresh()
+                self._own_beat(float(fields.get(F_AT, "0")))
             return
         if self._wants is not None and not self._wanted(fields):
             return
@@ -386,19 +338,6 @@ class StreamListener:
             self.metrics.batch.add(self._skipped)
         return False
 
-    def _check_continuity(self, publication: Publication) -> None:
-        """Flag a topic whose `seq` does not follow the last one delivered in the same epoch."""
-        tracked = self._topic_seqs
-        for topic in publication.topics:
-            epoch, seq = publication.epochs[topic], publication.seqs[topic]
-            seen = tracked.get(topic)
-            if seen is not None and seen[0] == epoch and seq != seen[1] + 1:
-                self._gap_in_batch = True
-            tracked[topic] = (epoch, seq)
-            tracked.move_to_end(topic)
-            if len(tracked) > TRACKED_TOPICS:
-                tracked.popitem(last=False)
-
     def _set_last(self, entry_id: str) -> None:
         self._last_id = entry_id
         self._last_key = parse_id(entry_id)
@@ -424,14 +363,6 @@ class StreamListener:
             self._reported_gap = gap
             log.error("bus entries up to %s were trimmed before this worker read them", deleted)
             self._discontinuity("trimmed")
-
-    def _discontinuity(self, reason: str) -> None:
-        self.discontinuities += 1
-        if self.on_discontinuity is not None:
-            try:
-                self.on_discontinuity(reason)
-            except Exception:  # broad on purpose (logged): the callback is the application's; the reader must go on
-                log.exception("on_discontinuity(%r) failed", reason)
 
     # -- read-your-position ------------------------------------------------------------------------
 

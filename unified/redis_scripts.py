@@ -16,6 +16,9 @@ Layout (`P` is the key prefix):
 | `P:history:{topic}`  | stream | the topic's recent publications, entry id `{seq}-0`             |
 | `P:dedup:{event_id}` | string | nonce of the append that published the id (expires: dedup window) |
 | `P:worker:{id}`      | string | last heartbeat of a worker (expires), for operators             |
+| `P:ch:t:{topic}`     | channel | every publication of the topic, pushed (`push_fields`)         |
+| `P:ch:y:{type}`      | channel | every publication of the event type, pushed                    |
+| `P:ch:beat:{id}`     | channel | heartbeats of a worker that follows topics                     |
 
 A topic's epoch is created with its hash, so a Redis that lost its data (or expired an idle topic)
 hands out new epochs and clients asking with an old `since` get `recovered: false`. The history
@@ -24,6 +27,12 @@ On a sharded bus (`unified.shard_map`) every key exists once per shard, under th
 tag (`P:{s3}:events`, `P:{s3}:topic:{topic}`, ...; see `Keys`): a topic's keys and its shard's
 stream and incarnation share a slot, so the scripts below run unchanged on one shard, on one node
 of a Redis Cluster. Unsharded, keys are plain and the scripts assume a single Redis primary.
+
+Channels. The append script publishes every entry on the channel of each of its topics and of its
+type, whether or not any worker follows them (a channel nobody subscribes to costs Redis one
+lookup), so workers reading the global stream and workers following topics
+(`unified.redis_follower`) can share one deployment and switch one by one. On a cluster it uses
+`SPUBLISH` (shard channels stay on the node of their slot) and the followers `SSUBSCRIBE`.
 """
 
 from __future__ import annotations
@@ -65,8 +74,11 @@ local now_ms = string.format('%d', clock[1] * 1000 + math.floor(clock[2] / 1000)
 # KEYS: dedup, events, incarnation, then (topic hash, topic history) per topic.
 # ARGV: nonce, dedup_ms, events_maxlen, history_maxlen, history_ttl_ms, topic_ttl_ms,
 #       incarnation candidate, event json, ingress json, event type, part ('' for a whole event),
+#       publish command (PUBLISH, or SPUBLISH on a cluster), channel prefix (`Keys.channels`),
 #       then n topics, then n epoch candidates.
 # Returns {1, global entry id} or {0, nonce of the append that already published the id}.
+# The entry is also published on the channel of each of its topics and on its type's channel, as
+# a push (`PUSH_SEPARATOR`-joined, `push_fields` reads it) for workers that follow topics.
 APPEND = (
     """
 if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
@@ -82,17 +94,18 @@ for i = 1, n do
   local state, history = KEYS[2 + 2 * i], KEYS[3 + 2 * i]
   local epoch = redis.call('HGET', state, 'epoch')
   if not epoch then
-    epoch = ARGV[11 + n + i]
+    epoch = ARGV[13 + n + i]
     redis.call('DEL', history)
     redis.call('HSET', state, 'epoch', epoch)
   end
   seqs[i] = redis.call('HINCRBY', state, 'seq', 1)
   redis.call('PEXPIRE', state, ARGV[6])
-  topics[i] = ARGV[11 + i]
+  topics[i] = ARGV[13 + i]
   epochs[i] = epoch
 end
-local fields = {'e', ARGV[8], 'm', ARGV[9], 'y', ARGV[10], 't', cjson.encode(topics), 's', cjson.encode(seqs),
-                'p', cjson.encode(epochs), 'i', incarnation, 'ts', now_ms}
+local topics_json, seqs_json, epochs_json = cjson.encode(topics), cjson.encode(seqs), cjson.encode(epochs)
+local fields = {'e', ARGV[8], 'm', ARGV[9], 'y', ARGV[10], 't', topics_json, 's', seqs_json,
+                'p', epochs_json, 'i', incarnation, 'ts', now_ms}
 if ARGV[11] ~= '' then
   table.insert(fields, 'x')
   table.insert(fields, ARGV[11])
@@ -104,7 +117,14 @@ if tonumber(ARGV[4]) > 0 then
     redis.call('PEXPIRE', history, ARGV[5])
   end
 end
-return {1, redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', unpack(fields))}
+local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', unpack(fields))
+local push = table.concat({id, ARGV[10], topics_json, seqs_json, epochs_json, incarnation, now_ms, ARGV[11],
+                           ARGV[9], ARGV[8]}, '\\31')
+for i = 1, n do
+  redis.call(ARGV[12], ARGV[13] .. 't:' .. topics[i], push)
+end
+redis.call(ARGV[12], ARGV[13] .. 'y:' .. ARGV[10], push)
+return {1, id}
 """
 )
 
@@ -157,13 +177,19 @@ return positions
 """
 
 # KEYS: incarnation, events, worker key.
-# ARGV: incarnation candidate, worker id ('' = no heartbeat), heartbeat time, events_maxlen, worker_ttl_ms.
-# Returns {incarnation, last generated id, max deleted id} of the global stream.
+# ARGV: incarnation candidate, worker id ('' = no heartbeat), heartbeat time, events_maxlen, worker_ttl_ms,
+#       then for a worker that follows topics: its beat channel and the publish command (else '', '').
+# Returns {incarnation, last generated id, max deleted id} of the global stream. The heartbeat is an
+# entry of the global stream, or a push `{time}<US>{incarnation}` on the worker's beat channel.
 SYNC = (
     _ENSURE_INCARNATION.replace("KEYS[INC]", "KEYS[1]").replace("ARGV[CAND]", "ARGV[1]")
     + """
 if ARGV[2] ~= '' then
-  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'hb', ARGV[2], 'at', ARGV[3], 'i', incarnation)
+  if ARGV[6] ~= '' then
+    redis.call(ARGV[7], ARGV[6], ARGV[3] .. '\\31' .. incarnation)
+  else
+    redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'hb', ARGV[2], 'at', ARGV[3], 'i', incarnation)
+  end
   redis.call('SET', KEYS[3], ARGV[3], 'PX', ARGV[5])
 end
 if redis.call('EXISTS', KEYS[2]) == 0 then
@@ -215,6 +241,21 @@ class Keys:
     def worker(self, worker_id: str) -> str:
         return f"{self.base}:worker:{worker_id}"
 
+    # Pub/sub channels (workers that follow topics, `unified.redis_follower`): under the shard's
+    # hash tag too, so that a cluster's SPUBLISH from the append script stays in the script's slot.
+    @property
+    def channels(self) -> str:
+        return f"{self.base}:ch:"
+
+    def topic_channel(self, topic: str) -> str:
+        return f"{self.channels}t:{topic}"
+
+    def type_channel(self, event_type: str) -> str:
+        return f"{self.channels}y:{event_type}"
+
+    def beat_channel(self, worker_id: str) -> str:
+        return f"{self.channels}beat:{worker_id}"
+
 
 def parse_id(entry_id: str) -> StreamId:
     """A stream entry id as a comparable pair (`'1700000000000-3'` -> `(1700000000000, 3)`)."""
@@ -227,6 +268,22 @@ def entry_fields(raw: Sequence[Any] | Mapping[str, Any]) -> dict[str, str]:
     if isinstance(raw, Mapping):
         return {str(k): str(v) for k, v in raw.items()}
     return {str(raw[i]): str(raw[i + 1]) for i in range(0, len(raw), 2)}
+
+
+PUSH_SEPARATOR = "\x1f"  # never in JSON text (control characters are escaped) nor in ids and numbers
+_PUSH_FIELDS = (F_TYPE, F_TOPICS, F_SEQS, F_EPOCHS, F_INCARNATION, F_TS, F_PART, F_META, F_EVENT)
+
+
+def push_fields(push: str) -> tuple[str, dict[str, str]]:
+    """(global entry id, entry fields) of an entry as the append script published it (ValueError
+    if it is not one)."""
+    parts = push.split(PUSH_SEPARATOR, len(_PUSH_FIELDS))
+    if len(parts) != len(_PUSH_FIELDS) + 1:
+        raise ValueError(f"not a bus push: {push[:80]!r}")
+    fields = dict(zip(_PUSH_FIELDS, parts[1:], strict=True))
+    if not fields[F_PART]:
+        del fields[F_PART]
+    return parts[0], fields
 
 
 def encode_event(event: Event) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-BUS_URL_OPTIONS = ("prefix", "shards", "cluster")  # ours, not redis-py's
+BUS_URL_OPTIONS = ("prefix", "shards", "cluster", "delivery")  # ours, not redis-py's
 
 
 def bus_url_options(url: str) -> tuple[str, dict[str, str]]:
@@ -17,7 +17,8 @@ def bus_url_options(url: str) -> tuple[str, dict[str, str]]:
 
     `redis://host:6379/0?prefix=staging` lets workers configured only through `WSMIGRATE_BUS_URL`
     share a Redis with other deployments (and tests with each other); `shards` and `cluster` choose
-    the sharded layout (`unified.redis_backend`, Shards).
+    the sharded layout (`unified.redis_backend`, Shards), `delivery` how a worker receives events
+    (`stream` or `topics`: `unified.redis_backend`, Delivery).
     """
     parts = urlsplit(url)
     query = parse_qsl(parts.query, keep_blank_values=True)

@@ -102,7 +102,8 @@ def create_app(settings: Settings | None = None, chat_settings: ChatSettings | N
                               authorize=ChatAuthorizer(ownership).authorize)
     wsm = WsMigrate(declaration, settings, authenticate=users.user_id, unified_paths=("/api/ws", "/api/ws/v2"),
                     registry=registry, outbox=db.outbox)
-    wsm.bus.attach(ownership.on_publication, interest=ownership.needs)  # deletions reach the access cache at once
+    # deletions reach the access cache at once, wherever they were published
+    wsm.bus.attach(ownership.on_publication, interest=ownership.needs, event_types=Ownership.DELETIONS)
     manager = ConnectionManager(wsm.hub)  # the old manager, its bodies delegating to wsmigrate's hub
     service = ChatService(db, catalog, LegacyCallSites(manager), chunks=chat_settings.stream_chunks,
                           delay_ms=chat_settings.stream_delay_ms)

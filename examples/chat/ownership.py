@@ -45,6 +45,8 @@ def _verdict(owned: _Owned | None, user_id: str | None) -> Access:
 
 
 class Ownership:
+    DELETIONS = (ChatEvent.AGENT_DELETED, ChatEvent.THREAD_DELETED)  # the events that change ownership
+
     def __init__(self, db: Database, *, ttl_s: float = DEFAULT_TTL_S, capacity: int = DEFAULT_CAPACITY,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.db = db
@@ -111,7 +113,7 @@ class Ownership:
     @staticmethod
     def needs(event_type: str, topics: Sequence[str]) -> bool:
         """The sink's interest: only deletions, so a worker skips the rest of the bus for it."""
-        return event_type in (ChatEvent.AGENT_DELETED, ChatEvent.THREAD_DELETED)
+        return event_type in Ownership.DELETIONS
 
     def on_publication(self, publication: Publication) -> None:
         """Bus sink: forget what was deleted (an agent takes its threads with it)."""

@@ -35,21 +35,26 @@ class MakeBackend:
         return await self.build(history_size=history_size, history_ttl_s=history_ttl_s, start=start)
 
 
-@pytest.fixture(params=["memory", "redis", "redis-sharded", "redis-cluster"])
+@pytest.fixture(params=["memory", "redis", "redis-sharded", "redis-cluster", "redis-topics", "redis-cluster-topics"])
 async def make_backend(request: pytest.FixtureRequest) -> AsyncIterator[MakeBackend]:
     """Build backends of the parametrised kind with given history bounds; started unless asked not to.
 
     `redis-sharded`: four shards on one Redis; `redis-cluster`: six shards on a three-node Redis
-    Cluster (`unified.shard_map`)."""
+    Cluster (`unified.shard_map`); `-topics`: workers that follow (`?delivery=topics`), here every
+    declared event type, so that they take in everything as the contract expects."""
     started: list[BusBackend] = []
     # set up before (so torn down after) the backends using them
-    if request.param in ("redis", "redis-sharded"):
+    if request.param in ("redis", "redis-sharded", "redis-topics"):
         url, prefix = request.getfixturevalue("redis_url"), request.getfixturevalue("redis_prefix")
         if request.param == "redis-sharded":
             url += "?shards=4"
-    elif request.param == "redis-cluster":
+        if request.param == "redis-topics":
+            url += "?delivery=topics"
+    elif request.param in ("redis-cluster", "redis-cluster-topics"):
         url = request.getfixturevalue("redis_cluster").url + "?cluster=true&shards=6"
         prefix = request.getfixturevalue("cluster_prefix")
+        if request.param == "redis-cluster-topics":
+            url += "&delivery=topics"
 
     async def make(
         *, history_size: int = 300, history_ttl_s: float = 300.0, start: bool = True
@@ -59,13 +64,14 @@ async def make_backend(request: pytest.FixtureRequest) -> AsyncIterator[MakeBack
             backend = MemoryBackend(TopicHistory(size=history_size, ttl_s=history_ttl_s))
         else:
             backend = RedisBackend(url, prefix=prefix, history_size=history_size, history_ttl_s=history_ttl_s)
+            backend.follow_types(frozenset((*CHAT.names, *CHAT.internal_names)))
         delivered = Delivered()
         if start:
             await backend.start(delivered)
             started.append(backend)
         return backend, delivered
 
-    yield MakeBackend(make, sharded=request.param in ("redis-sharded", "redis-cluster"))
+    yield MakeBackend(make, sharded=request.param in ("redis-sharded", "redis-cluster", "redis-cluster-topics"))
     for backend in started:
         await backend.stop()
 

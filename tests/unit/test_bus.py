@@ -12,6 +12,7 @@ from tests.contract.helpers import Sink
 from tests.support import CHAT
 from wsmigrate.metrics import WsMetrics
 from wsmigrate.unified import ConnectionManager, Event, EventBus, Publication
+from wsmigrate.unified.backend import MemoryBackend
 from wsmigrate.unified.errors import BusClosedError
 from wsmigrate.unified.outbox import AsgiOutbox
 
@@ -199,3 +200,51 @@ async def test_a_sink_with_an_interest_gets_only_what_it_asked_for(bus: EventBus
         await bus.publish(chunk(thread_id, "x"))
     assert mine == ["thread:1", "thread:1"]
     assert everything == ["thread:1", "thread:2", "thread:1"]  # its interest only decides what is taken in
+
+
+class RecordingBackend(MemoryBackend):
+    """What a following backend is told (`BusBackend.follow`), in order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[str, object]] = []
+
+    def follow(self, topic: str) -> None:
+        self.calls.append(("follow", topic))
+
+    def unfollow(self, topic: str) -> None:
+        self.calls.append(("unfollow", topic))
+
+    def follow_types(self, event_types: frozenset[str]) -> None:
+        self.calls.append(("types", event_types))
+
+
+async def test_the_backend_follows_a_topic_while_any_connection_does_and_never_in_between() -> None:
+    backend = RecordingBackend()
+    bus = EventBus(backend, catalog=CHAT)
+    await bus.start()
+    manager = ConnectionManager(bus)
+    backend.calls.clear()
+    first, second = (manager.add(AsgiOutbox(Sink().send, Sink().close)) for _ in range(2))
+    await manager.subscribe(first, ["thread:1"])  # buffering, then live in one step: followed once
+    await manager.subscribe(second, ["thread:1"])
+    assert backend.calls == [("follow", "thread:1")]
+    manager.remove(first.client_id)
+    assert backend.calls == [("follow", "thread:1")]
+    manager.unsubscribe(second, ["thread:1"])
+    assert backend.calls == [("follow", "thread:1"), ("unfollow", "thread:1")]
+    assert bus.followed_topics == frozenset()
+    await bus.stop()
+
+
+async def test_followed_types_are_those_sinks_and_handlers_declare_and_all_when_one_cannot() -> None:
+    backend = RecordingBackend()
+    bus = EventBus(backend, catalog=CHAT)
+    manager = ConnectionManager(bus)  # followed topics only: no type
+    assert bus.followed_types() == frozenset()
+    assert manager.connection_count == 0
+    bus.attach(lambda _p: None, event_types=[ChatEvent.THREAD_DELETED])
+    bus.subscribe(ChatEvent.AGENT_UPDATED, lambda _e: None)
+    assert backend.calls[-1] == ("types", {ChatEvent.THREAD_DELETED, ChatEvent.AGENT_UPDATED})
+    bus.subscribe(None, lambda _e: None)  # every type
+    assert backend.calls[-1] == ("types", {*CHAT.names, *CHAT.internal_names})

@@ -1,0 +1,180 @@
+"""Workers that follow topics (`?delivery=topics`, `unified.redis_follower`) against a real Redis.
+
+The contract tests (`tests/contract`) run the whole `BusBackend` contract on such workers; these
+pin what is particular to following: a worker takes in only what it follows, stops when nothing
+follows a topic any more, needs typed sinks declared, receives an entry of several followed
+channels once, and reports every way pub/sub can lose a push instead of losing it silently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+from redis.asyncio import Redis
+
+from examples.chat.declaration import ChatEvent
+from tests.contract.helpers import INGRESS, Delivered, Sink, append, chunk, thread_updated
+from tests.support import CHAT
+from wsmigrate.unified import Connection, ConnectionManager, EventBus, Publication
+from wsmigrate.unified.outbox import AsgiOutbox
+from wsmigrate.unified.redis_backend import RedisBackend
+from wsmigrate.unified.redis_scripts import PUSH_SEPARATOR
+
+
+class Worker:
+    """A worker that follows topics: its bus, manager, what its bus took in, and its discontinuities."""
+
+    def __init__(self, url: str, prefix: str) -> None:
+        self.discontinuities: list[str] = []
+        self.discontinued = asyncio.Event()
+        self.backend = RedisBackend(url + "?delivery=topics", prefix=prefix, on_discontinuity=self._discontinuity,
+                                    heartbeat_interval_s=0.2, stale_after_s=1.0)
+        self.bus = EventBus(self.backend, catalog=CHAT)
+        self.manager = ConnectionManager(self.bus)
+        self.taken = Delivered()
+        self.bus.attach(self.taken, followed_topics_only=True)
+
+    def _discontinuity(self, reason: str) -> None:
+        self.discontinuities.append(reason)
+        self.discontinued.set()
+
+    def connect(self) -> tuple[Sink, Connection]:
+        sink = Sink()
+        outbox = AsgiOutbox(sink.send, sink.close)
+        outbox.start()
+        return sink, self.manager.add(outbox)
+
+
+@pytest.fixture
+async def workers(redis_url: str, redis_prefix: str) -> AsyncIterator[Callable[[], Worker]]:
+    made: list[Worker] = []
+
+    def make() -> Worker:
+        made.append(Worker(redis_url, redis_prefix))
+        return made[-1]
+
+    yield make
+    for worker in made:
+        await worker.bus.stop()
+
+
+@pytest.fixture
+async def publisher(redis_url: str, redis_prefix: str) -> AsyncIterator[RedisBackend]:
+    """Another worker of the same bus, reading the global stream, that only publishes."""
+    backend = RedisBackend(redis_url, prefix=redis_prefix)
+    await backend.start(Delivered())
+    yield backend
+    await backend.stop()
+
+
+async def test_a_worker_takes_in_the_topics_it_follows_and_stops_when_nothing_follows_them(
+    workers: Callable[[], Worker], publisher: RedisBackend
+) -> None:
+    worker = workers()
+    await worker.bus.start()
+    sink, connection = worker.connect()
+    await worker.manager.subscribe(connection, ["thread:1"])
+    for i in range(20):
+        assert await append(publisher, chunk(2, f"not followed {i}"))
+    assert await append(publisher, chunk(1, "followed"))
+    await sink.wait_for(2)  # the ack, then the one event of thread:1
+    # pushes reach a connection in publish order: had thread:2 been pushed, it would be here by now
+    assert [p.topics for p in worker.taken.publications] == [("thread:1",)]
+
+    worker.manager.unsubscribe(connection, ["thread:1"])
+    await worker.manager.subscribe(connection, ["thread:3"])  # confirmed after thread:1's unsubscribe
+    for i in range(5):
+        assert await append(publisher, chunk(1, f"no longer followed {i}"))
+    assert await append(publisher, chunk(3, "marker"))
+    await sink.wait_for(4)
+    assert [p.topics for p in worker.taken.publications] == [("thread:1",), ("thread:3",)]
+    assert worker.bus.followed_topics == {"thread:3"}
+    assert worker.discontinuities == []
+
+
+async def test_typed_sinks_and_handlers_get_their_types_from_every_topic(
+    workers: Callable[[], Worker], publisher: RedisBackend
+) -> None:
+    worker = workers()
+    deletions: list[Publication] = []
+    worker.bus.attach(deletions.append, interest=lambda t, _: t == ChatEvent.THREAD_DELETED,
+                      event_types=[ChatEvent.THREAD_DELETED])
+    handled: asyncio.Queue[str] = asyncio.Queue()
+    worker.bus.subscribe(ChatEvent.AGENT_UPDATED, lambda event: handled.put_nowait(event.event_id))
+    await worker.bus.start()
+    assert worker.bus.followed_types() == {ChatEvent.THREAD_DELETED, ChatEvent.AGENT_UPDATED}
+
+    deleted = CHAT.create(ChatEvent.THREAD_DELETED, {"id": 4, "agent_id": 2})
+    updated = CHAT.create(ChatEvent.AGENT_UPDATED, {"id": 2, "name": "a", "status": "idle"})
+    for event in (chunk(4, "not wanted"), deleted, updated):
+        assert await append(publisher, event)
+    assert await asyncio.wait_for(handled.get(), 10) == updated.event_id
+    assert [p.event.event_id for p in deletions] == [deleted.event_id]
+    assert [p.event.type for p in worker.taken.publications] == [ChatEvent.THREAD_DELETED, ChatEvent.AGENT_UPDATED]
+
+    # a sink that does not say what it needs makes the worker take in every declared type
+    worker.bus.attach(lambda _p: None, interest=lambda _t, _topics: True)
+    assert worker.bus.followed_types() == {*CHAT.names, *CHAT.internal_names}
+
+
+async def test_an_entry_on_several_followed_channels_is_taken_in_once(
+    workers: Callable[[], Worker], publisher: RedisBackend
+) -> None:
+    worker = workers()
+    handled: asyncio.Queue[str] = asyncio.Queue()
+    worker.bus.subscribe(ChatEvent.THREAD_UPDATED, lambda event: handled.put_nowait(event.event_id))
+    await worker.bus.start()
+    sink, connection = worker.connect()
+    await worker.manager.subscribe(connection, ["thread:5", "agent:6"])
+    event = thread_updated(5, 6)  # on thread:5 and agent:6, and of a type followed: three pushes
+    assert await append(publisher, event)
+    assert await asyncio.wait_for(handled.get(), 10) == event.event_id
+    assert worker.taken.ids == [event.event_id]
+    assert worker.backend.followers[0].copies == 2
+    assert len([f for f in await sink.wait_for(2) if f.get("event_id") == event.event_id]) == 1
+
+
+async def test_a_lost_connection_is_reported_and_following_resumes(
+    workers: Callable[[], Worker], publisher: RedisBackend, redis_url: str
+) -> None:
+    worker = workers()
+    await worker.bus.start()
+    sink, connection = worker.connect()
+    await worker.manager.subscribe(connection, ["thread:8"])
+    follower = worker.backend.followers[0]
+    async with Redis.from_url(redis_url, decode_responses=True) as admin:
+        clients = [c for c in await admin.client_list() if c["name"] == worker.backend.reader_client_name]
+        assert len(clients) == 1
+        await admin.client_kill_filter(_id=clients[0]["id"])
+    await asyncio.wait_for(worker.discontinued.wait(), 10)
+    assert worker.discontinuities == ["gap"]
+    assert follower.reconnects == 1
+    await worker.backend.followers[0].confirmed("thread:8", 5)
+    assert await append(publisher, chunk(8, "after the reconnect"))
+    frames = await sink.wait_for(2)
+    assert frames[-1]["data"]["content"] == "after the reconnect"
+    await follower.wait_until_healthy(True, 5)
+
+
+async def test_a_followed_topic_whose_seq_jumps_is_reported_as_a_gap(
+    workers: Callable[[], Worker], publisher: RedisBackend, redis_url: str
+) -> None:
+    worker = workers()
+    await worker.bus.start()
+    sink, connection = worker.connect()
+    await worker.manager.subscribe(connection, ["thread:9"])
+    assert await append(publisher, chunk(9, "one"))
+    await sink.wait_for(2)
+    assert worker.discontinuities == []
+    # a push that skips seq 2..4 (as if Redis had dropped some): the follower must notice
+    follower, position = worker.backend.followers[0], await worker.bus.position("thread:9")
+    forged = chunk(9, "five").model_dump_json()
+    push = PUSH_SEPARATOR.join([
+        "99999999999999-0", ChatEvent.STREAM_CHUNK, '["thread:9"]', "[5]", f'["{position.epoch}"]',
+        str(follower._incarnation), "0", "", INGRESS.to_json(), forged])
+    async with Redis.from_url(redis_url, decode_responses=True) as admin:
+        assert await admin.publish(worker.backend.keys.topic_channel("thread:9"), push) == 1
+    await asyncio.wait_for(worker.discontinued.wait(), 10)
+    assert worker.discontinuities == ["gap"]
