@@ -145,6 +145,7 @@ class TopicFollower(BusReader):
         self._deliver: Deliver | None = None
         self._incarnation: str | None = None
         self._last_key: StreamId = (0, 0)
+        self._last_head = ""  # the last delivered entry's id and separator: how its copies start
         self._next_read_at = 0.0
         self.reads = 0
         self.copies = 0  # pushes dropped as the copy of an entry already delivered
@@ -390,6 +391,9 @@ class TopicFollower(BusReader):
             self._own_beat(float(at))
 
     def _on_push(self, data: str) -> None:
+        if self._last_head and data.startswith(self._last_head):  # the copy just after its original
+            self.copies += 1
+            return
         try:
             entry_id, fields = push_fields(data)
             key = parse_id(entry_id)
@@ -403,6 +407,7 @@ class TopicFollower(BusReader):
             self.copies += 1
             return
         self._last_key = key
+        self._last_head = entry_id + PUSH_SEPARATOR
         try:
             publication = self._decode(entry_id, fields)
         except (ValueError, KeyError) as exc:
@@ -422,7 +427,7 @@ class TopicFollower(BusReader):
         log.error("the Redis bus lost its data (incarnation %s -> %s): topics restart with new epochs",
                   old, incarnation)
         self._incarnation = incarnation
-        self._last_key = (0, 0)
+        self._last_key, self._last_head = (0, 0), ""
         self._topic_seqs.clear()
         self._discontinuity("reset")
 
