@@ -131,9 +131,10 @@ class TopicFollower(BusReader):
         self._beat_channel = keys.beat_channel(worker_id)
         self._topic_prefix = keys.topic_channel("")
         # what this worker wants followed, and what Redis was asked for on the current connection
-        self._topics: set[str] = set()
-        self._types: set[str] = set()
-        self._asked: set[str] = set()
+        self._wanted: set[str] = {self._beat_channel}  # the channels this worker follows now
+        self._type_channels: set[str] = set()
+        self._dirty: set[str] = set()  # channels wanted or unwanted since the last diff was sent
+        self._asked: set[str] = set()  # what Redis was asked for on the current connection
         self._confirming: Counter[str] = Counter()  # channel -> subscribe confirmations still due
         self._leaving: Counter[str] = Counter()  # channel -> unsubscribe confirmations still due
         self._confirm_waiters: dict[str, list[asyncio.Future[None]]] = {}
@@ -154,21 +155,27 @@ class TopicFollower(BusReader):
     # -- what to follow (called on the event loop, synchronously) ---------------------------------
 
     def follow(self, topic: str) -> None:
-        self._topics.add(topic)
-        self._changed.set()
+        self._want(self.keys.topic_channel(topic), True)
 
     def unfollow(self, topic: str) -> None:
-        self._topics.discard(topic)
-        self._changed.set()
+        self._want(self.keys.topic_channel(topic), False)
 
     def follow_types(self, event_types: Iterable[str]) -> None:
-        self._types = set(event_types)
-        self._changed.set()
+        channels = {self.keys.type_channel(t) for t in event_types}
+        for channel in channels - self._type_channels:
+            self._want(channel, True)
+        for channel in self._type_channels - channels:
+            self._want(channel, False)
+        self._type_channels = channels
 
-    def _wanted_channels(self) -> set[str]:
-        keys = self.keys
-        return {self._beat_channel, *(keys.topic_channel(t) for t in self._topics),
-                *(keys.type_channel(t) for t in self._types)}
+    def _want(self, channel: str, wanted: bool) -> None:
+        """Record a change; the command task sends the changes since its last diff (O(changes))."""
+        if wanted:
+            self._wanted.add(channel)
+        else:
+            self._wanted.discard(channel)
+        self._dirty.add(channel)
+        self._changed.set()
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -241,6 +248,7 @@ class TopicFollower(BusReader):
         await conn.connect()  # type: ignore[no-untyped-call]
         self._conn = conn
         self._asked, self._live_topics = set(), set()
+        self._dirty.update(self._wanted)  # a new connection follows nothing yet
         self._confirming.clear()
         self._leaving.clear()
         await self._send_changes()
@@ -267,9 +275,11 @@ class TopicFollower(BusReader):
             await self._send_diff()
 
     async def _send_diff(self) -> None:
-        wanted = self._wanted_channels()
-        joining, leaving = sorted(wanted - self._asked), sorted(self._asked - wanted)
-        self._asked = wanted
+        dirty, self._dirty, wanted, asked = self._dirty, set(), self._wanted, self._asked
+        joining = sorted(c for c in dirty if c in wanted and c not in asked)
+        leaving = sorted(c for c in dirty if c not in wanted and c in asked)
+        asked.update(joining)
+        asked.difference_update(leaving)
         prefix = self._topic_prefix
         for channel in leaving:
             self._leaving[channel] += 1
@@ -436,7 +446,7 @@ class TopicFollower(BusReader):
     async def confirmed(self, topic: str, timeout: float) -> None:
         """Return once Redis confirmed the subscription of followed `topic` (at once if not followed)."""
         channel = self.keys.topic_channel(topic)
-        if topic not in self._topics or (channel in self._asked and not self._confirming[channel]
+        if channel not in self._wanted or (channel in self._asked and not self._confirming[channel]
                                          and self._conn is not None):
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()

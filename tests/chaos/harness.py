@@ -84,9 +84,9 @@ class Worker:
 
 
 class Cluster:
-    def __init__(self, tmp_path: Path, redis: RedisServer) -> None:
+    def __init__(self, tmp_path: Path, redis: RedisServer, *, delivery: str = "stream") -> None:
         self.redis = redis
-        env = {"WSMIGRATE_BUS_URL": redis.url, "WSMIGRATE_HISTORY_SIZE": "5000",
+        env = {"WSMIGRATE_BUS_URL": f"{redis.url}?delivery={delivery}", "WSMIGRATE_HISTORY_SIZE": "5000",
                "WSMIGRATE_ADMIN_TOKEN": ADMIN_TOKEN, "WSMIGRATE_RELAY_SWEEP_INTERVAL_S": "0.2",
                "WSMIGRATE_RELAY_GRACE_S": "1", "WSMIGRATE_HEARTBEAT_INTERVAL_S": "3600",
                "WSMIGRATE_MAX_CONNECTIONS_PER_USER": "1000", "WSMIGRATE_SUBSCRIBE_BURST": "1000",

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
 from redis.asyncio import Redis
 
 from tests.contract.helpers import Delivered, append, chunk
@@ -29,10 +30,12 @@ async def append_when_back(backend: RedisBackend, event: Any, timeout: float = 1
                 await asyncio.sleep(0.05)  # Redis is restarting: there is nothing to wait on
 
 
+@pytest.mark.parametrize("delivery", ["stream", "topics"])
 async def test_a_client_past_the_restored_snapshot_is_told_recovered_false_and_one_before_it_replays_exactly(
-    private_redis: Any,
+    private_redis: Any, delivery: str,
 ) -> None:
-    backend = RedisBackend(private_redis.url, prefix="rollback", history_size=100)
+    backend = RedisBackend(private_redis.url, prefix="rollback", history_size=100, delivery=delivery)
+    backend.follow(TOPIC)  # a worker that follows topics takes in only those
     delivered = Delivered()
     await backend.start(delivered)
     try:
