@@ -236,6 +236,11 @@ class WsMetrics:
             "Bus entries this worker read but did not decode: nothing on it needed them.",
             registry=r,
         )
+        self.bus_followed_channels = Gauge(
+            f"{PREFIX}_bus_followed_channels",
+            "Redis channels this worker follows with delivery by topics: its topics, event types and heartbeats.",
+            registry=r, multiprocess_mode="livesum",
+        )
         self.bus_duplicates_suppressed = Counter(
             f"{PREFIX}_bus_duplicates_suppressed", "Publishes ignored because their event_id was already seen.",
             registry=r,

@@ -135,6 +135,7 @@ class TopicFollower(BusReader):
         self._type_channels: set[str] = set()
         self._dirty: set[str] = set()  # channels wanted or unwanted since the last diff was sent
         self._asked: set[str] = set()  # what Redis was asked for on the current connection
+        self._gauged = 0  # how many of them `wsmigrate_bus_followed_channels` counts now
         self._confirming: Counter[str] = Counter()  # channel -> subscribe confirmations still due
         self._leaving: Counter[str] = Counter()  # channel -> unsubscribe confirmations still due
         self._confirm_waiters: dict[str, list[asyncio.Future[None]]] = {}
@@ -209,6 +210,8 @@ class TopicFollower(BusReader):
                 log.warning("bus follower tasks still running after %.1fs: %s", self.stop_timeout_s, pending)
         self._tasks = []
         await self._drop_connection()
+        self._asked = set()
+        self._gauge_channels()
         self._deliver = None
         self._fail_waiters("the bus is stopping")
         self._refresh()
@@ -248,10 +251,16 @@ class TopicFollower(BusReader):
         await conn.connect()  # type: ignore[no-untyped-call]
         self._conn = conn
         self._asked, self._live_topics = set(), set()
+        self._gauge_channels()
         self._dirty.update(self._wanted)  # a new connection follows nothing yet
         self._confirming.clear()
         self._leaving.clear()
         await self._send_changes()
+
+    def _gauge_channels(self) -> None:
+        if self.metrics is not None and len(self._asked) != self._gauged:
+            self.metrics.bus_followed_channels.inc(len(self._asked) - self._gauged)
+            self._gauged = len(self._asked)
 
     async def _drop_connection(self) -> None:
         conn, self._conn = self._conn, None
@@ -280,6 +289,7 @@ class TopicFollower(BusReader):
         leaving = sorted(c for c in dirty if c not in wanted and c in asked)
         asked.update(joining)
         asked.difference_update(leaving)
+        self._gauge_channels()
         prefix = self._topic_prefix
         for channel in leaving:
             self._leaving[channel] += 1

@@ -95,7 +95,6 @@ SCENARIOS = {
     # their clients must come back and replay it exactly
     "redis_sigkill_with_aof_delivery_by_topics": Scenario(redis_sigkill_restart, history_survives=True,
                                                           appendonly=True, delivery="topics"),
-    "redis_flushall_delivery_by_topics": Scenario(flushall, history_survives=False, delivery="topics"),
 }
 
 

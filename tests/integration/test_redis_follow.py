@@ -12,11 +12,14 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 
 import pytest
+from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
 from examples.chat.declaration import ChatEvent
 from tests.contract.helpers import INGRESS, Delivered, Sink, append, chunk, thread_updated
+from tests.redis_server import RedisServer
 from tests.support import CHAT
+from wsmigrate.metrics import WsMetrics
 from wsmigrate.unified import Connection, ConnectionManager, EventBus, Publication
 from wsmigrate.unified.outbox import AsgiOutbox
 from wsmigrate.unified.redis_backend import RedisBackend
@@ -178,3 +181,58 @@ async def test_a_followed_topic_whose_seq_jumps_is_reported_as_a_gap(
         assert await admin.publish(worker.backend.keys.topic_channel("thread:9"), push) == 1
     await asyncio.wait_for(worker.discontinued.wait(), 10)
     assert worker.discontinuities == ["gap"]
+
+
+async def test_a_hung_redis_makes_the_follower_unhealthy_and_it_recovers(private_redis: RedisServer) -> None:
+    metrics = WsMetrics(CollectorRegistry(), event_types=list(CHAT.names))
+    delivered = Delivered()
+    backend = RedisBackend(private_redis.url + "?delivery=topics", prefix="hung", metrics=metrics,
+                           heartbeat_interval_s=0.2, stale_after_s=1.0)
+    backend.follow("thread:4")
+    await backend.start(delivered)
+    follower = backend.followers[0]
+    try:
+        assert backend.healthy()
+        assert metrics.bus_listener_up._value.get() == 1
+        # its topic and its heartbeats (no event type: nothing here asked for one)
+        assert metrics.registry.get_sample_value("wsmigrate_bus_followed_channels") == 2
+        private_redis.pause()
+        try:
+            await follower.wait_until_healthy(False, timeout=10)
+            assert metrics.bus_listener_up._value.get() == 0
+            assert not backend.healthy()
+        finally:
+            private_redis.resume()
+        await follower.wait_until_healthy(True, timeout=10)
+        assert metrics.bus_listener_up._value.get() == 1
+        assert follower.discontinuities == 0  # the connection held: nothing pushed was lost
+        after = chunk(4, "after the freeze")
+        assert await append(backend, after)
+        await delivered.wait_for(1)
+        assert delivered.ids == [after.event_id]
+    finally:
+        await backend.stop()
+    assert metrics.registry.get_sample_value("wsmigrate_bus_followed_channels") == 0
+
+
+async def test_a_redis_that_lost_its_data_is_reported_as_a_reset(private_redis: RedisServer) -> None:
+    resets: asyncio.Queue[str] = asyncio.Queue()
+    delivered = Delivered()
+    backend = RedisBackend(private_redis.url + "?delivery=topics", prefix="reset", on_discontinuity=resets.put_nowait,
+                           heartbeat_interval_s=0.2, stale_after_s=1.0)
+    backend.follow("thread:3")
+    await backend.start(delivered)
+    try:
+        assert await append(backend, chunk(3, "before"))
+        await delivered.wait_for(1)
+        old = await backend.position("thread:3")
+        async with Redis.from_url(private_redis.url) as admin:
+            await admin.flushall()  # the connection stays: only the data's new incarnation tells
+        assert await asyncio.wait_for(resets.get(), 10) == "reset"
+        assert await append(backend, chunk(3, "after"))
+        await delivered.wait_for(2)
+        new = await backend.position("thread:3")
+        assert (new.epoch, new.seq) != (old.epoch, old.seq)
+        assert delivered.publications[-1].seqs["thread:3"] == 1  # numbered afresh, in a new epoch
+    finally:
+        await backend.stop()
