@@ -51,6 +51,7 @@ CLUSTER_SHARDS = 6  # the Redis Cluster row: 3 local primaries, 2 shards each
 LONG_OUTAGE_S, LONG_OUTAGE_RATE = 5.0, 200  # the long-outage storms: down 5 s, 200 events/s throughout
 REDIS_MAX_EVENTS = 10_000  # the Redis row: burst and paced events (its throughput is far lower, see the doc)
 FOLLOW_EVENTS, FOLLOW_RATE = 5_000, 500  # the Redis "cost follows subscriptions" runs (paced)
+FOLLOW_REPS = 3  # interleaved repetitions of each placement (`follow_runs`)
 
 # Settings of every wsmigrate server in the benchmark. Authentication stays on (a bearer token of
 # the `demo` user, which owns the benchmark's agent and threads); the per-user connection quota and
@@ -399,45 +400,75 @@ def long_outage_storms(args: argparse.Namespace, outdir: Path, url: str, spec: S
 
 
 def follow_runs(args: argparse.Namespace, outdir: Path, url: str, spec: ServerSpec,
-                delivery: str = "stream") -> dict[str, Any]:
+                delivery: str = "stream", reps: int = FOLLOW_REPS) -> dict[str, Any]:
     """Does a worker's cost follow its own subscriptions? Three servers on one Redis bus: one only
     publishes, A and B hold the subscribers. `all`: every client on A (B holds none); `halves`: the
     clients of threads 1-50 on A, 51-100 on B. Per server, CPU per published event, in a burst
     (entries read in batches) and paced (about one entry per read). `delivery`: the bus URL's
-    (`stream`: every worker reads the global stream; `topics`: Redis pushes each what it follows)."""
+    (`stream`: every worker reads the global stream; `topics`: Redis pushes each what it follows).
+
+    `reps` interleaved repetitions (all, halves, all, halves, ...): one run's ratio moved by 0.1-0.15
+    between two runs minutes apart on this VM. Each placement's row is the median of its
+    repetitions; `ratios` holds, per phase, the median of each repetition's halves-to-all ratio,
+    which a drift of the VM's speed between repetitions does not skew."""
+    runs: dict[str, list[dict[str, Any]]] = {"all": [], "halves": []}
+    errors: dict[str, str] = {}
+    for rep in range(reps):
+        for placement in ("all", "halves"):
+            row = _follow_once(args, outdir, url, spec, delivery, placement, rep)
+            if "error" in row:
+                errors[placement] = row["error"]
+            else:
+                runs[placement].append(row)
     results: dict[str, Any] = {}
-    for placement in ("all", "halves"):
-        bus = f"{url}?prefix=bench-follow-{placement}-{os.getpid()}-{int(time.time())}&delivery={delivery}"
-        ports = [free_port() for _ in range(3)]
-        try:
-            with contextlib.ExitStack() as stack:
-                procs = [stack.enter_context(running_server(spec, port,
-                                                            outdir / f"follow-{delivery}-{placement}-{role}.log",
-                                                            {"WSMIGRATE_BUS_URL": bus}))[0]
-                         for role, port in zip(("publisher", "a", "b"), ports, strict=True)]
-                groups = [descendants(proc.pid) for proc in procs]
-                result = loadgen(spec, ports[0], [pid for group in groups for pid in group],
-                                 "connect,warmup,burst,paced", args, outdir / f"follow-{delivery}-{placement}.json",
-                                 extra=["--sub-ports", f"{ports[1]},{ports[2]}", "--placement", placement,
-                                        "--events", str(FOLLOW_EVENTS), "--paced-events", str(FOLLOW_EVENTS),
-                                        "--rate", str(FOLLOW_RATE)])
-        except (RuntimeError, subprocess.TimeoutExpired, httpx.HTTPError, OSError) as exc:
-            results[placement] = {"error": str(exc)}
-            log_line(f"  follow {placement}: FAILED: {exc}")
+    for placement, rows in runs.items():
+        if not rows:
+            results[placement] = {"error": errors.get(placement, "not run")}
             continue
-        row: dict[str, Any] = {}
-        for phase in ("burst", "paced"):
-            measured = result["phases"][phase]
-            by_pid = measured["server_cpu_s_by_pid"]
-            per_event = [sum(by_pid.get(str(pid), 0.0) for pid in group) * 1e6 / measured["events"] for group in groups]
-            row[phase] = {"publisher_us_per_event": per_event[0], "a_us_per_event": per_event[1],
-                          "b_us_per_event": per_event[2], "lost": measured["lost"],
-                          "duplicated": measured["duplicated"], "p99_ms": measured["p99_ms"],
-                          "events": measured["events"]}
-            log_line(f"follow ({delivery}) {placement} {phase}: us/event publisher {per_event[0]:.1f} "
-                     f"a {per_event[1]:.1f} b {per_event[2]:.1f}; lost {measured['lost']} dup {measured['duplicated']}")
-        results[placement] = row
+        results[placement] = {phase: {key: (sum(r[phase][key] for r in rows) if key in ("lost", "duplicated")
+                                            else statistics.median(r[phase][key] for r in rows))
+                                      for key in rows[0][phase]}
+                              for phase in ("burst", "paced")}
+        results[placement]["reps"] = rows
+    pairs = list(zip(runs["all"], runs["halves"], strict=False))
+    if pairs:
+        results["ratios"] = {phase: statistics.median(
+            (h[phase]["a_us_per_event"] + h[phase]["b_us_per_event"]) / 2 / a[phase]["a_us_per_event"]
+            for a, h in pairs) for phase in ("burst", "paced")}
     return results
+
+
+def _follow_once(args: argparse.Namespace, outdir: Path, url: str, spec: ServerSpec, delivery: str,
+                 placement: str, rep: int) -> dict[str, Any]:
+    bus = f"{url}?prefix=bench-follow-{placement}-{os.getpid()}-{int(time.time())}-{rep}&delivery={delivery}"
+    name = f"follow-{delivery}-{placement}-r{rep + 1}"
+    ports = [free_port() for _ in range(3)]
+    try:
+        with contextlib.ExitStack() as stack:
+            procs = [stack.enter_context(running_server(spec, port, outdir / f"{name}-{role}.log",
+                                                        {"WSMIGRATE_BUS_URL": bus}))[0]
+                     for role, port in zip(("publisher", "a", "b"), ports, strict=True)]
+            groups = [descendants(proc.pid) for proc in procs]
+            result = loadgen(spec, ports[0], [pid for group in groups for pid in group],
+                             "connect,warmup,burst,paced", args, outdir / f"{name}.json",
+                             extra=["--sub-ports", f"{ports[1]},{ports[2]}", "--placement", placement,
+                                    "--events", str(FOLLOW_EVENTS), "--paced-events", str(FOLLOW_EVENTS),
+                                    "--rate", str(FOLLOW_RATE)])
+    except (RuntimeError, subprocess.TimeoutExpired, httpx.HTTPError, OSError) as exc:
+        log_line(f"  {name}: FAILED: {exc}")
+        return {"error": str(exc)}
+    row: dict[str, Any] = {}
+    for phase in ("burst", "paced"):
+        measured = result["phases"][phase]
+        by_pid = measured["server_cpu_s_by_pid"]
+        per_event = [sum(by_pid.get(str(pid), 0.0) for pid in group) * 1e6 / measured["events"] for group in groups]
+        row[phase] = {"publisher_us_per_event": per_event[0], "a_us_per_event": per_event[1],
+                      "b_us_per_event": per_event[2], "lost": measured["lost"],
+                      "duplicated": measured["duplicated"], "p99_ms": measured["p99_ms"],
+                      "events": measured["events"]}
+        log_line(f"{name} {phase}: us/event publisher {per_event[0]:.1f} "
+                 f"a {per_event[1]:.1f} b {per_event[2]:.1f}; lost {measured['lost']} dup {measured['duplicated']}")
+    return row
 
 
 def redis_answers(port: int) -> bool:
@@ -703,7 +734,8 @@ def target_rows(runs: dict[str, list[Any]], idle: dict[str, Any], all_specs: dic
             halves = follow.get("halves", {}).get(phase, {})
             half = None if "a_us_per_event" not in halves else \
                 (halves["a_us_per_event"] + halves["b_us_per_event"]) / 2
-            follow_ratios[phase] = (ratio(half, one), half, one)
+            # the median of the repetitions' own ratios (`follow_runs`), else the medians' ratio
+            follow_ratios[phase] = ((follow.get("ratios") or {}).get(phase, ratio(half, one)), half, one)
         measured_follow = "; ".join(f"{phase} {fmt_ratio(r)} ({fmt(half, '.1f')} vs {fmt(one, '.1f')} us per event)"
                                     for phase, (r, half, one) in follow_ratios.items())
         follow_ok = [r <= 0.6 for r, _, _ in follow_ratios.values() if r is not None]
@@ -932,7 +964,8 @@ def render_follow(follow: dict[str, Any], how: str) -> str:
     return "\n".join([
         f"**Cost follows subscriptions, {how}.** Three single-process servers on the same Redis bus: one only "
         f"publishes ({FOLLOW_EVENTS:,} events to random threads as a burst, then {FOLLOW_EVENTS:,} at "
-        f"{FOLLOW_RATE}/s), A and B hold the 1,000 subscribers. Server CPU per published event, one run each:\n",
+        f"{FOLLOW_RATE}/s), A and B hold the 1,000 subscribers. Server CPU per published event, medians of "
+        f"{FOLLOW_REPS} interleaved runs (the verdict: the median of each run's halves-to-all ratio):\n",
         table(["placement", "phase", "publisher us/event", "A us/event", "B us/event", "lost / dup", "p99 ms"],
               rows) + "\n",
     ])
