@@ -1,8 +1,9 @@
 """The sharded Redis bus on a real three-node Redis Cluster (`redis-server --cluster-enabled yes`,
 started by the suite on loopback): exactly-once delivery in each topic's order across workers,
 replay, rollback detection per shard, events split across shards, and the faults a cluster adds
-(a node that forgot its scripts, a reader's connection cut). The `BusBackend` contract runs on it
-too (tests/contract/test_bus_backend_contract.py, `redis-cluster`)."""
+(a node that forgot its scripts, a reader's connection cut, a slot that moves under a worker that
+follows topics). The `BusBackend` contract runs on it too (tests/contract/test_bus_backend_contract.py,
+`redis-cluster` and `redis-cluster-topics`)."""
 
 from __future__ import annotations
 
@@ -322,6 +323,51 @@ async def test_a_shard_reader_follows_its_stream_when_its_slot_migrates_to_anoth
             assert [p.event.data["content"] for p in delivered.publications[10:]] == [f"after{i}" for i in range(10)]
             assert worker.listeners[shard].reconnects >= 1
             assert (await worker.replay("thread:3", Position(position.epoch, 0))) is not None  # history moved too
+        finally:
+            await worker.stop()
+            await publisher.stop()
+    finally:
+        cluster.close()
+
+
+async def test_a_topic_follower_whose_slot_migrates_reports_the_gap_and_follows_it_there(cluster_prefix: str) -> None:
+    """Delivery by topics: when a shard's slot moves, Redis unsubscribes the follower from the slot's
+    channels (what it pushed meanwhile is lost). The follower reports it as a gap, finds the slot's
+    new node, subscribes there, and every later event is delivered once, in order."""
+    from tests.redis_server import RedisClusterServers
+
+    cluster = RedisClusterServers(3).start()  # its own: the test changes the cluster's shape
+    gaps: list[str] = []
+    try:
+        worker, delivered = await start_worker(cluster, cluster_prefix, "w", delivery="topics",
+                                               on_discontinuity=gaps.append)
+        worker.follow("thread:3")
+        publisher, _ = await start_worker(cluster, cluster_prefix, "p")
+        try:
+            shard, key = worker.shard_of("thread:3"), worker.keys_of("thread:3").events
+            await worker.position("thread:3")  # followed: its subscription is confirmed
+            source = cluster.node_of(key)
+            target = next(node for node in cluster.nodes if node is not source)
+            for i in range(10):
+                assert await append(publisher, chunk(3, f"before{i}"))
+            await delivered.wait_for(10)
+
+            await asyncio.to_thread(cluster.move_slot, key, target)
+            assert cluster.node_of(key) is target
+            for i in range(5):
+                await append_when_served(publisher, chunk(3, f"during{i}"))
+            await worker.position("thread:3")  # subscribed on the slot's new node by now
+            for i in range(5):
+                assert await append(publisher, chunk(3, f"after{i}"))
+            await delivered.wait_for_topics(15)
+
+            seqs = delivered.seqs("thread:3")
+            assert seqs == sorted(set(seqs))  # never twice, never out of order
+            assert seqs[:10] == list(range(1, 11))
+            assert seqs[-5:] == list(range(16, 21))
+            assert "gap" in gaps  # what was pushed while the slot moved may be lost: it was said
+            assert worker.followers[shard].reconnects >= 1
+            await worker.followers[shard].wait_until_healthy(True, timeout=10)
         finally:
             await worker.stop()
             await publisher.stop()
