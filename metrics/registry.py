@@ -40,6 +40,9 @@ COMPARISON_OUTCOMES = (
 )
 SKIP_REASONS = ("sampled_out", "capacity")
 ROUNDTRIP_OUTCOMES = ("exact", "lossy")
+# why a bus reader could not deliver everything (`unified.bus_reader`): a seq that did not follow on
+# or pushes lost with a connection, a Redis that lost its data, entries trimmed before they were read
+BUS_DISCONTINUITY_REASONS = ("gap", "reset", "trimmed")
 UNDECLARED_FRAME = "undeclared"  # the frame-type label of legacy frames the translations do not know
 UNIFIED_KIND = "unified"  # the other connection kinds are the legacy views an application declares
 STAGES = ("off", "shadow", "live", "complete")
@@ -236,6 +239,13 @@ class WsMetrics:
             "Bus entries this worker read but did not decode: nothing on it needed them.",
             registry=r,
         )
+        self.bus_discontinuities = Counter(
+            f"{PREFIX}_bus_discontinuities",
+            "Times this worker's bus reader could not deliver everything, by reason; each closed every socket (1012).",
+            ["reason"], registry=r,
+        )
+        for reason in BUS_DISCONTINUITY_REASONS:
+            self.bus_discontinuities.labels(reason)
         self.bus_followed_channels = Gauge(
             f"{PREFIX}_bus_followed_channels",
             "Redis channels this worker follows with delivery by topics: its topics, event types and heartbeats.",

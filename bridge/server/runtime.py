@@ -49,6 +49,7 @@ from wsmigrate.bridge.translation import TranslationTable, flat
 from wsmigrate.legacy.manager import LegacyConnectionManager
 from wsmigrate.legacy.views import Access, LegacyProtocol, TargetId
 from wsmigrate.metrics import WsMetrics
+from wsmigrate.metrics.registry import BUS_DISCONTINUITY_REASONS
 from wsmigrate.unified import ConnectionManager, EventBus, EventCatalog, MemoryBackend
 from wsmigrate.unified.backend import BusBackend
 from wsmigrate.unified.endpoint import Authorize, allow_all
@@ -249,6 +250,8 @@ class Runtime:
         wherever the history is gone (and refetch), legacy clients reopen their view afresh.
         """
         log.error("bus discontinuity (%s): asking every client to reconnect", reason)
+        if self.metrics is not None:
+            self.metrics.bus_discontinuities.labels(reason if reason in BUS_DISCONTINUITY_REASONS else "gap").inc()
         for close in self._socket_closers():
             close(CloseCode.SERVICE_RESTART, f"event stream discontinuity ({reason})")
 

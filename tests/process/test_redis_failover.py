@@ -115,6 +115,8 @@ async def test_redis_restarted_empty_no_worker_stays_deaf_and_clients_are_told(
 
             await read_until_closed(client, track)
             assert client.ws.close_code == 1012
+        for server in (first, second):  # and says so on /metrics
+            assert await metric(server, "wsmigrate_bus_discontinuities_total", reason="reset") >= 1
         published_before = sum([await metric(s, "wsmigrate_events_published_total", event_type="message_created")
                                 for s in (first, second)])
         again = [await Client.open(s.ws_url) for s in (first, second)]
