@@ -122,6 +122,11 @@ class BusReader:
             log.error("bus delivery skipped events (a topic's seq did not follow on); clients must resync")
             self._discontinuity("gap")
 
+    def _lost_data(self, old: str | None, new: str) -> None:
+        """Redis came back with another dataset (restarted empty, flushed): say so, and report it."""
+        log.error("the Redis bus lost its data (incarnation %s -> %s): topics restart with new epochs", old, new)
+        self._discontinuity("reset")
+
     def _discontinuity(self, reason: str) -> None:
         self.discontinuities += 1
         if self.on_discontinuity is not None:

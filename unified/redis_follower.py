@@ -46,7 +46,7 @@ import logging
 import math
 import time
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from redis.asyncio import Redis
@@ -65,6 +65,7 @@ from wsmigrate.unified.redis_listener import (
     READ_BATCH,
     Decode,
     Deliver,
+    Relocate,
 )
 from wsmigrate.unified.redis_scripts import (
     F_INCARNATION,
@@ -78,7 +79,6 @@ from wsmigrate.unified.redis_scripts import (
 
 log = logging.getLogger(__name__)
 
-Relocate = Callable[[], Awaitable[tuple[Redis, Redis] | None]]  # -> (client of the node, its writer)
 SUBSCRIBE_BATCH = 1_000  # channels per SUBSCRIBE / UNSUBSCRIBE command
 
 
@@ -443,13 +443,10 @@ class TopicFollower(BusReader):
             log.exception("delivering bus entry %s failed", entry_id)
 
     def _switch_incarnation(self, incarnation: str) -> None:
-        old = self._incarnation
-        log.error("the Redis bus lost its data (incarnation %s -> %s): topics restart with new epochs",
-                  old, incarnation)
-        self._incarnation = incarnation
+        old, self._incarnation = self._incarnation, incarnation
         self._last_key, self._last_head = (0, 0), ""
         self._topic_seqs.clear()
-        self._discontinuity("reset")
+        self._lost_data(old, incarnation)
 
     # -- read-your-position ------------------------------------------------------------------------
 

@@ -349,13 +349,10 @@ class StreamListener(BusReader):
             self._check_trimmed(deleted)
 
     def _switch_incarnation(self, incarnation: str) -> None:
-        old = self._incarnation
-        log.error("the Redis bus lost its data (incarnation %s -> %s): topics restart with new epochs",
-                  old, incarnation)
-        self._incarnation = incarnation
+        old, self._incarnation = self._incarnation, incarnation
         self._set_last(ZERO_ID)
         self._fail_waiters(old, "the Redis bus lost its data")
-        self._discontinuity("reset")
+        self._lost_data(old, incarnation)
 
     def _check_trimmed(self, deleted: str) -> None:
         gap = parse_id(deleted)
