@@ -432,10 +432,14 @@ def follow_runs(args: argparse.Namespace, outdir: Path, url: str, spec: ServerSp
         results[placement]["reps"] = rows
     pairs = list(zip(runs["all"], runs["halves"], strict=False))
     if pairs:
-        results["ratios"] = {phase: statistics.median(
-            (h[phase]["a_us_per_event"] + h[phase]["b_us_per_event"]) / 2 / a[phase]["a_us_per_event"]
-            for a, h in pairs) for phase in ("burst", "paced")}
+        results["ratios"] = {phase: statistics.median(_per_worker(h[phase]) / a[phase]["a_us_per_event"]
+                                                      for a, h in pairs) for phase in ("burst", "paced")}
     return results
+
+
+def _per_worker(halves: dict[str, Any]) -> float:
+    """What one of the two workers holding half the subscribers each spent per published event."""
+    return float(halves["a_us_per_event"] + halves["b_us_per_event"]) / 2
 
 
 def _follow_once(args: argparse.Namespace, outdir: Path, url: str, spec: ServerSpec, delivery: str,
@@ -713,27 +717,21 @@ def target_rows(runs: dict[str, list[Any]], idle: dict[str, Any], all_specs: dic
     add("Navigation: unified >= 3x legacy navigations/s, 0 socket opens per navigation",
         f"{fmt_ratio(r_nav)} ({fmt(nav_u)} vs {fmt(nav_l)} /s), {fmt(opens, '.0f')} opens/navigation",
         None if r_nav is None else (r_nav >= 3 and opens == 0))
-    redis_phases = ((redis or {}).get("result") or {}).get("phases", {})
-    cpu_redis = redis_phases.get("burst", {}).get("server_cpu_us_per_delivery")
     cpu_memory = med(runs.get("unified", []), "burst", "server_cpu_us_per_delivery")
-    r_redis = ratio(cpu_redis, cpu_memory)
-    add("Redis bus (2 workers): CPU per delivery <= 1.5x the in-memory path's (burst)",
-        f"{fmt_ratio(r_redis)} ({fmt(cpu_redis, '.1f')} us vs {fmt(cpu_memory, '.1f')} us)",
-        None if r_redis is None else r_redis <= 1.5)
-    topics_phases = ((redis or {}).get("topics") or {}).get("phases", {})
-    cpu_topics = topics_phases.get("burst", {}).get("server_cpu_us_per_delivery")
-    r_topics = ratio(cpu_topics, cpu_memory)
-    add("Redis bus with delivery by topics (2 workers): CPU per delivery <= 1.5x the in-memory path's (burst)",
-        f"{fmt_ratio(r_topics)} ({fmt(cpu_topics, '.1f')} us vs {fmt(cpu_memory, '.1f')} us)",
-        None if r_topics is None else r_topics <= 1.5)
+    for key, row in (("result", "Redis bus (2 workers)"), ("topics", "Redis bus with delivery by topics (2 workers)")):
+        phases = ((redis or {}).get(key) or {}).get("phases", {})
+        cpu_redis = phases.get("burst", {}).get("server_cpu_us_per_delivery")
+        r_redis = ratio(cpu_redis, cpu_memory)
+        add(f"{row}: CPU per delivery <= 1.5x the in-memory path's (burst)",
+            f"{fmt_ratio(r_redis)} ({fmt(cpu_redis, '.1f')} us vs {fmt(cpu_memory, '.1f')} us)",
+            None if r_redis is None else r_redis <= 1.5)
     for key, how in (("follow", "reading the global stream"), ("follow_topics", "with delivery by topics")):
         follow = (redis or {}).get(key) or {}
         follow_ratios: dict[str, tuple[float | None, float | None, float | None]] = {}
         for phase in ("burst", "paced"):
             one = follow.get("all", {}).get(phase, {}).get("a_us_per_event")
             halves = follow.get("halves", {}).get(phase, {})
-            half = None if "a_us_per_event" not in halves else \
-                (halves["a_us_per_event"] + halves["b_us_per_event"]) / 2
+            half = _per_worker(halves) if "a_us_per_event" in halves else None
             # the median of the repetitions' own ratios (`follow_runs`), else the medians' ratio
             follow_ratios[phase] = ((follow.get("ratios") or {}).get(phase, ratio(half, one)), half, one)
         measured_follow = "; ".join(f"{phase} {fmt_ratio(r)} ({fmt(half, '.1f')} vs {fmt(one, '.1f')} us per event)"
