@@ -8,6 +8,16 @@ callback per loop turn then writes every dirty outbox's frames with a single `tr
 a burst of events to one socket leaves as one write, not one per frame, and a socket that got
 nothing costs nothing.
 
+Coalescing under back-to-back traffic. While the loop goes straight from one flush to the next
+frame (a publisher that yields after every event, a reply streamed token by token), a flush per
+loop turn costs a callback, a pass over the dirty outboxes and a ticket settlement per event. So
+a frame put less than `BUSY_GAP_S` after the previous flush began waits up to the scheduler's
+`coalesce_s` (`WSMIGRATE_WRITE_COALESCE_MS`, 1 ms for `wsmigrate serve`) and leaves with
+everything queued meanwhile: at most one flush per window while traffic is back to back, several
+frames of one socket in one write. A frame after a quieter moment (paced traffic, one event now
+and then) still leaves at the end of its loop turn; `coalesce_s=0` always writes per turn.
+`tests/unit/test_outbox_direct.py` pins both to the same bytes in the same order.
+
 Flow control. While the transport's buffer is above its high-water mark the outbox stops writing
 and a writer task waits for the transport to drain, then writes everything queued meanwhile in
 one go. Frames keep counting against the outbox capacity, so a client that stops reading is closed
@@ -21,6 +31,7 @@ and loop turn (`metrics.ledger.settle`), not one per recipient.
 from __future__ import annotations
 
 import asyncio
+import time
 import weakref
 from collections.abc import Callable
 
@@ -31,24 +42,44 @@ from wsmigrate.unified.outbox import DEFAULT_OUTBOX_CAPACITY, AsgiOutbox, CloseS
 from wsmigrate.unified.transport import PAUSED, WRITTEN, DirectTransport, direct_transport
 from wsmigrate.unified.wire import text_frame
 
+DEFAULT_COALESCE_S = 0.001
+# A frame this soon after the previous flush began means traffic is back to back: the loop went
+# from one flush to the next event without waiting (a turn of the fan-out takes tens of µs; paced
+# or occasional traffic leaves milliseconds between events, and is never held).
+BUSY_GAP_S = 0.0002
+
 
 class FlushScheduler:
-    """One per event loop: writes the outboxes that got frames during this loop turn."""
+    """One per event loop: writes the outboxes that got frames, at the end of the loop turn or,
+    under back-to-back traffic, once per `coalesce_s` (see the module docstring)."""
 
-    __slots__ = ("_handle", "_loop", "dirty")
+    __slots__ = ("_busy_gap", "_clock", "_flushed_at", "_handle", "_loop", "coalesce_s", "dirty")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, *, coalesce_s: float = DEFAULT_COALESCE_S,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        if coalesce_s < 0:
+            raise ValueError("coalesce_s must not be negative")
         self._loop = loop
+        self.coalesce_s = coalesce_s
         self.dirty: list[DirectOutbox] = []
         self._handle: asyncio.Handle | None = None
+        self._clock = clock
+        self._busy_gap = BUSY_GAP_S
+        self._flushed_at = -BUSY_GAP_S  # when the last flush began
 
     def mark(self, outbox: DirectOutbox) -> None:
         self.dirty.append(outbox)
         if self._handle is None:
-            self._handle = self._loop.call_soon(self._run)
+            if self.coalesce_s and self._clock() - self._flushed_at < self._busy_gap:
+                self._handle = self._loop.call_later(self.coalesce_s, self._run)
+            else:
+                self._handle = self._loop.call_soon(self._run)
 
     def _run(self) -> None:
         self._handle = None
+        self._flushed_at = self._clock()
         dirty, self.dirty = self.dirty, []
         written: list[DeliveryTicket] = []
         for outbox in dirty:
@@ -67,6 +98,14 @@ def flush_scheduler() -> FlushScheduler:
     if scheduler is None:
         scheduler = _schedulers[loop] = FlushScheduler(loop)
     return scheduler
+
+
+def set_write_coalescing(window_s: float) -> None:
+    """How long frames of back-to-back traffic may wait to leave together, for every direct outbox
+    of the running loop (`WSMIGRATE_WRITE_COALESCE_MS`); 0 writes at the end of every loop turn."""
+    if window_s < 0:
+        raise ValueError("the write coalescing window must not be negative")
+    flush_scheduler().coalesce_s = window_s
 
 
 class DirectOutbox(Outbox):

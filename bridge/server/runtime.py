@@ -55,6 +55,7 @@ from wsmigrate.unified.backend import BusBackend
 from wsmigrate.unified.endpoint import Authorize, allow_all
 from wsmigrate.unified.events import now_ms
 from wsmigrate.unified.history import TopicHistory
+from wsmigrate.unified.outbox_direct import set_write_coalescing
 from wsmigrate.unified.protocol import CloseCode, ServerPing
 from wsmigrate.unified.topics import PROBE_TOPIC
 
@@ -221,6 +222,7 @@ class Runtime:
         await self.flags.start()
         if self.relay is not None:
             await self.relay.start()
+        set_write_coalescing(self.settings.write_coalesce_ms / 1000)  # this loop's direct outboxes
         HEAD_TIMEOUT.seconds = self.settings.request_head_timeout_s  # read by uvicorn's HTTP protocol
         HEAD_TIMEOUT.on_timeout = self.metrics.http_head_timeouts.inc
         loop = asyncio.get_running_loop()

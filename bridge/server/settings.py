@@ -52,6 +52,9 @@ class Settings(EnvSettings):
     bus_replay_cache: int = Field(20_000, ge=0, le=1_000_000)
     # delivery
     outbox_capacity: int = Field(1000, ge=1)
+    # under back-to-back traffic a socket's frames wait up to this long to leave in one flush
+    # (unified/outbox_direct.py); paced or occasional traffic is never held. 0: every loop turn
+    write_coalesce_ms: float = Field(1.0, ge=0, le=100)
     max_topics: int = Field(100, ge=1)
     handler_queue_size: int = Field(10_000, ge=1)
     history_size: int = Field(300, ge=0)

@@ -3,13 +3,16 @@ frames written past the protocol library still meeting the WebSocket specificati
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from websockets.asyncio.client import connect
 
+from examples.chat.declaration import ChatEvent
 from tests.conftest import ServerFactory
-from tests.support import Client, rest
+from tests.support import CHAT, Client, rest
 from wsmigrate.unified.outbox import AsgiOutbox
-from wsmigrate.unified.outbox_direct import DirectOutbox
+from wsmigrate.unified.outbox_direct import DirectOutbox, flush_scheduler
 
 
 @pytest.mark.parametrize(("direct", "outbox_type"), [(True, DirectOutbox), (False, AsgiOutbox)])
@@ -45,4 +48,32 @@ async def test_a_client_that_negotiated_deflate_reads_direct_frames(server_facto
     assert (await client.expect("pong"))["message_id"] == "p"
     await rest(server, "DELETE", f"/api/agents/{agent['id']}")
     assert (await client.expect("agent_deleted"))["data"]["id"] == agent["id"]
+    await client.close()
+
+
+@pytest.mark.parametrize("window_ms", [0, 20])
+async def test_a_stream_published_one_event_per_loop_turn_arrives_whole_and_in_order(
+    server_factory: ServerFactory, window_ms: int,
+) -> None:
+    """`WSMIGRATE_WRITE_COALESCE_MS` reaches the server loop's outboxes; with a window, the tokens of a
+    reply streamed one per loop turn leave several to a write (unified/outbox_direct.py), and a
+    real client still reads every one once, in order, with seqs that follow each other."""
+    server = server_factory(write_coalesce_ms=window_ms)
+    assert server.call(lambda: flush_scheduler().coalesce_s) == window_ms / 1000
+    agent = await rest(server, "POST", "/api/agents", {"name": "s"})
+    thread = await rest(server, "POST", "/api/threads", {"agent_id": agent["id"]})
+    client = await Client.open(server.ws_url())
+    await client.subscribe(f"thread:{thread['id']}")
+
+    async def stream(count: int) -> None:
+        for index in range(count):
+            await server.runtime.bus.publish(CHAT.create(ChatEvent.STREAM_CHUNK, {
+                "thread_id": thread["id"], "message_id": "m", "index": index, "chunk": f"t{index}"}))
+            await asyncio.sleep(0)  # one event per loop turn
+
+    server.run(stream(200))
+    chunks = [await client.expect("stream_chunk") for _ in range(200)]
+    assert [c["data"]["index"] for c in chunks] == list(range(200))
+    seqs = [c["seq"] for c in chunks]
+    assert seqs == list(range(seqs[0], seqs[0] + 200))
     await client.close()

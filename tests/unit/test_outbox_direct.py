@@ -7,6 +7,7 @@ in-memory one here plays its three answers (written, paused, closed) determinist
 from __future__ import annotations
 
 import asyncio
+import random
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -14,7 +15,7 @@ from prometheus_client import CollectorRegistry
 from tests.unit.test_wire import decode
 from wsmigrate.metrics import WsMetrics
 from wsmigrate.metrics.ledger import PathLedger
-from wsmigrate.unified.outbox_direct import DirectOutbox, FlushScheduler
+from wsmigrate.unified.outbox_direct import BUSY_GAP_S, DirectOutbox, FlushScheduler
 from wsmigrate.unified.protocol import CloseCode
 from wsmigrate.unified.transport import CLOSED, PAUSED, WRITTEN
 from wsmigrate.unified.wire import EncodedFrame
@@ -23,6 +24,7 @@ from wsmigrate.unified.wire import EncodedFrame
 class MemoryTransport:
     def __init__(self) -> None:
         self.writes: list[bytes] = []
+        self.wrote = asyncio.Event()  # set by every write
         self.state = WRITTEN
         self._drained = asyncio.Event()
         self._drained.set()
@@ -31,6 +33,7 @@ class MemoryTransport:
         if self.state != WRITTEN:
             return self.state
         self.writes.append(data)
+        self.wrote.set()
         return WRITTEN
 
     async def wait_writable(self) -> None:
@@ -62,6 +65,11 @@ async def turn() -> None:
         await asyncio.sleep(0)
 
 
+def per_turn() -> FlushScheduler:
+    """A scheduler that writes at the end of every loop turn (`WSMIGRATE_WRITE_COALESCE_MS=0`)."""
+    return FlushScheduler(asyncio.get_running_loop(), coalesce_s=0)
+
+
 @pytest.fixture
 def ledger() -> PathLedger:
     return PathLedger(WsMetrics(CollectorRegistry(), event_types=["stream_chunk"]), "unified")
@@ -75,7 +83,7 @@ def sample(ledger: PathLedger, name: str, **labels: str) -> float:
 
 async def test_frames_of_one_loop_turn_leave_in_one_write_in_order() -> None:
     transport = MemoryTransport()
-    outbox = DirectOutbox(transport, Closer(), scheduler=FlushScheduler(asyncio.get_running_loop()))
+    outbox = DirectOutbox(transport, Closer(), scheduler=per_turn())
     outbox.start()
     for i in range(5):
         assert outbox.put(EncodedFrame(f'{{"n":{i}}}'))
@@ -87,7 +95,7 @@ async def test_frames_of_one_loop_turn_leave_in_one_write_in_order() -> None:
 
 
 async def test_one_encoded_frame_is_shared_by_every_outbox() -> None:
-    scheduler = FlushScheduler(asyncio.get_running_loop())
+    scheduler = per_turn()
     transports = [MemoryTransport() for _ in range(3)]
     outboxes = [DirectOutbox(t, Closer(), scheduler=scheduler) for t in transports]
     frame = EncodedFrame('{"type":"stream_chunk"}')
@@ -101,7 +109,7 @@ async def test_one_encoded_frame_is_shared_by_every_outbox() -> None:
 
 async def test_a_paused_transport_keeps_frames_until_it_drains() -> None:
     transport = MemoryTransport()
-    outbox = DirectOutbox(transport, Closer(), scheduler=FlushScheduler(asyncio.get_running_loop()))
+    outbox = DirectOutbox(transport, Closer(), scheduler=per_turn())
     outbox.start()
     transport.pause()
     outbox.put(EncodedFrame("1"))
@@ -123,7 +131,7 @@ async def test_a_client_that_stops_reading_is_closed_as_slow_consumer(ledger: Pa
     transport, closer = MemoryTransport(), Closer()
     overflowed: list[bool] = []
     outbox = DirectOutbox(transport, closer, capacity=3, on_overflow=lambda: overflowed.append(True),
-                          scheduler=FlushScheduler(asyncio.get_running_loop()))
+                          scheduler=per_turn())
     outbox.start()
     transport.pause()
     tickets = [ledger.open("stream_chunk", 0, 1) for _ in range(4)]
@@ -139,7 +147,7 @@ async def test_a_client_that_stops_reading_is_closed_as_slow_consumer(ledger: Pa
 
 async def test_a_closed_transport_fails_what_was_queued(ledger: PathLedger) -> None:
     transport = MemoryTransport()
-    outbox = DirectOutbox(transport, Closer(), scheduler=FlushScheduler(asyncio.get_running_loop()))
+    outbox = DirectOutbox(transport, Closer(), scheduler=per_turn())
     outbox.start()
     ticket = ledger.open("stream_chunk", 0, 2)
     outbox.put(EncodedFrame("a"), ticket)
@@ -154,7 +162,7 @@ async def test_a_closed_transport_fails_what_was_queued(ledger: PathLedger) -> N
 
 async def test_close_after_flush_writes_what_is_queued_then_closes() -> None:
     transport, closer = MemoryTransport(), Closer()
-    outbox = DirectOutbox(transport, closer, scheduler=FlushScheduler(asyncio.get_running_loop()))
+    outbox = DirectOutbox(transport, closer, scheduler=per_turn())
     outbox.start()
     outbox.put('{"type":"error"}')
     outbox.close_after_flush(CloseCode.POLICY_VIOLATION, "too many bad frames")
@@ -166,7 +174,7 @@ async def test_close_after_flush_writes_what_is_queued_then_closes() -> None:
 
 async def test_frames_put_before_start_wait_for_it() -> None:
     transport = MemoryTransport()
-    outbox = DirectOutbox(transport, Closer(), scheduler=FlushScheduler(asyncio.get_running_loop()))
+    outbox = DirectOutbox(transport, Closer(), scheduler=per_turn())
     outbox.put('{"first":1}')
     await turn()
     assert transport.writes == []
@@ -176,7 +184,7 @@ async def test_frames_put_before_start_wait_for_it() -> None:
 
 
 async def test_written_frames_settle_their_tickets_once_per_turn(ledger: PathLedger) -> None:
-    scheduler = FlushScheduler(asyncio.get_running_loop())
+    scheduler = per_turn()
     transports = [MemoryTransport() for _ in range(10)]
     outboxes = [DirectOutbox(t, Closer(), scheduler=scheduler) for t in transports]
     for outbox in outboxes:
@@ -193,3 +201,115 @@ async def test_written_frames_settle_their_tickets_once_per_turn(ledger: PathLed
     assert ledger.metrics is not None
     count = ledger.metrics.registry.get_sample_value("wsmigrate_delivery_latency_seconds_count", {"path": "unified"})
     assert count == 30  # one observation per recipient, even though they were tallied together
+
+
+# -- coalescing under back-to-back traffic (WSMIGRATE_WRITE_COALESCE_MS) ----------------------------
+
+WINDOW_S = 0.05  # far longer than a few loop turns, so "not yet written" cannot be a race
+
+
+class StoppedClock:
+    """The scheduler's clock: stands still (every frame is back to back) until moved on."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def written(transport: MemoryTransport, count: int, timeout: float = 2.0) -> None:
+    """Wait (bounded) until `transport` has `count` writes: the window's timer fired."""
+    async with asyncio.timeout(timeout):
+        while len(transport.writes) < count:
+            transport.wrote.clear()
+            await transport.wrote.wait()
+
+
+async def test_back_to_back_frames_wait_for_the_window_and_leave_in_one_write() -> None:
+    clock = StoppedClock()
+    scheduler = FlushScheduler(asyncio.get_running_loop(), coalesce_s=WINDOW_S, clock=clock)
+    transport = MemoryTransport()
+    outbox = DirectOutbox(transport, Closer(), scheduler=scheduler)
+    outbox.start()
+    outbox.put(EncodedFrame("a"))  # nothing was flushed before: it leaves at the end of this turn
+    await turn()
+    assert transport.texts() == ["a"]
+    loop = asyncio.get_running_loop()
+    held_from = loop.time()
+    for text in "bcd":  # right after that flush (the clock stands still), one per loop turn
+        outbox.put(EncodedFrame(text))
+        await turn()
+    assert len(transport.writes) == 1, "a back-to-back frame left before the window"
+    await written(transport, 2)
+    assert loop.time() - held_from >= WINDOW_S * 0.9  # the loop's timer granularity
+    assert transport.writes[1] == b"".join(EncodedFrame(t).wire for t in "bcd")  # one write, in order
+
+
+async def test_a_frame_after_a_quiet_moment_leaves_at_the_end_of_its_turn() -> None:
+    clock = StoppedClock()
+    scheduler = FlushScheduler(asyncio.get_running_loop(), coalesce_s=WINDOW_S, clock=clock)
+    transport = MemoryTransport()
+    outbox = DirectOutbox(transport, Closer(), scheduler=scheduler)
+    outbox.start()
+    for n, text in enumerate("abc", start=1):
+        clock.now += BUSY_GAP_S  # as long as the busy gap since the last flush: not back to back
+        outbox.put(EncodedFrame(text))
+        await turn()
+        assert len(transport.writes) == n
+    assert transport.texts() == ["a", "b", "c"]
+
+
+async def test_a_zero_window_writes_every_turn_however_busy() -> None:
+    scheduler = FlushScheduler(asyncio.get_running_loop(), coalesce_s=0, clock=StoppedClock())
+    transport = MemoryTransport()
+    outbox = DirectOutbox(transport, Closer(), scheduler=scheduler)
+    outbox.start()
+    for n, text in enumerate("abc", start=1):
+        outbox.put(EncodedFrame(text))
+        await turn()
+        assert len(transport.writes) == n
+
+
+@pytest.mark.parametrize("seed", range(5))
+async def test_coalesced_writes_carry_the_same_bytes_and_settle_the_same_tickets_as_per_turn_writes(
+    seed: int,
+) -> None:
+    """The fast path pinned to the plain one: a random interleaving of puts to several sockets,
+    loop turns and quiet moments, through a coalescing scheduler and a per-turn one."""
+    rng = random.Random(seed)
+    script = [(rng.randrange(4), rng.random() < 0.2, rng.random() < 0.1) for _ in range(300)]
+    results, writes = [], []
+    for coalesce_s in (0.0, 0.002):
+        clock = StoppedClock()
+        metrics = PathLedger(WsMetrics(CollectorRegistry(), event_types=["stream_chunk"]), "unified")
+        scheduler = FlushScheduler(asyncio.get_running_loop(), coalesce_s=coalesce_s, clock=clock)
+        transports = [MemoryTransport() for _ in range(4)]
+        outboxes = [DirectOutbox(t, Closer(), scheduler=scheduler) for t in transports]
+        for outbox in outboxes:
+            outbox.start()
+        for n, (socket, turn_ends, quiet) in enumerate(script):
+            if quiet:
+                clock.now += 1.0
+            outboxes[socket].put(EncodedFrame(f'{{"n":{n}}}'), metrics.open("stream_chunk", 0, 1))
+            if turn_ends:
+                await asyncio.sleep(0)
+        for outbox in outboxes:
+            await outbox.drain(2.0)
+        results.append(([b"".join(t.writes) for t in transports],
+                         sample(metrics, "wsmigrate_recipient_deliveries_total", outcome="sent"),
+                         sample(metrics, "wsmigrate_path_events_completed_total", outcome="delivered"),
+                         sample(metrics, "wsmigrate_path_events_inflight")))
+        writes.append(sum(len(t.writes) for t in transports))
+    assert results[0] == results[1]
+    assert writes[1] < writes[0] / 2, "the coalescing run did not coalesce"
+    assert results[0][1:] == (300, 300, 0)
+
+
+def test_a_negative_window_is_refused() -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        with pytest.raises(ValueError, match="negative"):
+            FlushScheduler(loop, coalesce_s=-0.001)
+    finally:
+        loop.close()
