@@ -13,3 +13,7 @@ class FlagsError(BridgeError):
 
 class TranslationError(BridgeError):
     """A legacy frame or an event could not be translated between the two shapes."""
+
+
+class SettingsError(BridgeError, ValueError):
+    """A `WSMIGRATE_*` setting that cannot be used; the message names each variable and its value."""

@@ -28,7 +28,7 @@ PUBLIC = {
     # mounting into an app
     "Declaration", "WsMigrate", "Settings", "EnvSettings", "token_of", "UVICORN_WS_OPTIONS", "Scenario",
     # errors, version
-    "WsMigrateError", "__version__",
+    "WsMigrateError", "SettingsError", "__version__",
 }
 
 

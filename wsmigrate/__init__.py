@@ -68,6 +68,7 @@ _EXPORTS: dict[str, str] = {
     "Scenario": "wsmigrate.bridge.ops.simulate",
     # errors
     "WsMigrateError": "wsmigrate.metrics.errors",
+    "SettingsError": "wsmigrate.bridge.errors",
 }
 
 __all__ = [
@@ -93,6 +94,7 @@ __all__ = [
     "Publication",
     "Scenario",
     "Settings",
+    "SettingsError",
     "StreamPosition",
     "TargetId",
     "Topic",
@@ -133,6 +135,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
+    from wsmigrate.bridge.errors import SettingsError
     from wsmigrate.bridge.ops.simulate import Scenario
     from wsmigrate.bridge.server.guards import token_of
     from wsmigrate.bridge.server.mount import WsMigrate

@@ -16,6 +16,7 @@ from typing import Any
 import uvicorn
 from uvicorn.importer import ImportFromStringError, import_from_string
 
+from wsmigrate.bridge.errors import SettingsError
 from wsmigrate.bridge.ops.cli_output import ADMIN_TOKEN_ENV, EXIT_OK, EXIT_USAGE, CommandError
 from wsmigrate.bridge.server.settings import Settings
 from wsmigrate.bridge.server.ws_protocol import UVICORN_WS_OPTIONS
@@ -64,7 +65,10 @@ def serve_command(args: argparse.Namespace) -> int:
     overrides = {"bus_url": args.bus, "admin_token": args.admin_token,
                  "self_url": os.environ.get("WSMIGRATE_SELF_URL") or f"http://{host}:{args.port}",
                  "probe_token": os.environ.get("WSMIGRATE_PROBE_TOKEN") or secrets.token_urlsafe(24)}
-    settings = Settings.from_env(**overrides)
+    try:
+        settings = Settings.from_env(**overrides)
+    except SettingsError as exc:
+        raise CommandError(f"invalid setting: {exc}", EXIT_USAGE) from None
     if args.workers > 1 and settings.bus_url.startswith("memory"):
         raise CommandError(f"{args.workers} workers cannot share the in-memory bus (each would see only its own "
                            "events): give a Redis bus (--bus redis://127.0.0.1:6379/0) or run one worker", EXIT_USAGE)

@@ -10,7 +10,9 @@ import os
 from collections.abc import Mapping
 from typing import Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from wsmigrate.bridge.errors import SettingsError
 
 ENV_PREFIX = "WSMIGRATE_"
 
@@ -33,11 +35,21 @@ class EnvSettings(BaseModel):
             if raw is not None:
                 values[name] = raw
         values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls.model_validate(values)
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            raise SettingsError("; ".join(_describe(error, overrides) for error in exc.errors())) from exc
 
     def to_env(self) -> dict[str, str]:
         """The environment variables that reproduce these settings in another process."""
         return {ENV_PREFIX + name.upper(): str(value) for name, value in self.model_dump().items()}
+
+
+def _describe(error: Any, overrides: Mapping[str, Any]) -> str:
+    """One invalid value as the operator wrote it: `WSMIGRATE_X='-1': input should be ...`."""
+    field = str(error["loc"][0]) if error["loc"] else ""
+    where = field if field in overrides else ENV_PREFIX + field.upper()
+    return f"{where}={error.get('input')!r}: {error['msg'][:1].lower()}{error['msg'][1:]}"
 
 
 class Settings(EnvSettings):

@@ -19,9 +19,11 @@ import pytest
 
 from tests.ports import free_port
 from tests.support import ADMIN_TOKEN, RunningServer, rest
+from wsmigrate import SettingsError
 from wsmigrate.bridge.ops.cli import build_parser
 from wsmigrate.bridge.ops.cli_output import CommandError
 from wsmigrate.bridge.ops.cli_serve import APP_ENV, load_app
+from wsmigrate.bridge.server.settings import Settings
 
 SCENARIO = "examples.chat.simulation:Scenario"
 TIMEOUT_S = 60
@@ -65,6 +67,22 @@ def test_version_and_help_for_every_option() -> None:
     silent = [f"{p.prog} {a.option_strings or a.dest}" for p in parsers(build_parser()) for a in p._actions
               if not isinstance(a, argparse._SubParsersAction) and not a.help]
     assert silent == []
+
+
+def test_serve_with_an_invalid_setting_is_one_line_naming_it_and_exit_2() -> None:
+    result = wsmigrate("serve", "--app", "examples.chat.app:app_from_env", "--port", str(free_port()),
+                       env=environment(WSMIGRATE_WRITE_COALESCE_MS="-1", WSMIGRATE_HISTORY_SIZE="lots"))
+    assert result.returncode == 2
+    line = one_clean_line(result)
+    assert "WSMIGRATE_WRITE_COALESCE_MS='-1': input should be greater than or equal to 0" in line
+    assert "WSMIGRATE_HISTORY_SIZE='lots'" in line
+
+
+def test_invalid_settings_in_code_name_the_argument_and_are_one_error() -> None:
+    with pytest.raises(SettingsError, match=r"^history_size=-1: input should be greater than or equal to 0$"):
+        Settings.from_env({}, history_size=-1)
+    with pytest.raises(ValueError, match="WSMIGRATE_BUS_READ_INTERVAL_MS='x'"):  # still a ValueError
+        Settings.from_env({"WSMIGRATE_BUS_READ_INTERVAL_MS": "x"})
 
 
 @pytest.mark.parametrize("command", [
