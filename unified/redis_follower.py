@@ -19,12 +19,18 @@ waits for its `PONG`. Redis answers a connection in order, so every entry number
 position was pushed (and delivered here) before the `PONG`: the connection manager merges held
 events and replay exactly as with the stream reader.
 
-Gaps are reported, never silent. Pub/sub delivers at most once: a connection lost (or closed by
-Redis for a full output buffer, or a shard channel Redis unsubscribed because its slot moved)
-loses what was pushed meanwhile. Each is a discontinuity (`on_discontinuity("gap")`, reported
-once the subscriptions are back), and so is a followed topic whose `seq` does not follow on;
-clients then resubscribe `since` their positions and recover from the topics' history. A Redis
-that lost its data shows a new incarnation in the next push or heartbeat (`"reset"`).
+Resuming, or a gap reported, never silence. Pub/sub delivers at most once: a connection lost (or
+closed by Redis for a full output buffer, or a shard channel Redis unsubscribed because its slot
+moved) loses what was pushed meanwhile. The shard's global stream still holds it, so after a
+reconnect the reader holds the new connection's pushes until every channel is confirmed again,
+then reads the stream (`XRANGE`) from the last entry it delivered and delivers the entries of
+what it follows, then the held pushes (copies dropped by entry id, as above): the same events,
+once, in order, with no socket closed. Only if the stream no longer holds that entry (trimmed
+past it, or Redis lost its data), or nothing was delivered yet to resume from, is it a
+discontinuity (`on_discontinuity("gap")`). A followed topic whose `seq` does not follow on is
+one too, and the seqs are checked across a resume as well; clients then resubscribe `since`
+their positions and recover from the topics' history. A Redis that lost its data shows a new
+incarnation in the next push or heartbeat (`"reset"`).
 
 Liveness is end to end, as with the stream reader: the worker publishes its heartbeat on its own
 beat channel (the SYNC script), and counts itself live only while those come back here.
@@ -42,6 +48,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import math
 import time
@@ -68,11 +75,15 @@ from wsmigrate.unified.redis_listener import (
     Relocate,
 )
 from wsmigrate.unified.redis_scripts import (
+    F_HEARTBEAT,
     F_INCARNATION,
+    F_TOPICS,
+    F_TYPE,
     PUSH_SEPARATOR,
     SYNC,
     Keys,
     StreamId,
+    entry_fields,
     parse_id,
     push_fields,
 )
@@ -149,9 +160,11 @@ class TopicFollower(BusReader):
         self._last_key: StreamId = (0, 0)
         self._last_head = ""  # the last delivered entry's id and separator: how its copies start
         self._next_read_at = 0.0
+        self._holding: list[str] | None = None  # pushes held while resuming after a reconnect
         self.reads = 0
         self.copies = 0  # pushes dropped as the copy of an entry already delivered
         self.reconnects = 0
+        self.resumed = 0  # entries delivered from the stream after a reconnect
 
     # -- what to follow (called on the event loop, synchronously) ---------------------------------
 
@@ -327,8 +340,7 @@ class TopicFollower(BusReader):
                     await self._connect()
                     self.reconnects += 1
                     delay = BACKOFF_MIN_S
-                    log.warning("bus follower reconnected; what was pushed meanwhile is lost: clients resync")
-                    self._discontinuity("gap")
+                    await self._resume()
                 await self._read_batch()
             except CONNECTION_ERRORS as exc:
                 self._keep_going()
@@ -356,6 +368,59 @@ class TopicFollower(BusReader):
         self._next_read_at = started + self.read_interval_s if count < READ_BATCH else 0.0
         self._report_gap()
 
+    async def _resume(self) -> None:
+        """After a reconnect: what was appended while nothing was followed, from the stream, then
+        the pushes held meanwhile (module docstring, Resuming)."""
+        if self._last_key == (0, 0):
+            log.warning("bus follower reconnected before it delivered anything: clients resync")
+            self._discontinuity("gap")
+            return
+        conn = self._conn
+        assert conn is not None
+        self._holding = []
+        try:
+            due = set(self._confirming)
+            while any(channel in self._confirming for channel in due):  # pushes after them are held
+                self._on_reply(await conn.read_response(timeout=math.inf, push_request=True))
+            resumed = await self._catch_up()
+        finally:
+            held, self._holding = self._holding, None
+        if not resumed:
+            log.warning("bus follower reconnected after its stream moved past it: clients resync")
+            self._discontinuity("gap")
+            self._topic_seqs.clear()
+        for data in held:
+            self._on_push(data)
+        self._report_gap()
+
+    async def _catch_up(self) -> bool:
+        """Deliver the stream's entries after the last one delivered that match what this reader
+        follows; False if the stream no longer holds that entry (nothing to resume from)."""
+        start = f"{self._last_key[0]}-{self._last_key[1]}"
+        stream = self.keys.events
+        if not await self._writer.xrange(stream, start, start):
+            return False
+        topic_prefix, asked = self._topic_prefix, self._asked
+        while True:
+            self._keep_going()
+            entries: Any = await self._writer.xrange(stream, "(" + start, "+", count=READ_BATCH)
+            for entry_id, raw in entries:
+                start = str(entry_id)
+                fields = entry_fields(raw)
+                if F_HEARTBEAT in fields:
+                    continue
+                if fields.get(F_TYPE) is not None and self.keys.type_channel(fields[F_TYPE]) not in asked:
+                    try:
+                        topics = json.loads(fields[F_TOPICS])
+                    except (KeyError, ValueError):
+                        topics = []
+                    if not any(topic_prefix + topic in asked for topic in topics):
+                        continue
+                self.resumed += 1
+                self._take(start, parse_id(start), fields)
+            if len(entries) < READ_BATCH:
+                return True
+
     def _on_reply(self, reply: Any) -> None:
         if reply == "PONG":  # RESP3 answers a PING plainly, RESP2 as ["pong", ""] in subscribed mode
             self._ponged()
@@ -368,6 +433,8 @@ class TopicFollower(BusReader):
             channel, data = reply[1], reply[2]
             if channel == self._beat_channel:
                 self._on_beat(data)
+            elif self._holding is not None:
+                self._holding.append(data)
             else:
                 self._on_push(data)
         elif kind == "pong":
@@ -398,7 +465,8 @@ class TopicFollower(BusReader):
         if channel.startswith(self._topic_prefix) and channel in self._asked:
             topic = channel[len(self._topic_prefix):]
             self._live_topics.add(topic)
-            self._topic_seqs.pop(topic, None)  # its first push sets where it stands
+            if self._holding is None:  # a new follow: its first push sets where it stands
+                self._topic_seqs.pop(topic, None)
         for future in self._confirm_waiters.pop(channel, ()):
             if not future.done():
                 future.set_result(None)
@@ -420,6 +488,10 @@ class TopicFollower(BusReader):
         except ValueError as exc:
             log.error("skipping malformed bus push: %r", exc)
             return
+        self._take(entry_id, key, fields)
+
+    def _take(self, entry_id: str, key: StreamId, fields: dict[str, str]) -> None:
+        """Deliver one entry, pushed or read back from the stream, unless it was delivered already."""
         incarnation = fields.get(F_INCARNATION)
         if incarnation is not None and incarnation != self._incarnation:
             self._switch_incarnation(incarnation)

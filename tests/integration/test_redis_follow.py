@@ -23,6 +23,7 @@ from wsmigrate.metrics import WsMetrics
 from wsmigrate.unified import Connection, ConnectionManager, EventBus, Publication
 from wsmigrate.unified.outbox import AsgiOutbox
 from wsmigrate.unified.redis_backend import RedisBackend
+from wsmigrate.unified.redis_follower import TopicFollower
 from wsmigrate.unified.redis_scripts import PUSH_SEPARATOR
 
 
@@ -139,26 +140,98 @@ async def test_an_entry_on_several_followed_channels_is_taken_in_once(
     assert len([f for f in await sink.wait_for(2) if f.get("event_id") == event.event_id]) == 1
 
 
-async def test_a_lost_connection_is_reported_and_following_resumes(
-    workers: Callable[[], Worker], publisher: RedisBackend, redis_url: str
-) -> None:
+async def following(workers: Callable[[], Worker], *topics: str) -> tuple[Worker, Sink, TopicFollower]:
+    """A started worker with one socket subscribed to `topics`, and its (one shard's) follower."""
     worker = workers()
     await worker.bus.start()
     sink, connection = worker.connect()
-    await worker.manager.subscribe(connection, ["thread:8"])
-    follower = worker.backend.followers[0]
+    await worker.manager.subscribe(connection, list(topics))
+    return worker, sink, worker.backend.followers[0]
+
+
+async def kill_reader(redis_url: str, worker: Worker) -> None:
+    """Close the follower's pub/sub connection from Redis's side (what a proxy or a restart does)."""
     async with Redis.from_url(redis_url, decode_responses=True) as admin:
         clients = [c for c in await admin.client_list() if c["name"] == worker.backend.reader_client_name]
         assert len(clients) == 1
         await admin.client_kill_filter(_id=clients[0]["id"])
+
+
+def hold_reconnect(follower: TopicFollower, monkeypatch: pytest.MonkeyPatch) -> asyncio.Event:
+    """The follower reconnects only once the returned event is set: what is published before that
+    is certainly published while it follows nothing."""
+    gate = asyncio.Event()
+    connect = follower._connect
+
+    async def gated() -> None:
+        await gate.wait()
+        await connect()
+
+    monkeypatch.setattr(follower, "_connect", gated)
+    return gate
+
+
+async def test_a_lost_connection_resumes_from_the_stream_with_nothing_lost_and_no_socket_closed(
+    workers: Callable[[], Worker], publisher: RedisBackend, redis_url: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    worker, sink, follower = await following(workers, "thread:8", "thread:18")
+    assert await append(publisher, chunk(8, "before"))
+    await sink.wait_for(2)  # the subscribe answer and the event
+    gate = hold_reconnect(follower, monkeypatch)
+    await kill_reader(redis_url, worker)
+    for i in range(3):  # pushed to nobody: the follower's connection is gone
+        assert await append(publisher, chunk(8, f"while away {i}"))
+    assert await append(publisher, chunk(18, "away, on the other topic"))
+    assert await append(publisher, chunk(28, "a topic nobody here follows"))
+    gate.set()
+    await follower.confirmed("thread:8", 5)
+    assert await append(publisher, chunk(8, "after the reconnect"))
+    frames = await sink.wait_for(7)
+    assert [f["data"]["content"] for f in frames[1:]] == [
+        "before", "while away 0", "while away 1", "while away 2", "away, on the other topic", "after the reconnect"]
+    assert [f["seq"] for f in frames[1:] if f["topic"] == "thread:8"] == [1, 2, 3, 4, 5]
+    assert worker.discontinuities == []
+    assert follower.reconnects == 1
+    assert follower.resumed == 4  # the unfollowed topic's entry was skipped
+    await follower.wait_until_healthy(True, 5)
+
+
+async def test_a_lost_connection_before_anything_was_delivered_is_reported(
+    workers: Callable[[], Worker], publisher: RedisBackend, redis_url: str
+) -> None:
+    """Nothing delivered yet: no entry to resume from, so what was published meanwhile cannot be
+    told apart from what came before the follow; it is a gap, and clients resync."""
+    worker, sink, follower = await following(workers, "thread:8")
+    await kill_reader(redis_url, worker)
     await asyncio.wait_for(worker.discontinued.wait(), 10)
     assert worker.discontinuities == ["gap"]
     assert follower.reconnects == 1
-    await worker.backend.followers[0].confirmed("thread:8", 5)
+    await follower.confirmed("thread:8", 5)
     assert await append(publisher, chunk(8, "after the reconnect"))
     frames = await sink.wait_for(2)
     assert frames[-1]["data"]["content"] == "after the reconnect"
     await follower.wait_until_healthy(True, 5)
+
+
+async def test_a_stream_trimmed_past_the_follower_while_it_was_away_is_reported_as_a_gap(
+    workers: Callable[[], Worker], publisher: RedisBackend, redis_url: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    worker, sink, follower = await following(workers, "thread:7")
+    assert await append(publisher, chunk(7, "before"))
+    await sink.wait_for(2)
+    gate = hold_reconnect(follower, monkeypatch)
+    await kill_reader(redis_url, worker)
+    assert await append(publisher, chunk(7, "while away"))
+    async with Redis.from_url(redis_url, decode_responses=True) as admin:
+        await admin.xtrim(worker.backend.keys.events, maxlen=0)  # the entry it stood at is gone
+    gate.set()
+    await asyncio.wait_for(worker.discontinued.wait(), 10)
+    assert worker.discontinuities == ["gap"]
+    assert follower.resumed == 0
+    await follower.confirmed("thread:7", 5)
+    assert await append(publisher, chunk(7, "after"))
+    frames = await sink.wait_for(3)
+    assert frames[-1]["data"]["content"] == "after"
 
 
 async def test_a_followed_topic_whose_seq_jumps_is_reported_as_a_gap(
