@@ -377,6 +377,7 @@ class TopicFollower(BusReader):
             return
         conn = self._conn
         assert conn is not None
+        before, resumed_before = self._last_key, self.resumed
         self._holding = []
         try:
             due = set(self._confirming)
@@ -385,7 +386,10 @@ class TopicFollower(BusReader):
             resumed = await self._catch_up()
         finally:
             held, self._holding = self._holding, None
-        if not resumed:
+        if resumed:
+            log.warning("bus follower reconnected and resumed from the stream after %s (%d entries read back)",
+                        self._last_id_text(before), self.resumed - resumed_before)
+        else:
             log.warning("bus follower reconnected after its stream moved past it: clients resync")
             self._discontinuity("gap")
             self._topic_seqs.clear()
@@ -393,10 +397,14 @@ class TopicFollower(BusReader):
             self._on_push(data)
         self._report_gap()
 
+    @staticmethod
+    def _last_id_text(key: StreamId) -> str:
+        return f"{key[0]}-{key[1]}"
+
     async def _catch_up(self) -> bool:
         """Deliver the stream's entries after the last one delivered that match what this reader
         follows; False if the stream no longer holds that entry (nothing to resume from)."""
-        start = f"{self._last_key[0]}-{self._last_key[1]}"
+        start = self._last_id_text(self._last_key)
         stream = self.keys.events
         if not await self._writer.xrange(stream, start, start):
             return False
