@@ -52,7 +52,7 @@ import json
 import logging
 import math
 import time
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -65,6 +65,7 @@ from wsmigrate.metrics import WsMetrics
 from wsmigrate.unified.bus_reader import BusReader, OnDiscontinuity
 from wsmigrate.unified.errors import BusUnavailableError
 from wsmigrate.unified.history import new_epoch
+from wsmigrate.unified.redis_channels import ChannelSubscriptions, PubSubCommands, batches
 from wsmigrate.unified.redis_listener import (
     BACKOFF_MAX_S,
     BACKOFF_MIN_S,
@@ -89,21 +90,6 @@ from wsmigrate.unified.redis_scripts import (
 )
 
 log = logging.getLogger(__name__)
-
-SUBSCRIBE_BATCH = 1_000  # channels per SUBSCRIBE / UNSUBSCRIBE command
-
-
-class _Commands:
-    """The names of the pub/sub commands and replies: plain channels, or a cluster's shard channels."""
-
-    def __init__(self, sharded: bool) -> None:
-        prefix = "S" if sharded else ""
-        self.publish = f"{prefix}PUBLISH"
-        self.subscribe = f"{prefix}SUBSCRIBE"
-        self.unsubscribe = f"{prefix}UNSUBSCRIBE"
-        lower = prefix.lower()
-        self.message, self.subscribed, self.unsubscribed = f"{lower}message", f"{lower}subscribe", f"{lower}unsubscribe"
-
 
 class TopicFollower(BusReader):
     """Follows the channels of one shard for one worker (module docstring)."""
@@ -134,21 +120,15 @@ class TopicFollower(BusReader):
         self._decode = decode
         self.heartbeat_interval_s = heartbeat_interval_s
         self.stop_timeout_s = stop_timeout_s
-        self._commands = _Commands(sharded_channels)
+        self._commands = PubSubCommands(sharded_channels)
         self.metrics = metrics
         self.read_interval_s = read_interval_s
         self._relocate = relocate
         self._sync: AsyncScript = writer.register_script(SYNC)
         self._beat_channel = keys.beat_channel(worker_id)
         self._topic_prefix = keys.topic_channel("")
-        # what this worker wants followed, and what Redis was asked for on the current connection
-        self._wanted: set[str] = {self._beat_channel}  # the channels this worker follows now
-        self._type_channels: set[str] = set()
-        self._dirty: set[str] = set()  # channels wanted or unwanted since the last diff was sent
-        self._asked: set[str] = set()  # what Redis was asked for on the current connection
-        self._gauged = 0  # how many of them `wsmigrate_bus_followed_channels` counts now
-        self._confirming: Counter[str] = Counter()  # channel -> subscribe confirmations still due
-        self._leaving: Counter[str] = Counter()  # channel -> unsubscribe confirmations still due
+        self._channels = ChannelSubscriptions(always=[self._beat_channel])
+        self._gauged = 0  # how many asked channels `wsmigrate_bus_followed_channels` counts now
         self._confirm_waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._live_topics: set[str] = set()  # confirmed: their `seq` must follow on
         self._pings: deque[asyncio.Future[None]] = deque()
@@ -168,27 +148,18 @@ class TopicFollower(BusReader):
 
     # -- what to follow (called on the event loop, synchronously) ---------------------------------
 
+    # Each records a change; the command task sends the changes since its last diff (O(changes)).
+
     def follow(self, topic: str) -> None:
-        self._want(self.keys.topic_channel(topic), True)
+        self._channels.want(self.keys.topic_channel(topic), True)
+        self._changed.set()
 
     def unfollow(self, topic: str) -> None:
-        self._want(self.keys.topic_channel(topic), False)
+        self._channels.want(self.keys.topic_channel(topic), False)
+        self._changed.set()
 
     def follow_types(self, event_types: Iterable[str]) -> None:
-        channels = {self.keys.type_channel(t) for t in event_types}
-        for channel in channels - self._type_channels:
-            self._want(channel, True)
-        for channel in self._type_channels - channels:
-            self._want(channel, False)
-        self._type_channels = channels
-
-    def _want(self, channel: str, wanted: bool) -> None:
-        """Record a change; the command task sends the changes since its last diff (O(changes))."""
-        if wanted:
-            self._wanted.add(channel)
-        else:
-            self._wanted.discard(channel)
-        self._dirty.add(channel)
+        self._channels.want_types({self.keys.type_channel(t) for t in event_types})
         self._changed.set()
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -223,7 +194,7 @@ class TopicFollower(BusReader):
                 log.warning("bus follower tasks still running after %.1fs: %s", self.stop_timeout_s, pending)
         self._tasks = []
         await self._drop_connection()
-        self._asked = set()
+        self._channels.reset()
         self._gauge_channels()
         self._deliver = None
         self._fail_waiters("the bus is stopping")
@@ -263,17 +234,16 @@ class TopicFollower(BusReader):
         conn: AbstractConnection = self._client.connection_pool.make_connection()  # type: ignore[no-untyped-call]
         await conn.connect()  # type: ignore[no-untyped-call]
         self._conn = conn
-        self._asked, self._live_topics = set(), set()
+        self._live_topics = set()
+        self._channels.reset()  # a new connection follows nothing yet
         self._gauge_channels()
-        self._dirty.update(self._wanted)  # a new connection follows nothing yet
-        self._confirming.clear()
-        self._leaving.clear()
         await self._send_changes()
 
     def _gauge_channels(self) -> None:
-        if self.metrics is not None and len(self._asked) != self._gauged:
-            self.metrics.bus_followed_channels.inc(len(self._asked) - self._gauged)
-            self._gauged = len(self._asked)
+        asked = len(self._channels.asked)
+        if self.metrics is not None and asked != self._gauged:
+            self.metrics.bus_followed_channels.inc(asked - self._gauged)
+            self._gauged = asked
 
     async def _drop_connection(self) -> None:
         conn, self._conn = self._conn, None
@@ -297,24 +267,17 @@ class TopicFollower(BusReader):
             await self._send_diff()
 
     async def _send_diff(self) -> None:
-        dirty, self._dirty, wanted, asked = self._dirty, set(), self._wanted, self._asked
-        joining = sorted(c for c in dirty if c in wanted and c not in asked)
-        leaving = sorted(c for c in dirty if c not in wanted and c in asked)
-        asked.update(joining)
-        asked.difference_update(leaving)
+        joining, leaving = self._channels.diff()
         self._gauge_channels()
         prefix = self._topic_prefix
         for channel in leaving:
-            self._leaving[channel] += 1
             if channel.startswith(prefix):
                 topic = channel[len(prefix):]
                 self._live_topics.discard(topic)
                 self._topic_seqs.pop(topic, None)
-        for channel in joining:
-            self._confirming[channel] += 1
-        for batch in _batches(leaving):
+        for batch in batches(leaving):
             await self._send(self._commands.unsubscribe, *batch)
-        for batch in _batches(joining):
+        for batch in batches(joining):
             await self._send(self._commands.subscribe, *batch)
 
     async def _command_forever(self) -> None:
@@ -380,8 +343,8 @@ class TopicFollower(BusReader):
         before, resumed_before = self._last_key, self.resumed
         self._holding = []
         try:
-            due = set(self._confirming)
-            while any(channel in self._confirming for channel in due):  # pushes after them are held
+            due = self._channels.confirming()
+            while self._channels.still_confirming(due):  # pushes after them are held
                 self._on_reply(await conn.read_response(timeout=math.inf, push_request=True))
             resumed = await self._catch_up()
         finally:
@@ -408,7 +371,7 @@ class TopicFollower(BusReader):
         stream = self.keys.events
         if not await self._writer.xrange(stream, start, start):
             return False
-        topic_prefix, asked = self._topic_prefix, self._asked
+        topic_prefix, asked = self._topic_prefix, self._channels.asked
         while True:
             self._keep_going()
             entries: Any = await self._writer.xrange(stream, "(" + start, "+", count=READ_BATCH)
@@ -451,9 +414,8 @@ class TopicFollower(BusReader):
             self._confirmed(reply[1])
         elif kind == commands.unsubscribed:
             channel = reply[1]
-            if self._leaving[channel] > 0:
-                self._leaving[channel] -= 1
-            else:  # Redis dropped a shard channel (its slot moved): what it carried meanwhile is lost
+            if not self._channels.unsubscribed(channel):
+                # Redis dropped a shard channel (its slot moved): what it carried meanwhile is lost
                 raise RedisConnectionError(f"Redis unsubscribed {channel} (its slot moved)")
         else:
             log.warning("unexpected push on the bus follower's connection: %r", reply[:2])
@@ -465,12 +427,9 @@ class TopicFollower(BusReader):
                 future.set_result(None)
 
     def _confirmed(self, channel: str) -> None:
-        due = self._confirming[channel] - 1
-        if due > 0:
-            self._confirming[channel] = due
+        if not self._channels.subscribed(channel):
             return
-        self._confirming.pop(channel, None)
-        if channel.startswith(self._topic_prefix) and channel in self._asked:
+        if channel.startswith(self._topic_prefix) and channel in self._channels.asked:
             topic = channel[len(self._topic_prefix):]
             self._live_topics.add(topic)
             if self._holding is None:  # a new follow: its first push sets where it stands
@@ -533,8 +492,8 @@ class TopicFollower(BusReader):
     async def confirmed(self, topic: str, timeout: float) -> None:
         """Return once Redis confirmed the subscription of followed `topic` (at once if not followed)."""
         channel = self.keys.topic_channel(topic)
-        if channel not in self._wanted or (channel in self._asked and not self._confirming[channel]
-                                         and self._conn is not None):
+        channels = self._channels
+        if channel not in channels.wanted or (channels.confirmed(channel) and self._conn is not None):
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._confirm_waiters.setdefault(channel, []).append(future)
@@ -566,8 +525,3 @@ class TopicFollower(BusReader):
                 if not future.done():
                     future.set_exception(BusUnavailableError(reason))
         self._confirm_waiters.clear()
-
-
-def _batches(channels: list[str]) -> Iterable[list[str]]:
-    for start in range(0, len(channels), SUBSCRIBE_BATCH):
-        yield channels[start:start + SUBSCRIBE_BATCH]
