@@ -25,12 +25,16 @@ moved) loses what was pushed meanwhile. The shard's global stream still holds it
 reconnect the reader holds the new connection's pushes until every channel is confirmed again,
 then reads the stream (`XRANGE`) from the last entry it delivered and delivers the entries of
 what it follows, then the held pushes (copies dropped by entry id, as above): the same events,
-once, in order, with no socket closed. Only if the stream no longer holds that entry (trimmed
-past it, or Redis lost its data), or nothing was delivered yet to resume from, is it a
-discontinuity (`on_discontinuity("gap")`). A followed topic whose `seq` does not follow on is
-one too, and the seqs are checked across a resume as well; clients then resubscribe `since`
-their positions and recover from the topics' history. A Redis that lost its data shows a new
-incarnation in the next push or heartbeat (`"reset"`).
+once, in order, with no socket closed. The stream also holds what was appended before a channel
+was followed, which a subscriber already had from its replay: a push read after a channel's
+confirmation was appended after its follow, so are all entries after it, and each channel
+remembers the last entry delivered when it was confirmed (`_joined_at`). An entry of a channel
+confirmed since the last delivered entry cannot be placed, and is a gap. So are a stream that no
+longer holds the last delivered entry (trimmed past it, or Redis lost its data), and a reconnect
+before anything was delivered: each a discontinuity (`on_discontinuity("gap")`). A followed
+topic whose `seq` does not follow on is one too, and the seqs are checked across a resume as
+well; clients then resubscribe `since` their positions and recover from the topics' history.
+A Redis that lost its data shows a new incarnation in the next push or heartbeat (`"reset"`).
 
 Liveness is end to end, as with the stream reader: the worker publishes its heartbeat on its own
 beat channel (the SYNC script), and counts itself live only while those come back here.
@@ -141,6 +145,8 @@ class TopicFollower(BusReader):
         self._last_head = ""  # the last delivered entry's id and separator: how its copies start
         self._next_read_at = 0.0
         self._holding: list[str] | None = None  # pushes held while resuming after a reconnect
+        # channel -> the last entry delivered when its subscription was confirmed (module docstring)
+        self._joined_at: dict[str, StreamId] = {}
         self.reads = 0
         self.copies = 0  # pushes dropped as the copy of an entry already delivered
         self.reconnects = 0
@@ -271,6 +277,7 @@ class TopicFollower(BusReader):
         self._gauge_channels()
         prefix = self._topic_prefix
         for channel in leaving:
+            self._joined_at.pop(channel, None)
             if channel.startswith(prefix):
                 topic = channel[len(prefix):]
                 self._live_topics.discard(topic)
@@ -366,12 +373,13 @@ class TopicFollower(BusReader):
 
     async def _catch_up(self) -> bool:
         """Deliver the stream's entries after the last one delivered that match what this reader
-        follows; False if the stream no longer holds that entry (nothing to resume from)."""
-        start = self._last_id_text(self._last_key)
+        follows; False if it cannot (module docstring, Resuming): the stream no longer holds that
+        entry, or an entry is of a channel followed since it, which may predate the follow."""
+        since = self._last_key
+        start = self._last_id_text(since)
         stream = self.keys.events
         if not await self._writer.xrange(stream, start, start):
             return False
-        topic_prefix, asked = self._topic_prefix, self._channels.asked
         while True:
             self._keep_going()
             entries: Any = await self._writer.xrange(stream, "(" + start, "+", count=READ_BATCH)
@@ -380,17 +388,25 @@ class TopicFollower(BusReader):
                 fields = entry_fields(raw)
                 if F_HEARTBEAT in fields:
                     continue
-                if fields.get(F_TYPE) is not None and self.keys.type_channel(fields[F_TYPE]) not in asked:
-                    try:
-                        topics = json.loads(fields[F_TOPICS])
-                    except (KeyError, ValueError):
-                        topics = []
-                    if not any(topic_prefix + topic in asked for topic in topics):
-                        continue
+                channels = self._channels_of(fields)
+                if not channels:
+                    continue
+                if any(self._joined_at.get(channel, since) >= since for channel in channels):
+                    return False  # followed since the last delivery: was this entry before or after?
                 self.resumed += 1
                 self._take(start, parse_id(start), fields)
             if len(entries) < READ_BATCH:
                 return True
+
+    def _channels_of(self, fields: dict[str, str]) -> list[str]:
+        """The channels asked on this connection that an entry was (or would have been) pushed on."""
+        asked = self._channels.asked
+        found = [self._topic_prefix + topic for topic in _topics(fields) if self._topic_prefix + topic in asked]
+        event_type = fields.get(F_TYPE)
+        if event_type is None:  # written before entries carried their type: every followed topic's
+            return found
+        type_channel = self.keys.type_channel(event_type)
+        return [*found, type_channel] if type_channel in asked else found
 
     def _on_reply(self, reply: Any) -> None:
         if reply == "PONG":  # RESP3 answers a PING plainly, RESP2 as ["pong", ""] in subscribed mode
@@ -429,6 +445,8 @@ class TopicFollower(BusReader):
     def _confirmed(self, channel: str) -> None:
         if not self._channels.subscribed(channel):
             return
+        if self._holding is None:  # a new follow, not a resume's: where this reader stood then
+            self._joined_at[channel] = self._last_key
         if channel.startswith(self._topic_prefix) and channel in self._channels.asked:
             topic = channel[len(self._topic_prefix):]
             self._live_topics.add(topic)
@@ -525,3 +543,11 @@ class TopicFollower(BusReader):
                 if not future.done():
                     future.set_exception(BusUnavailableError(reason))
         self._confirm_waiters.clear()
+
+
+def _topics(fields: dict[str, str]) -> list[str]:
+    try:
+        topics = json.loads(fields[F_TOPICS])
+    except (KeyError, ValueError):
+        return []  # the decoder reports it as malformed if it is delivered
+    return [str(topic) for topic in topics] if isinstance(topics, list) else []

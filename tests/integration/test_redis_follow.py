@@ -184,7 +184,7 @@ async def test_a_lost_connection_resumes_from_the_stream_with_nothing_lost_and_n
     assert await append(publisher, chunk(18, "away, on the other topic"))
     assert await append(publisher, chunk(28, "a topic nobody here follows"))
     gate.set()
-    await follower.confirmed("thread:8", 5)
+    await sink.wait_for(6)  # what was published while away came back before anything newer
     assert await append(publisher, chunk(8, "after the reconnect"))
     frames = await sink.wait_for(7)
     assert [f["data"]["content"] for f in frames[1:]] == [
@@ -194,6 +194,29 @@ async def test_a_lost_connection_resumes_from_the_stream_with_nothing_lost_and_n
     assert follower.reconnects == 1
     assert follower.resumed == 4  # the unfollowed topic's entry was skipped
     await follower.wait_until_healthy(True, 5)
+
+
+async def test_a_topic_followed_since_the_last_delivery_is_not_replayed_twice_but_reported(
+    workers: Callable[[], Worker], publisher: RedisBackend, redis_url: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """thread:2's first event was published before anyone here followed it (a subscriber gets it
+    from its replay); the connection drops before any push came after thread:2's follow. Reading
+    the stream back cannot tell that event from one published while away: it must not deliver it
+    again, so it reports a gap."""
+    worker, sink, follower = await following(workers, "thread:1")
+    assert await append(publisher, chunk(1, "delivered"))
+    await sink.wait_for(2)
+    assert await append(publisher, chunk(2, "before the follow"))
+    other, connection = worker.connect()
+    await worker.manager.subscribe(connection, ["thread:2"])
+    await other.wait_for(1)  # its subscribe answered: thread:2 is followed, its subscription confirmed
+    gate = hold_reconnect(follower, monkeypatch)
+    await kill_reader(redis_url, worker)
+    assert await append(publisher, chunk(2, "while away"))
+    gate.set()
+    await asyncio.wait_for(worker.discontinued.wait(), 10)
+    assert worker.discontinuities == ["gap"]
+    assert [p.event.data["content"] for p in worker.taken.publications if "thread:2" in p.topics] == []
 
 
 async def test_a_lost_connection_before_anything_was_delivered_is_reported(
