@@ -246,6 +246,11 @@ class WsMetrics:
         )
         for reason in BUS_DISCONTINUITY_REASONS:
             self.bus_discontinuities.labels(reason)
+        self.bus_resumed_entries = Counter(
+            f"{PREFIX}_bus_resumed_entries",
+            "Entries a topic follower read back from its stream after a lost connection: delivered, no socket closed.",
+            registry=r,
+        )
         self.bus_followed_channels = Gauge(
             f"{PREFIX}_bus_followed_channels",
             "Redis channels this worker follows with delivery by topics: its topics, event types and heartbeats.",

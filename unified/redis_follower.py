@@ -394,6 +394,8 @@ class TopicFollower(BusReader):
                 if any(self._joined_at.get(channel, since) >= since for channel in channels):
                     return False  # followed since the last delivery: was this entry before or after?
                 self.resumed += 1
+                if self.metrics is not None:
+                    self.metrics.batch.add(self.metrics.bus_resumed_entries)
                 self._take(start, parse_id(start), fields)
             if len(entries) < READ_BATCH:
                 return True

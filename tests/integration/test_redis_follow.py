@@ -33,8 +33,9 @@ class Worker:
     def __init__(self, url: str, prefix: str) -> None:
         self.discontinuities: list[str] = []
         self.discontinued = asyncio.Event()
+        self.metrics = WsMetrics(CollectorRegistry(), event_types=list(CHAT.names))
         self.backend = RedisBackend(url + "?delivery=topics", prefix=prefix, on_discontinuity=self._discontinuity,
-                                    heartbeat_interval_s=0.2, stale_after_s=1.0)
+                                    heartbeat_interval_s=0.2, stale_after_s=1.0, metrics=self.metrics)
         self.bus = EventBus(self.backend, catalog=CHAT)
         self.manager = ConnectionManager(self.bus)
         self.taken = Delivered()
@@ -193,6 +194,7 @@ async def test_a_lost_connection_resumes_from_the_stream_with_nothing_lost_and_n
     assert worker.discontinuities == []
     assert follower.reconnects == 1
     assert follower.resumed == 4  # the unfollowed topic's entry was skipped
+    assert worker.metrics.registry.get_sample_value("wsmigrate_bus_resumed_entries_total") == 4
     await follower.wait_until_healthy(True, 5)
 
 
@@ -251,6 +253,7 @@ async def test_a_stream_trimmed_past_the_follower_while_it_was_away_is_reported_
     await asyncio.wait_for(worker.discontinued.wait(), 10)
     assert worker.discontinuities == ["gap"]
     assert follower.resumed == 0
+    assert worker.metrics.registry.get_sample_value("wsmigrate_bus_resumed_entries_total") == 0
     await follower.confirmed("thread:7", 5)
     assert await append(publisher, chunk(7, "after"))
     frames = await sink.wait_for(3)
