@@ -53,7 +53,7 @@ class FlushScheduler:
     """One per event loop: writes the outboxes that got frames, at the end of the loop turn or,
     under back-to-back traffic, once per `coalesce_s` (see the module docstring)."""
 
-    __slots__ = ("_busy_gap", "_clock", "_flushed_at", "_handle", "_loop", "coalesce_s", "dirty")
+    __slots__ = ("_clock", "_flushed_at", "_handle", "_loop", "coalesce_s", "dirty")
 
     def __init__(
         self, loop: asyncio.AbstractEventLoop, *, coalesce_s: float = DEFAULT_COALESCE_S,
@@ -66,13 +66,12 @@ class FlushScheduler:
         self.dirty: list[DirectOutbox] = []
         self._handle: asyncio.Handle | None = None
         self._clock = clock
-        self._busy_gap = BUSY_GAP_S
         self._flushed_at = -BUSY_GAP_S  # when the last flush began
 
     def mark(self, outbox: DirectOutbox) -> None:
         self.dirty.append(outbox)
         if self._handle is None:
-            if self.coalesce_s and self._clock() - self._flushed_at < self._busy_gap:
+            if self.coalesce_s and self._clock() - self._flushed_at < BUSY_GAP_S:
                 self._handle = self._loop.call_later(self.coalesce_s, self._run)
             else:
                 self._handle = self._loop.call_soon(self._run)

@@ -295,58 +295,28 @@ async def append_when_served(backend: RedisBackend, event: Event, timeout: float
                 await asyncio.sleep(0.05)  # the cluster is electing: there is nothing to wait on
 
 
-async def test_a_shard_reader_follows_its_stream_when_its_slot_migrates_to_another_node(cluster_prefix: str) -> None:
-    """A live reshard of one shard's slot (keys migrated, then the slot handed over): the reader
-    gets ASK or MOVED where it was, finds the slot's new node and resumes from its last entry."""
-    from tests.redis_server import RedisClusterServers
-
-    cluster = RedisClusterServers(3).start()  # its own: the test changes the cluster's shape
-    try:
-        worker, delivered = await start_worker(cluster, cluster_prefix, "w")
-        publisher, _ = await start_worker(cluster, cluster_prefix, "p")
-        try:
-            shard, key = worker.shard_of("thread:3"), worker.keys_of("thread:3").events
-            source = cluster.node_of(key)
-            target = next(node for node in cluster.nodes if node is not source)
-            for i in range(10):
-                assert await append(publisher, chunk(3, f"before{i}"))
-            await delivered.wait_for(10)
-
-            await asyncio.to_thread(cluster.move_slot, key, target)
-            assert cluster.node_of(key) is target
-            for i in range(10):
-                await append_when_served(publisher, chunk(3, f"after{i}"))
-            position = await worker.position("thread:3")
-
-            assert delivered.seqs("thread:3") == list(range(1, 21))
-            assert position.seq == 20
-            assert [p.event.data["content"] for p in delivered.publications[10:]] == [f"after{i}" for i in range(10)]
-            assert worker.listeners[shard].reconnects >= 1
-            assert (await worker.replay("thread:3", Position(position.epoch, 0))) is not None  # history moved too
-        finally:
-            await worker.stop()
-            await publisher.stop()
-    finally:
-        cluster.close()
-
-
-async def test_a_topic_follower_whose_slot_migrates_resumes_there_with_nothing_lost(cluster_prefix: str) -> None:
-    """Delivery by topics: when a shard's slot moves, Redis unsubscribes the follower from the slot's
-    channels (what it pushed meanwhile is lost to pub/sub). The follower finds the slot's new node,
-    subscribes there and resumes from the shard's stream, which moved with the slot: every event,
-    those of the move included, delivered once, in order, and no gap to report."""
+@pytest.mark.parametrize("delivery", ["stream", "topics"])
+async def test_a_shard_reader_whose_slot_migrates_resumes_on_its_new_node_with_nothing_lost(
+    cluster_prefix: str, delivery: str,
+) -> None:
+    """A live reshard of one shard's slot (keys migrated, then the slot handed over). Reading the
+    stream, the reader gets ASK or MOVED where it was, finds the slot's new node and resumes from its
+    last entry. Following topics, Redis unsubscribes the follower from the slot's channels (what it
+    pushed meanwhile is lost to pub/sub); the follower finds the new node, subscribes there and
+    resumes from the shard's stream, which moved with the slot. Either way every event, those of the
+    move included, is delivered once, in order, with no discontinuity, and the history moved too."""
     from tests.redis_server import RedisClusterServers
 
     cluster = RedisClusterServers(3).start()  # its own: the test changes the cluster's shape
     gaps: list[str] = []
     try:
-        worker, delivered = await start_worker(cluster, cluster_prefix, "w", delivery="topics",
+        worker, delivered = await start_worker(cluster, cluster_prefix, "w", delivery=delivery,
                                                on_discontinuity=gaps.append)
         worker.follow("thread:3")
         publisher, _ = await start_worker(cluster, cluster_prefix, "p")
         try:
             shard, key = worker.shard_of("thread:3"), worker.keys_of("thread:3").events
-            await worker.position("thread:3")  # followed: its subscription is confirmed
+            await worker.position("thread:3")  # a follower's subscription is confirmed by then
             source = cluster.node_of(key)
             target = next(node for node in cluster.nodes if node is not source)
             for i in range(10):
@@ -357,15 +327,21 @@ async def test_a_topic_follower_whose_slot_migrates_resumes_there_with_nothing_l
             assert cluster.node_of(key) is target
             for i in range(5):
                 await append_when_served(publisher, chunk(3, f"during{i}"))
-            await worker.position("thread:3")  # subscribed on the slot's new node by now
+            await worker.position("thread:3")  # a follower is subscribed on the slot's new node by now
             for i in range(5):
                 assert await append(publisher, chunk(3, f"after{i}"))
+            position = await worker.position("thread:3")
             await delivered.wait_for_topics(20)
 
             assert delivered.seqs("thread:3") == list(range(1, 21))  # all, once, in order
+            assert position.seq == 20
+            assert [p.event.data["content"] for p in delivered.publications[10:]] == [
+                *(f"during{i}" for i in range(5)), *(f"after{i}" for i in range(5))]
             assert gaps == []
-            assert worker.followers[shard].reconnects >= 1
-            await worker.followers[shard].wait_until_healthy(True, timeout=10)
+            reader = (worker.listeners if delivery == "stream" else worker.followers)[shard]
+            assert reader.reconnects >= 1
+            await reader.wait_until_healthy(True, timeout=10)
+            assert (await worker.replay("thread:3", Position(position.epoch, 0))) is not None  # history moved too
         finally:
             await worker.stop()
             await publisher.stop()
